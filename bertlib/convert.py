@@ -1,0 +1,633 @@
+"""Converts a pretrained BERT into the npz layout that `bertlib.modeling` loads.
+
+Two sources are read:
+
+* a Hugging Face BERT folder: `config.json`, `model.safetensors` (or a sharded
+  `model.safetensors.index.json`) and `vocab.txt`; PyTorch is not needed;
+* a Google TensorFlow checkpoint: a `bert_model.ckpt` prefix (files `.index` and `.data-*`)
+  next to `bert_config.json` and `vocab.txt`; TensorFlow is needed on this path only.
+
+Both are written as a directory DEST holding
+
+    arrays_bert_model.ckpt.npz   float32 arrays under the Chainer BERT port's keys
+    bert_config.json             Google's keys plus `layer_norm_eps`
+    vocab.txt                    copied byte for byte
+
+The tensor names of both sources are mapped by the one table `TABLE` below. Every tensor the
+config calls for must be there with the shape the config gives it; heads (`cls.*`,
+`classifier.*`, ...), `position_ids`, `global_step` and optimizer slots are ignored.
+
+    python -m bertlib.convert SOURCE DEST [--format {auto,hf,tf}]
+"""
+
+import argparse
+import glob
+import json
+import logging
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from bertlib.errors import UsageError
+from bertlib.modeling import BertConfig
+
+logger = logging.getLogger('bertlib.convert')
+
+NPZ_NAME = 'arrays_bert_model.ckpt.npz'
+CONFIG_NAME = 'bert_config.json'
+VOCAB_NAME = 'vocab.txt'
+
+HF_CONFIG_NAME = 'config.json'
+HF_WEIGHTS_NAME = 'model.safetensors'
+HF_INDEX_NAME = 'model.safetensors.index.json'
+TF_PREFIX_NAME = 'bert_model.ckpt'
+
+TF_MISSING_MESSAGE = 'TensorFlow is needed to convert a TF checkpoint: pip install tensorflow-cpu'
+
+# The mapping, one row per array of the target npz. Columns:
+#   target key | Hugging Face name | Google TensorFlow name | target shape | kernel
+# `{i}` is the layer number. The shape is spelled in config dimensions, in the target's
+# (Chainer's) layout: V vocab_size, P max_position_embeddings, T type_vocab_size,
+# H hidden_size, I intermediate_size. A kernel row is a dense layer's weight matrix:
+# Chainer and Hugging Face store it (out, in), TensorFlow (in, out), so the TF tensor is
+# transposed (see `FORMATS`). Hugging Face names may carry a `bert.` prefix, and older
+# files spell the LayerNorm parameters `gamma`/`beta` (see `_hf_canonical_name`).
+_LAYER = 'bert/encoder/layer_{i}/'
+_HF_LAYER = 'encoder.layer.{i}.'
+_TF_LAYER = 'bert/encoder/layer_{i}/'
+TABLE = (
+    ('bert/word_embeddings/W', 'embeddings.word_embeddings.weight',
+     'bert/embeddings/word_embeddings', 'VH', False),
+    ('bert/position_embeddings/W', 'embeddings.position_embeddings.weight',
+     'bert/embeddings/position_embeddings', 'PH', False),
+    ('bert/token_type_embeddings/W', 'embeddings.token_type_embeddings.weight',
+     'bert/embeddings/token_type_embeddings', 'TH', False),
+    ('bert/post_embedding_ln/gamma', 'embeddings.LayerNorm.weight',
+     'bert/embeddings/LayerNorm/gamma', 'H', False),
+    ('bert/post_embedding_ln/beta', 'embeddings.LayerNorm.bias',
+     'bert/embeddings/LayerNorm/beta', 'H', False),
+
+    (_LAYER + 'attention/query/W', _HF_LAYER + 'attention.self.query.weight',
+     _TF_LAYER + 'attention/self/query/kernel', 'HH', True),
+    (_LAYER + 'attention/query/b', _HF_LAYER + 'attention.self.query.bias',
+     _TF_LAYER + 'attention/self/query/bias', 'H', False),
+    (_LAYER + 'attention/key/W', _HF_LAYER + 'attention.self.key.weight',
+     _TF_LAYER + 'attention/self/key/kernel', 'HH', True),
+    (_LAYER + 'attention/key/b', _HF_LAYER + 'attention.self.key.bias',
+     _TF_LAYER + 'attention/self/key/bias', 'H', False),
+    (_LAYER + 'attention/value/W', _HF_LAYER + 'attention.self.value.weight',
+     _TF_LAYER + 'attention/self/value/kernel', 'HH', True),
+    (_LAYER + 'attention/value/b', _HF_LAYER + 'attention.self.value.bias',
+     _TF_LAYER + 'attention/self/value/bias', 'H', False),
+    (_LAYER + 'attention_output_dense/W', _HF_LAYER + 'attention.output.dense.weight',
+     _TF_LAYER + 'attention/output/dense/kernel', 'HH', True),
+    (_LAYER + 'attention_output_dense/b', _HF_LAYER + 'attention.output.dense.bias',
+     _TF_LAYER + 'attention/output/dense/bias', 'H', False),
+    (_LAYER + 'attention_output_ln/gamma', _HF_LAYER + 'attention.output.LayerNorm.weight',
+     _TF_LAYER + 'attention/output/LayerNorm/gamma', 'H', False),
+    (_LAYER + 'attention_output_ln/beta', _HF_LAYER + 'attention.output.LayerNorm.bias',
+     _TF_LAYER + 'attention/output/LayerNorm/beta', 'H', False),
+    (_LAYER + 'intermediate_dense1/W', _HF_LAYER + 'intermediate.dense.weight',
+     _TF_LAYER + 'intermediate/dense/kernel', 'IH', True),
+    (_LAYER + 'intermediate_dense1/b', _HF_LAYER + 'intermediate.dense.bias',
+     _TF_LAYER + 'intermediate/dense/bias', 'I', False),
+    (_LAYER + 'intermediate_dense2/W', _HF_LAYER + 'output.dense.weight',
+     _TF_LAYER + 'output/dense/kernel', 'HI', True),
+    (_LAYER + 'intermediate_dense2/b', _HF_LAYER + 'output.dense.bias',
+     _TF_LAYER + 'output/dense/bias', 'H', False),
+    (_LAYER + 'intermediate_ln/gamma', _HF_LAYER + 'output.LayerNorm.weight',
+     _TF_LAYER + 'output/LayerNorm/gamma', 'H', False),
+    (_LAYER + 'intermediate_ln/beta', _HF_LAYER + 'output.LayerNorm.bias',
+     _TF_LAYER + 'output/LayerNorm/beta', 'H', False),
+
+    ('bert/pooler/W', 'pooler.dense.weight', 'bert/pooler/dense/kernel', 'HH', True),
+    ('bert/pooler/b', 'pooler.dense.bias', 'bert/pooler/dense/bias', 'H', False),
+)
+
+_DIMENSIONS = {
+    'V': 'vocab_size',
+    'P': 'max_position_embeddings',
+    'T': 'type_vocab_size',
+    'H': 'hidden_size',
+    'I': 'intermediate_size',
+}
+
+
+class Format(object):
+    """How one source format is read through `TABLE`."""
+
+    def __init__(self, name, description, column, transpose_kernels):
+        self.name = name
+        self.description = description
+        self.column = column                        # index of its names in TABLE's rows
+        self.transpose_kernels = transpose_kernels  # kernels stored (in, out)
+
+
+FORMATS = {
+    'hf': Format('hf', 'Hugging Face safetensors', 1, transpose_kernels=False),
+    'tf': Format('tf', 'Google TensorFlow checkpoint', 2, transpose_kernels=True),
+}
+
+
+class _Entry(object):
+    """One row of `TABLE` made concrete for a config and a format."""
+
+    def __init__(self, target, source, shape, transpose, dimensions):
+        self.target = target          # npz key
+        self.source = source          # canonical source name
+        self.shape = shape            # target shape
+        self.transpose = transpose    # source is target transposed
+        self.dimensions = dimensions  # config keys the shape comes from
+
+    @property
+    def source_shape(self):
+        return tuple(reversed(self.shape)) if self.transpose else self.shape
+
+
+def expected_entries(config, fmt):
+    """The arrays a BERT of `config` is made of, as `_Entry`s for source format `fmt`."""
+    form = FORMATS[fmt]
+    layer_rows = [row for row in TABLE if '{i}' in row[0]]
+    entries = []
+
+    def add(row, i=None):
+        target, source, dims, kernel = row[0], row[form.column], row[3], row[4]
+        if i is not None:
+            target, source = target.format(i=i), source.format(i=i)
+        keys = tuple(_DIMENSIONS[d] for d in dims)
+        shape = tuple(getattr(config, k) for k in keys)
+        entries.append(_Entry(target, source, shape, kernel and form.transpose_kernels, keys))
+
+    for row in TABLE:
+        if row is layer_rows[0]:
+            for i in range(config.num_hidden_layers):
+                for layer_row in layer_rows:
+                    add(layer_row, i)
+        elif row not in layer_rows:
+            add(row)
+    return entries
+
+
+# ---------------------------------------------------------------------------------------
+# Locating the source
+
+
+class Source(object):
+    """The files of one source checkpoint."""
+
+    def __init__(self, fmt, weights, config, vocab):
+        self.fmt = fmt          # 'hf' or 'tf'
+        self.weights = weights  # HF: list of safetensors files; TF: the checkpoint prefix
+        self.config = config
+        self.vocab = vocab
+
+
+def _tf_prefixes(folder):
+    found = sorted(glob.glob(os.path.join(glob.escape(folder), '*.ckpt.index'))
+                   + glob.glob(os.path.join(glob.escape(folder), '*.ckpt-*.index')))
+    return [path[:-len('.index')] for path in found]
+
+
+def locate(source, fmt='auto'):
+    """Finds the weights, config and vocabulary of `source` (a folder or a ckpt prefix)."""
+    if fmt not in ('auto', 'hf', 'tf'):
+        raise UsageError('unknown format %r: use auto, hf or tf' % (fmt,))
+    source = os.fspath(source)
+    if source.endswith('.index') and os.path.isfile(source):
+        source = source[:-len('.index')]  # the checkpoint's .index file was named
+    if os.path.isdir(source):
+        has_hf = (os.path.isfile(os.path.join(source, HF_WEIGHTS_NAME))
+                  or os.path.isfile(os.path.join(source, HF_INDEX_NAME)))
+        if fmt == 'auto':
+            if has_hf:
+                fmt = 'hf'
+            elif _tf_prefixes(source):
+                fmt = 'tf'
+            elif os.path.isfile(os.path.join(source, 'pytorch_model.bin')):
+                raise UsageError(
+                    '%s: has pytorch_model.bin but no %s; PyTorch weights are not read: '
+                    'save the model with safe_serialization=True, or fetch its %s'
+                    % (source, HF_WEIGHTS_NAME, HF_WEIGHTS_NAME))
+            else:
+                raise UsageError(
+                    '%s: found neither %s (Hugging Face) nor %s.index (Google TensorFlow); '
+                    'name the checkpoint prefix or pass --format'
+                    % (source, HF_WEIGHTS_NAME, TF_PREFIX_NAME))
+        if fmt == 'hf':
+            return Source('hf', _hf_weight_files(source),
+                          os.path.join(source, HF_CONFIG_NAME),
+                          os.path.join(source, VOCAB_NAME))
+        prefixes = _tf_prefixes(source)
+        preferred = os.path.join(source, TF_PREFIX_NAME)
+        if preferred in prefixes:
+            prefix = preferred
+        elif len(prefixes) == 1:
+            prefix = prefixes[0]
+        elif not prefixes:
+            raise UsageError('%s: no TensorFlow checkpoint (%s.index) in this folder'
+                             % (source, TF_PREFIX_NAME))
+        else:
+            raise UsageError('%s: several TensorFlow checkpoints (%s); name one prefix'
+                             % (source, ', '.join(os.path.basename(p) for p in prefixes)))
+        return _tf_source(prefix)
+    if os.path.isfile(source + '.index'):
+        if fmt == 'hf':
+            raise UsageError('%s: is a TensorFlow checkpoint prefix, not a Hugging Face folder'
+                             % source)
+        return _tf_source(source)
+    if os.path.exists(source):
+        raise UsageError('%s: not a folder nor a TensorFlow checkpoint prefix '
+                         '(no %s.index)' % (source, source))
+    raise UsageError('%s: no such folder or checkpoint prefix' % source)
+
+
+def _tf_source(prefix):
+    folder = os.path.dirname(prefix) or '.'
+    return Source('tf', prefix, os.path.join(folder, CONFIG_NAME),
+                  os.path.join(folder, VOCAB_NAME))
+
+
+def _hf_weight_files(folder):
+    single = os.path.join(folder, HF_WEIGHTS_NAME)
+    if os.path.isfile(single):
+        return [single]
+    index = os.path.join(folder, HF_INDEX_NAME)
+    if not os.path.isfile(index):
+        raise UsageError('%s: no %s (Hugging Face weights) in this folder'
+                         % (folder, HF_WEIGHTS_NAME))
+    try:
+        with open(index, encoding='utf-8') as f:
+            weight_map = json.load(f)['weight_map']
+        shards = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError('%s: not a readable safetensors index: %s' % (index, e))
+    return [os.path.join(folder, shard) for shard in shards]
+
+
+# ---------------------------------------------------------------------------------------
+# Reading the source
+
+
+def _hf_canonical_name(name):
+    """`bert.` dropped, LayerNorm's `gamma`/`beta` spelled `weight`/`bias`."""
+    if name.startswith('bert.'):
+        name = name[len('bert.'):]
+    if '.LayerNorm.' in name:
+        if name.endswith('.gamma'):
+            name = name[:-len('gamma')] + 'weight'
+        elif name.endswith('.beta'):
+            name = name[:-len('beta')] + 'bias'
+    return name
+
+
+def _hf_kind(name):
+    """'model', 'ignored' or 'head' for a canonical Hugging Face name."""
+    if name in ('embeddings.position_ids', 'embeddings.token_type_ids'):
+        return 'ignored'  # buffers, not weights
+    if name.startswith(('embeddings.', 'encoder.', 'pooler.')):
+        return 'model'
+    return 'head'
+
+
+def _tf_kind(name):
+    """'model', 'ignored' or 'head' for a Google TensorFlow variable name."""
+    if name == 'global_step' or name.endswith(('/adam_m', '/adam_v')):
+        return 'ignored'
+    if name.startswith('bert/'):
+        return 'model'
+    return 'head'  # cls/*, output_weights, ...
+
+
+def _bfloat16_to_float32(raw, shape):
+    """bfloat16 bytes (little-endian) as float32: they are the float's upper 16 bits."""
+    upper = np.frombuffer(raw, dtype='<u2').astype(np.uint32)
+    return (upper << 16).view(np.float32).reshape(shape)
+
+
+_SAFETENSORS_DTYPES = {'F64': '<f8', 'F32': '<f4', 'F16': '<f2',
+                       'I64': '<i8', 'I32': '<i4', 'I16': '<i2', 'I8': 'i1',
+                       'U8': 'u1', 'BOOL': '?'}
+
+
+def _read_safetensors_raw(path):
+    """Reads a safetensors file without NumPy dtypes it lacks (bfloat16)."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    import safetensors
+    tensors = {}
+    for name, info in safetensors.deserialize(data):
+        dtype, shape = info['dtype'], tuple(info['shape'])
+        if dtype == 'BF16':
+            tensors[name] = _bfloat16_to_float32(info['data'], shape)
+        elif dtype in _SAFETENSORS_DTYPES:
+            tensors[name] = np.frombuffer(info['data'],
+                                          dtype=_SAFETENSORS_DTYPES[dtype]).reshape(shape)
+        else:
+            raise UsageError('%s: tensor %r has dtype %s, which is not read'
+                             % (path, name, dtype))
+    return tensors
+
+
+def _read_safetensors(path):
+    from safetensors.numpy import load_file
+    try:
+        return load_file(path)
+    except TypeError as e:
+        # NumPy has no bfloat16 unless ml_dtypes registered one.
+        if 'bfloat16' not in str(e):
+            raise
+        return _read_safetensors_raw(path)
+
+
+def _read_hf(files):
+    """{canonical name: array} and {canonical name: name as stored} from safetensors files."""
+    tensors, original = {}, {}
+    for path in files:
+        if not os.path.isfile(path):
+            raise UsageError('%s: no such file' % path)
+        logger.info('reading %s', path)
+        try:
+            loaded = _read_safetensors(path)
+        except Exception as e:  # SafetensorError, OSError: a corrupt or truncated file
+            raise UsageError('%s: cannot read safetensors file: %s' % (path, e))
+        for name, array in loaded.items():
+            canonical = _hf_canonical_name(name)
+            if canonical in tensors:
+                raise UsageError('%s: tensors %r and %r are the same parameter'
+                                 % (path, original[canonical], name))
+            tensors[canonical] = array
+            original[canonical] = name
+    return tensors, original
+
+
+def _open_tf(prefix):
+    """A TensorFlow checkpoint reader; TensorFlow is imported here only."""
+    # Only a checkpoint is read (no TensorFlow arithmetic): without oneDNN's options and
+    # with C++ logging at warnings, importing TensorFlow prints nothing on stderr.
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise UsageError(TF_MISSING_MESSAGE)
+    logger.info('reading %s', prefix)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        shapes = reader.get_variable_to_shape_map()
+    except Exception as e:  # tf.errors.OpError, ValueError: not a (readable) checkpoint
+        raise UsageError('%s: cannot read TensorFlow checkpoint: %s'
+                         % (prefix, str(e).strip().splitlines()[0] if str(e).strip() else e))
+    return reader, {name: tuple(shape) for name, shape in shapes.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Checking and mapping
+
+
+def _short_list(names, limit=5):
+    names = list(names)
+    text = ', '.join(names[:limit])
+    if len(names) > limit:
+        text += ' and %d more' % (len(names) - limit)
+    return text
+
+
+def _to_float32(array, display, where):
+    array = np.asarray(array)
+    if array.dtype.kind != 'f' and array.dtype.name != 'bfloat16':
+        raise UsageError('%s: tensor %r has dtype %s, expected floating point'
+                         % (where, display, array.dtype))
+    return array.astype(np.float32)
+
+
+def map_arrays(config, fmt, shapes, fetch, where, config_path, display=None):
+    """Checks a source's tensors against `config` and maps them to the target keys.
+
+    `shapes`: {canonical source name: shape} of every tensor in the source; `fetch(name)`
+    returns one as an array; `where` names the source in messages, `display(name)` a tensor
+    as it is spelled there. Returns {target key: float32 array} in `TABLE` order.
+    """
+    display = display or (lambda name: name)
+    kind = _hf_kind if fmt == 'hf' else _tf_kind
+    entries = expected_entries(config, fmt)
+    expected = {entry.source for entry in entries}
+
+    heads = sorted(n for n in shapes if kind(n) == 'head')
+    if heads:
+        logger.info('ignoring %d tensors outside the BERT encoder: %s',
+                    len(heads), _short_list(display(n) for n in heads))
+    unexpected = sorted(n for n in shapes if kind(n) == 'model' and n not in expected)
+    if unexpected:
+        raise UsageError(
+            '%s: unexpected tensor%s %s: not part of the BERT that %s describes '
+            '(num_hidden_layers %d)' % (where, 's' if len(unexpected) > 1 else '',
+                                        _short_list(repr(display(n)) for n in unexpected),
+                                        config_path, config.num_hidden_layers))
+    missing = [entry.source for entry in entries if entry.source not in shapes]
+    if missing:
+        raise UsageError(
+            '%s: missing tensor%s %s, which %s (num_hidden_layers %d) calls for'
+            % (where, 's' if len(missing) > 1 else '',
+               _short_list(repr(n) for n in missing), config_path,
+               config.num_hidden_layers))
+    for entry in entries:
+        shape = tuple(shapes[entry.source])
+        if shape != entry.source_shape:
+            dims = entry.dimensions[::-1] if entry.transpose else entry.dimensions
+            raise UsageError(
+                '%s: tensor %r has shape %s, expected %s from %s in %s'
+                % (where, display(entry.source), shape, entry.source_shape,
+                   ' x '.join('%s %d' % (k, getattr(config, k)) for k in dims),
+                   config_path))
+
+    arrays = {}
+    for entry in entries:
+        array = _to_float32(fetch(entry.source), display(entry.source), where)
+        if entry.transpose:
+            array = array.T
+        arrays[entry.target] = np.ascontiguousarray(array)
+    return arrays
+
+
+def _read_config(source):
+    if not os.path.isfile(source.config):
+        raise UsageError('%s: no such file (the BERT config)' % source.config)
+    config = BertConfig.from_json_file(source.config)
+    if source.fmt == 'hf':
+        with open(source.config, encoding='utf-8') as f:
+            raw = json.load(f)
+        model_type = raw.get('model_type', 'bert')
+        if model_type != 'bert':
+            raise UsageError('%s: model_type is %r; only BERT ("bert") is converted'
+                             % (source.config, model_type))
+        position_type = raw.get('position_embedding_type', 'absolute')
+        if position_type != 'absolute':
+            raise UsageError('%s: position_embedding_type is %r; only "absolute" is supported'
+                             % (source.config, position_type))
+    return config
+
+
+def count_lines(data):
+    """Lines of a text file's bytes, as Python's text mode reads them (universal newlines)."""
+    text = data.decode('utf-8').replace('\r\n', '\n').replace('\r', '\n')
+    return text.count('\n') + (1 if text and not text.endswith('\n') else 0)
+
+
+def _read_vocab(source, config):
+    try:
+        with open(source.vocab, 'rb') as f:
+            data = f.read()
+    except OSError as e:
+        raise UsageError('%s: cannot read the vocabulary: %s' % (source.vocab, e.strerror))
+    try:
+        lines = count_lines(data)
+    except UnicodeDecodeError as e:
+        raise UsageError('%s: vocabulary is not UTF-8: %s' % (source.vocab, e))
+    if lines != config.vocab_size:
+        raise UsageError('%s has %d lines but %s says vocab_size %d'
+                         % (source.vocab, lines, source.config, config.vocab_size))
+    return data
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_outputs(dest, arrays, config, vocab_data):
+    """Writes DEST's three files, each to a temporary file in DEST first.
+
+    The files are renamed into place only once all three are written, so an interrupted
+    conversion leaves DEST's earlier files (if any) as they were and no partial npz.
+    """
+    try:
+        os.makedirs(dest, exist_ok=True)
+    except OSError as e:
+        raise UsageError('%s: cannot create the output folder: %s' % (dest, e.strerror))
+
+    def write_npz(f):
+        np.savez(f, **arrays)
+
+    def write_config(f):
+        f.write(config.to_json_string().encode('utf-8'))
+
+    def write_vocab(f):
+        f.write(vocab_data)
+
+    mode = 0o666 & ~_umask()
+    staged = []
+    try:
+        for name, write in ((NPZ_NAME, write_npz), (CONFIG_NAME, write_config),
+                            (VOCAB_NAME, write_vocab)):
+            fd, tmp = tempfile.mkstemp(dir=dest, prefix='.%s.' % name, suffix='.tmp')
+            staged.append((tmp, os.path.join(dest, name)))
+            with os.fdopen(fd, 'wb') as f:
+                if hasattr(os, 'fchmod'):
+                    os.fchmod(f.fileno(), mode)
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    except OSError as e:
+        raise UsageError('%s: cannot write the converted model: %s'
+                         % (dest, e.strerror or e))
+    finally:
+        for tmp, _ in staged:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+    logger.info('wrote %s, %s and %s in %s', NPZ_NAME, CONFIG_NAME, VOCAB_NAME, dest)
+
+
+# ---------------------------------------------------------------------------------------
+# Conversion
+
+
+def convert(source, dest, fmt='auto'):
+    """Converts the BERT at `source` into the folder `dest`; returns the arrays written.
+
+    `fmt`: 'auto' (a folder with model.safetensors is Hugging Face's, one with
+    *.ckpt.index or a checkpoint prefix is Google's), 'hf' or 'tf'.
+    Raises UsageError when the source is missing, incomplete or does not match its config.
+    """
+    found = locate(source, fmt)
+    logger.info('converting %s (%s)', source, FORMATS[found.fmt].description)
+    config = _read_config(found)
+    vocab_data = _read_vocab(found, config)
+    if found.fmt == 'hf':
+        tensors, original = _read_hf(found.weights)
+        where = found.weights[0] if len(found.weights) == 1 else os.path.dirname(
+            found.weights[0])
+        arrays = map_arrays(config, 'hf', {n: a.shape for n, a in tensors.items()},
+                            tensors.__getitem__, where, found.config,
+                            display=original.__getitem__)
+    else:
+        reader, shapes = _open_tf(found.weights)
+        arrays = map_arrays(config, 'tf', shapes, reader.get_tensor, found.weights,
+                            found.config)
+    logger.info('mapped %d arrays', len(arrays))
+    write_outputs(os.fspath(dest), arrays, config, vocab_data)
+    return arrays
+
+
+def summary(arrays, dest):
+    """One line about a converted model: layers, hidden size, vocabulary, arrays, DEST."""
+    vocab_size, hidden_size = arrays['bert/word_embeddings/W'].shape
+    layers = sum(1 for key in arrays if key.endswith('/attention/query/W'))
+    return ('converted BERT: %d layers, hidden %d, vocab %d; %d arrays -> %s'
+            % (layers, hidden_size, vocab_size, len(arrays), dest))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='python -m bertlib.convert',
+        description=(
+            'Convert a pretrained BERT (a Hugging Face folder or a Google TensorFlow '
+            'checkpoint) into the folder that bertlib loads: %s (float32 arrays, the '
+            'Chainer BERT layout), %s and %s.' % (NPZ_NAME, CONFIG_NAME, VOCAB_NAME)),
+        epilog=(
+            'SOURCE is one of: a Hugging Face BERT folder (config.json, model.safetensors, '
+            'vocab.txt; PyTorch is not needed); a Google BERT folder (bert_model.ckpt.index '
+            'and .data-*, bert_config.json, vocab.txt); or a TensorFlow checkpoint prefix '
+            'such as uncased_L-12_H-768_A-12/bert_model.ckpt, with bert_config.json and '
+            'vocab.txt beside it. Converting a TensorFlow checkpoint needs TensorFlow '
+            '(pip install tensorflow-cpu). Heads (cls.*, classifier.*), position_ids, '
+            'global_step and Adam slots are left out; every tensor of the encoder and the '
+            'pooler must be there with the shape the config gives. DEST is created if '
+            'needed; its files are replaced only once the conversion has succeeded. '
+            'Exit status: 0 on success, 2 on bad input.'))
+    parser.add_argument('source', metavar='SOURCE',
+                        help='Hugging Face folder, Google BERT folder or checkpoint prefix')
+    parser.add_argument('dest', metavar='DEST', help='output folder')
+    parser.add_argument('--format', dest='fmt', choices=('auto', 'hf', 'tf'), default='auto',
+                        help='source format: auto (default) detects it from the files, hf '
+                             'is Hugging Face safetensors, tf a Google TensorFlow checkpoint')
+    parser.add_argument('-q', '--quiet', action='store_true',
+                        help='log warnings only (the summary line is still printed)')
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format='%(name)s: %(message)s', stream=sys.stderr)
+    try:
+        arrays = convert(args.source, args.dest, args.fmt)
+    except UsageError as e:
+        print('error: %s' % e, file=sys.stderr)
+        return 2
+    print(summary(arrays, args.dest))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
