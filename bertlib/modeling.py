@@ -1,0 +1,337 @@
+"""The BERT model (Devlin et al. 2019) as a Chainer `Chain`.
+
+The parameter tree mirrors the npz files written by the widely used Chainer BERT port's
+TensorFlow converter (`arrays_bert_model.ckpt.npz`), so that the checkpoints the seed's
+users already hold load as they are:
+
+    bert/word_embeddings/W                       (vocab_size, hidden)
+    bert/position_embeddings/W                   (max_position_embeddings, hidden)
+    bert/token_type_embeddings/W                 (type_vocab_size, hidden)
+    bert/post_embedding_ln/{gamma,beta}          (hidden,)
+    bert/encoder/layer_<i>/attention/{query,key,value}/{W,b}
+    bert/encoder/layer_<i>/attention_output_dense/{W,b}
+    bert/encoder/layer_<i>/attention_output_ln/{gamma,beta}
+    bert/encoder/layer_<i>/intermediate_dense1/{W,b}   W: (intermediate, hidden)
+    bert/encoder/layer_<i>/intermediate_dense2/{W,b}   W: (hidden, intermediate)
+    bert/encoder/layer_<i>/intermediate_ln/{gamma,beta}
+    bert/pooler/{W,b}
+
+Dense kernels are stored as Chainer's (out, in).
+"""
+
+import copy
+import json
+import math
+
+import chainer
+import chainer.functions as F
+import chainer.links as L
+import numpy as np
+
+from bertlib import activations
+from bertlib.errors import UsageError
+
+class BertConfig(object):
+    """Configuration for `BertModel`, as in Google's `bert_config.json`.
+
+    `layer_norm_eps` is not in Google's files (TensorFlow BERT hard-codes 1e-12) but is in
+    Hugging Face's `config.json`; both spellings of a config are accepted.
+    """
+
+    def __init__(self,
+                 vocab_size,
+                 hidden_size=768,
+                 num_hidden_layers=12,
+                 num_attention_heads=12,
+                 intermediate_size=3072,
+                 hidden_act='gelu',
+                 hidden_dropout_prob=0.1,
+                 attention_probs_dropout_prob=0.1,
+                 max_position_embeddings=512,
+                 type_vocab_size=16,
+                 initializer_range=0.02,
+                 layer_norm_eps=1e-12):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+
+    @classmethod
+    def from_dict(cls, json_object, source='<dict>'):
+        """Builds a config from Google's or Hugging Face's keys; unknown keys are ignored."""
+        names = cls.__init__.__code__.co_varnames[1:cls.__init__.__code__.co_argcount]
+        kwargs = {k: json_object[k] for k in names if k in json_object}
+        if 'vocab_size' not in kwargs:
+            raise UsageError('%s: BERT config has no "vocab_size"' % source)
+        config = cls(**kwargs)
+        config.validate(source)
+        return config
+
+    @classmethod
+    def from_json_file(cls, json_file):
+        try:
+            with open(json_file, encoding='utf-8') as reader:
+                text = reader.read()
+        except OSError as e:
+            raise UsageError('%s: cannot read BERT config: %s' % (json_file, e.strerror))
+        except UnicodeDecodeError as e:
+            raise UsageError('%s: BERT config is not UTF-8: %s' % (json_file, e))
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UsageError('%s:%d: BERT config is not valid JSON: %s'
+                             % (json_file, e.lineno, e.msg))
+        if not isinstance(obj, dict):
+            raise UsageError('%s: BERT config must be a JSON object' % json_file)
+        return cls.from_dict(obj, source=json_file)
+
+    def validate(self, source='<config>'):
+        for key in ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads',
+                    'intermediate_size', 'max_position_embeddings', 'type_vocab_size'):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value <= 0:
+                raise UsageError('%s: "%s" must be a positive integer, got %r'
+                                 % (source, key, value))
+        if self.hidden_size % self.num_attention_heads:
+            raise UsageError('%s: hidden_size %d is not a multiple of num_attention_heads %d'
+                             % (source, self.hidden_size, self.num_attention_heads))
+        if self.hidden_act not in activations.ACTIVATIONS:
+            raise UsageError('%s: hidden_act %r is not one of %s'
+                             % (source, self.hidden_act, ', '.join(activations.ACTIVATIONS)))
+
+    def to_dict(self):
+        return copy.deepcopy(self.__dict__)
+
+    def to_json_string(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n'
+
+
+def create_initializer(initializer_range=0.02):
+    """Weights start as N(0, initializer_range^2), as in Google's BERT.
+
+    A range of None gives zeros: for a model whose weights a checkpoint will overwrite,
+    drawing ~20M normal numbers first would cost half a second for nothing.
+    """
+    if initializer_range is None:
+        return chainer.initializers.Zero()
+    return chainer.initializers.Normal(scale=initializer_range)
+
+
+class SelfAttention(chainer.Chain):
+    """Multi-head scaled dot-product self-attention; the `attention/` subtree."""
+
+    def __init__(self, hidden_size, num_heads, initializer_range):
+        super(SelfAttention, self).__init__()
+        self.num_heads = num_heads
+        self.head_size = hidden_size // num_heads
+        init = create_initializer(initializer_range)
+        with self.init_scope():
+            self.query = L.Linear(hidden_size, hidden_size, initialW=init)
+            self.key = L.Linear(hidden_size, hidden_size, initialW=init)
+            self.value = L.Linear(hidden_size, hidden_size, initialW=init)
+
+    def _split_heads(self, x, batch, length):
+        """(B*T, H) -> (B, heads, T, head_size)."""
+        x = F.reshape(x, (batch, length, self.num_heads, self.head_size))
+        return F.transpose(x, (0, 2, 1, 3))
+
+    def __call__(self, hidden, attention_bias, batch, length, dropout_prob):
+        """hidden: (B*T, H); attention_bias: (B, 1, 1, T), 0 for tokens and a large
+        negative number for padding. Returns the context, (B*T, H)."""
+        scale = 1.0 / math.sqrt(self.head_size)
+        q = self._split_heads(self.query(hidden) * scale, batch, length)
+        k = self._split_heads(self.key(hidden), batch, length)
+        v = self._split_heads(self.value(hidden), batch, length)
+        scores = F.matmul(q, k, transb=True)                     # (B, heads, T, T)
+        scores = scores + F.broadcast_to(attention_bias, scores.shape)
+        probs = F.dropout(F.softmax(scores, axis=3), dropout_prob)
+        context = F.matmul(probs, v)                             # (B, heads, T, d)
+        context = F.transpose(context, (0, 2, 1, 3))
+        return F.reshape(context, (batch * length, self.num_heads * self.head_size))
+
+
+class TransformerLayer(chainer.Chain):
+    """One encoder block: attention, add & norm, feed-forward, add & norm."""
+
+    def __init__(self, config):
+        super(TransformerLayer, self).__init__()
+        hidden, inner = config.hidden_size, config.intermediate_size
+        init = create_initializer(config.initializer_range)
+        eps = config.layer_norm_eps
+        self.activation = activations.ACTIVATIONS[config.hidden_act]
+        self.hidden_dropout_prob = config.hidden_dropout_prob
+        self.attention_dropout_prob = config.attention_probs_dropout_prob
+        with self.init_scope():
+            self.attention = SelfAttention(hidden, config.num_attention_heads,
+                                           config.initializer_range)
+            self.attention_output_dense = L.Linear(hidden, hidden, initialW=init)
+            self.attention_output_ln = L.LayerNormalization(hidden, eps=eps)
+            self.intermediate_dense1 = L.Linear(hidden, inner, initialW=init)
+            self.intermediate_dense2 = L.Linear(inner, hidden, initialW=init)
+            self.intermediate_ln = L.LayerNormalization(hidden, eps=eps)
+
+    def __call__(self, hidden, attention_bias, batch, length):
+        """hidden: (B*T, H) -> (B*T, H)."""
+        context = self.attention(hidden, attention_bias, batch, length,
+                                 self.attention_dropout_prob)
+        attended = F.dropout(self.attention_output_dense(context), self.hidden_dropout_prob)
+        hidden = self.attention_output_ln(attended + hidden)
+        inner = self.activation(self.intermediate_dense1(hidden))
+        output = F.dropout(self.intermediate_dense2(inner), self.hidden_dropout_prob)
+        return self.intermediate_ln(output + hidden)
+
+
+class Transformer(chainer.Chain):
+    """The stack of encoder layers, named layer_0 ... layer_{N-1} as in checkpoints."""
+
+    def __init__(self, config):
+        super(Transformer, self).__init__()
+        self.layer_names = ['layer_%d' % i for i in range(config.num_hidden_layers)]
+        with self.init_scope():
+            for name in self.layer_names:
+                setattr(self, name, TransformerLayer(config))
+
+    def __call__(self, hidden, attention_bias, batch, length):
+        for name in self.layer_names:
+            hidden = getattr(self, name)(hidden, attention_bias, batch, length)
+        return hidden
+
+
+class BertModel(chainer.Chain):
+    """BERT encoder: embeddings, transformer layers and the [CLS] pooler.
+
+    Inputs are int32 arrays of shape (batch, length): `input_ids` (WordPiece ids),
+    `input_mask` (1 for real tokens, 0 for padding) and `token_type_ids` (segment ids).
+    """
+
+    # Added to attention scores of padding; exp() of it is exactly 0 in float32.
+    MASK_BIAS = -10000.0
+
+    def __init__(self, config, random_init=True):
+        """random_init=False leaves weights at zero, to be loaded with `load_pretrained`."""
+        super(BertModel, self).__init__()
+        self.config = copy.deepcopy(config)
+        if not random_init:
+            config = copy.copy(self.config)
+            config.initializer_range = None
+        init = create_initializer(config.initializer_range)
+        with self.init_scope():
+            self.word_embeddings = L.EmbedID(config.vocab_size, config.hidden_size,
+                                             initialW=init)
+            self.position_embeddings = L.EmbedID(config.max_position_embeddings,
+                                                 config.hidden_size, initialW=init)
+            self.token_type_embeddings = L.EmbedID(config.type_vocab_size,
+                                                   config.hidden_size, initialW=init)
+            self.post_embedding_ln = L.LayerNormalization(config.hidden_size,
+                                                          eps=config.layer_norm_eps)
+            self.encoder = Transformer(config)
+            self.pooler = L.Linear(config.hidden_size, config.hidden_size, initialW=init)
+
+    def get_sequence_output(self, input_ids, input_mask=None, token_type_ids=None):
+        """Final hidden states, (batch, length, hidden)."""
+        xp = self.xp
+        batch, length = input_ids.shape
+        if length > self.config.max_position_embeddings:
+            raise ValueError('sequence length %d exceeds max_position_embeddings %d'
+                             % (length, self.config.max_position_embeddings))
+        if input_mask is None:
+            input_mask = xp.ones((batch, length), dtype=np.int32)
+        if token_type_ids is None:
+            token_type_ids = xp.zeros((batch, length), dtype=np.int32)
+        positions = xp.arange(length, dtype=np.int32)
+
+        hidden_size = self.config.hidden_size
+        words = F.reshape(self.word_embeddings(input_ids), (batch * length, hidden_size))
+        types = F.reshape(self.token_type_embeddings(token_type_ids),
+                          (batch * length, hidden_size))
+        position = F.tile(self.position_embeddings(positions), (batch, 1))
+        hidden = self.post_embedding_ln(words + types + position)
+        hidden = F.dropout(hidden, self.config.hidden_dropout_prob)
+
+        bias = (1 - input_mask.astype(np.float32)) * np.float32(self.MASK_BIAS)
+        attention_bias = bias.reshape(batch, 1, 1, length)
+        hidden = self.encoder(hidden, attention_bias, batch, length)
+        return F.reshape(hidden, (batch, length, hidden_size))
+
+    def get_pooled_output(self, input_ids, input_mask=None, token_type_ids=None):
+        """tanh(W h_[CLS] + b), the pre-trained sentence vector; (batch, hidden)."""
+        sequence = self.get_sequence_output(input_ids, input_mask, token_type_ids)
+        return self.pool(sequence, input_mask, 'pooled')
+
+    def pool(self, sequence, input_mask, pooling):
+        """Sentence vectors (batch, hidden) from `sequence` (batch, length, hidden).
+
+        pooling: 'pooled' (the [CLS] pooler, the seed's feature), 'cls' (the raw [CLS]
+        hidden state) or 'mean' (average over real tokens, as sentence-transformers).
+        """
+        if pooling == 'pooled':
+            return F.tanh(self.pooler(sequence[:, 0]))
+        if pooling == 'cls':
+            return sequence[:, 0]
+        if pooling == 'mean':
+            if input_mask is None:
+                return F.mean(sequence, axis=1)
+            mask = input_mask.astype(sequence.dtype)
+            total = F.sum(sequence * F.broadcast_to(mask[:, :, None], sequence.shape), axis=1)
+            count = self.xp.maximum(mask.sum(axis=1, keepdims=True), 1)
+            return total / F.broadcast_to(count, total.shape)
+        raise ValueError('unknown pooling %r (choose pooled, cls or mean)' % pooling)
+
+    def encode(self, input_ids, input_mask, token_type_ids=None, pooling='pooled'):
+        """Sentence vectors (batch, hidden) with the chosen pooling."""
+        sequence = self.get_sequence_output(input_ids, input_mask, token_type_ids)
+        return self.pool(sequence, input_mask, pooling)
+
+
+POOLINGS = ('pooled', 'cls', 'mean')
+
+
+def load_pretrained(bert, npz_path, prefix='bert/'):
+    """Copies the arrays under `prefix` of an npz checkpoint into `bert`, strictly.
+
+    Arrays outside the prefix (the pre-training heads `cls/...` that Google's checkpoints
+    carry) are ignored. A missing, unexpected or mis-shaped array is a `UsageError` that
+    names it.
+    """
+    try:
+        archive = np.load(npz_path, allow_pickle=False)
+        names = set(archive.files)
+    except (OSError, ValueError) as e:
+        raise UsageError('%s: cannot read checkpoint: %s' % (npz_path, e))
+    with archive:
+        params = {prefix + name.lstrip('/'): param for name, param in bert.namedparams()}
+        stored = {n for n in names if n.startswith(prefix)}
+        missing = sorted(set(params) - stored)
+        unexpected = sorted(stored - set(params))
+        mismatched = []
+        for name in sorted(set(params) & stored):
+            array = archive[name]
+            param = params[name]
+            if array.shape != param.shape:
+                mismatched.append('%s: checkpoint %s, model %s'
+                                  % (name, tuple(array.shape), tuple(param.shape)))
+                continue
+            param.array[...] = param.xp.asarray(array, dtype=param.dtype)
+    problems = []
+    if missing:
+        problems.append('missing %d arrays (%s)' % (len(missing), _few(missing)))
+    if unexpected:
+        problems.append('unexpected %d arrays (%s)' % (len(unexpected), _few(unexpected)))
+    if mismatched:
+        problems.append('%d arrays of another shape (%s)' % (len(mismatched), _few(mismatched)))
+    if problems:
+        raise UsageError('%s does not match the BERT config: %s'
+                         % (npz_path, '; '.join(problems)))
+
+
+def _few(items, limit=4):
+    shown = ', '.join(items[:limit])
+    return shown + (', ...' if len(items) > limit else '')
