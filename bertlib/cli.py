@@ -1,0 +1,177 @@
+"""What every script shares: common flags, logging, device choice, model loading, and
+turning bad input into one clear message instead of a traceback."""
+
+import logging
+import os
+import sys
+import time
+
+from bertlib.errors import UsageError
+
+LOG_FORMAT = '%(asctime)s - %(funcName)s - %(levelname)s - %(message)s'
+
+logger = logging.getLogger(__name__)
+
+
+def setup_logging(level=logging.INFO):
+    """Logs go to stderr in the seed's format; stdout is left for data."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+
+
+def run(main):
+    """Runs `main()` as a script: UsageError -> 'error: ...' and exit 2, no traceback."""
+    setup_logging()
+    try:
+        status = main()
+    except UsageError as e:
+        print('error: %s' % e, file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        # The reader (e.g. `head`) went away; that is not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    sys.exit(status or 0)
+
+
+def add_bert_arguments(parser, batchsize=64):
+    """The flags that locate a pre-trained BERT and say how to run it."""
+    group = parser.add_argument_group('pre-trained BERT')
+    group.add_argument('--vocab_file', required=True,
+                       help='WordPiece vocabulary, one token a line (vocab.txt)')
+    group.add_argument('--bert_config_file', required=True,
+                       help="model shape: Google's bert_config.json or Hugging Face config.json")
+    group.add_argument('--init_checkpoint', required=True,
+                       help='pre-trained weights: arrays_bert_model.ckpt.npz '
+                            '(make one with python -m bertlib.convert)')
+    group.add_argument('--do_lower_case', choices=('auto', 'true', 'false'), default='auto',
+                       help='lower-case and strip accents before WordPiece; auto: only if '
+                            'the vocabulary has no upper-case entries (default: auto)')
+    group.add_argument('--max_seq_length', type=int, default=128,
+                       help='longest input in tokens, [CLS] and [SEP] included; longer '
+                            'sentences are truncated and counted in the log (default: 128)')
+    run_group = parser.add_argument_group('running')
+    run_group.add_argument('--gpu', '-g', type=int, default=-1,
+                           help='GPU id to run on with CuPy; -1: CPU (default: -1)')
+    run_group.add_argument('--batchsize', '-b', type=int, default=batchsize,
+                           help='sentences per batch (default: %d)' % batchsize)
+    return parser
+
+
+def check_bert_arguments(args):
+    if args.batchsize < 1:
+        raise UsageError('--batchsize must be at least 1, got %d' % args.batchsize)
+    if args.max_seq_length < 2:
+        raise UsageError('--max_seq_length must be at least 2 ([CLS] and [SEP]), got %d'
+                         % args.max_seq_length)
+
+
+def select_device(gpu):
+    """Returns the chainer device for `--gpu`: the CPU for -1, else a CUDA device."""
+    import chainer
+    if gpu < 0:
+        return chainer.get_device('@numpy')
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        raise UsageError('--gpu %d: CuPy is not installed; install cupy-cuda12x, or run on '
+                         'the CPU with --gpu -1' % gpu)
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDA driver missing or broken
+        raise UsageError('--gpu %d: no usable CUDA GPU (%s); run on the CPU with --gpu -1'
+                         % (gpu, e))
+    if gpu >= count:
+        raise UsageError('--gpu %d: only %d GPU(s) visible' % (gpu, count))
+    device = chainer.get_device('@cupy:%d' % gpu)
+    device.use()
+    return device
+
+
+def check_file(path, what):
+    if not os.path.exists(path):
+        raise UsageError('%s: %s not found' % (path, what))
+    if os.path.isdir(path):
+        raise UsageError('%s: %s is a directory, not a file' % (path, what))
+    if not os.access(path, os.R_OK):
+        raise UsageError('%s: %s is not readable' % (path, what))
+
+
+def load_bert(args):
+    """Config, tokenizer and pre-trained `BertModel` from the common flags, checked
+    against each other before anything runs. Returns (config, tokenizer, bert)."""
+    from bertlib import modeling, tokenization
+    check_file(args.bert_config_file, 'BERT config')
+    check_file(args.vocab_file, 'vocabulary')
+    check_file(args.init_checkpoint, 'checkpoint')
+    config = modeling.BertConfig.from_json_file(args.bert_config_file)
+    vocab = tokenization.load_vocab(args.vocab_file)
+    if len(vocab) != config.vocab_size:
+        raise UsageError('%s has %d entries but %s says vocab_size %d: the vocabulary does '
+                         'not belong to this model'
+                         % (args.vocab_file, len(vocab), args.bert_config_file,
+                            config.vocab_size))
+    if args.max_seq_length > config.max_position_embeddings:
+        raise UsageError('--max_seq_length %d exceeds the model\'s max_position_embeddings %d'
+                         % (args.max_seq_length, config.max_position_embeddings))
+    do_lower_case = tokenization.resolve_do_lower_case(args.do_lower_case, vocab)
+    split_cjk = not tokenization.vocab_has_cjk_words(vocab)
+    tokenizer = tokenization.FullTokenizer(args.vocab_file, do_lower_case=do_lower_case,
+                                           tokenize_chinese_chars=split_cjk)
+    logger.info('vocabulary %s: %d entries, do_lower_case=%s, tokenize_chinese_chars=%s',
+                args.vocab_file, len(vocab), do_lower_case, split_cjk)
+    bert = modeling.BertModel(config, random_init=False)
+    modeling.load_pretrained(bert, args.init_checkpoint)
+    return config, tokenizer, bert
+
+
+class Progress(object):
+    """A progress line on stderr: redrawn in place on a terminal, a log line every
+    `log_every` seconds otherwise (so a redirected log stays readable)."""
+
+    def __init__(self, total=None, unit='lines', what='extracting', log_every=30.0):
+        self.total = total
+        self.unit = unit
+        self.what = what
+        self.done = 0
+        self.start = time.time()
+        self.last = 0.0
+        self.tty = sys.stderr.isatty()
+        self.log_every = log_every
+
+    def __call__(self, n=1):
+        self.done += n
+        now = time.time()
+        if now - self.last < (0.5 if self.tty else self.log_every):
+            return
+        self.last = now
+        self._show(now)
+
+    def _show(self, now, end='\r'):
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.done / elapsed
+        text = '%s: %d' % (self.what, self.done)
+        if self.total:
+            text += '/%d %s (%3.0f%%)' % (self.total, self.unit, 100.0 * self.done / self.total)
+            if rate > 0:
+                text += ' eta %s' % _clock((self.total - self.done) / rate)
+        else:
+            text += ' ' + self.unit
+        text += ', %.1f %s/s' % (rate, self.unit)
+        if self.tty:
+            sys.stderr.write(text + '   ' + end)
+            sys.stderr.flush()
+        else:
+            logger.info(text)
+
+    def close(self):
+        if self.tty and self.done:
+            self._show(time.time(), end='\n')
+
+
+def _clock(seconds):
+    seconds = int(seconds)
+    return '%d:%02d:%02d' % (seconds // 3600, seconds // 60 % 60, seconds % 60)

@@ -1,0 +1,81 @@
+"""Reading labelled text files: one example a line, `label<TAB>text` or bare `text`.
+
+Files are read as bytes and decoded line by line so that bad UTF-8 is reported with its
+line number. Empty lines are skipped. Everything streams: nothing holds a whole file.
+"""
+
+import collections
+import os
+import sys
+
+from bertlib.errors import UsageError
+
+Example = collections.namedtuple('Example', ['line_number', 'label', 'text'])
+
+
+def _open_binary(path):
+    if path == '-':
+        return sys.stdin.buffer
+    try:
+        return open(path, 'rb')
+    except OSError as e:
+        raise UsageError('%s: cannot open input: %s' % (path, e.strerror))
+
+
+def iter_examples(path, require_label=False):
+    """Yields `Example(line_number, label, text)` for every non-empty line of `path`.
+
+    A line without a TAB is bare text with label ''. With `require_label`, such a line,
+    or one with an empty label or empty text, is a `UsageError` naming file and line.
+    `path` '-' reads standard input.
+    """
+    stream = _open_binary(path)
+    try:
+        for line_number, raw in enumerate(stream, start=1):
+            try:
+                line = raw.decode('utf-8')
+            except UnicodeDecodeError as e:
+                raise UsageError('%s:%d: invalid UTF-8 (byte %d)'
+                                 % (path, line_number, e.start + 1))
+            line = line.rstrip('\r\n')
+            if not line.strip():
+                continue
+            if '\t' in line:
+                label, text = line.split('\t', 1)
+            else:
+                label, text = '', line
+            if require_label and (not label.strip() or not text.strip()):
+                raise UsageError('%s:%d: expected "label<TAB>text", got %r'
+                                 % (path, line_number, _clip(line)))
+            yield Example(line_number, label, text)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def check_input(path):
+    """One fast pass over a regular file before any output is written: it must be readable
+    and valid UTF-8 throughout. Returns the number of non-empty lines, or None for '-'.
+    """
+    if path == '-':
+        return None
+    if os.path.isdir(path):
+        raise UsageError('%s: is a directory, not an input file' % path)
+    count = 0
+    with _open_binary(path) as stream:
+        for line_number, raw in enumerate(stream, start=1):
+            if raw.isascii():
+                count += bool(raw.strip())
+                continue
+            try:
+                line = raw.decode('utf-8')
+            except UnicodeDecodeError as e:
+                raise UsageError('%s:%d: invalid UTF-8 (byte %d)'
+                                 % (path, line_number, e.start + 1))
+            count += bool(line.strip())
+    return count
+
+
+def _clip(text, width=60):
+    return text if len(text) <= width else text[:width] + '...'
+

@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Pre-trained BERT features (no fine-tuning) of each input line, as TSV on stdout.
+
+Input lines are `label<TAB>text` or bare `text`; empty lines are skipped. Each output line
+is `label<TAB>f1<TAB>f2...` (six decimals), in input order; bare-text lines get an empty
+label. Logs and progress go to stderr.
+
+Example:
+    python extruct_bert_embed.py --input datasets/rt-polarity/04-test.txt \\
+        --vocab_file BERT/all-MiniLM-L6-v2/vocab.txt \\
+        --bert_config_file BERT/all-MiniLM-L6-v2/bert_config.json \\
+        --init_checkpoint BERT/all-MiniLM-L6-v2/arrays_bert_model.ckpt.npz \\
+        --gpu -1 --batchsize 64 > features/rt-embed-04-test.txt
+"""
+
+import argparse
+import logging
+
+from bertlib import cli, features, modeling
+
+logger = logging.getLogger(__name__)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cli.check_bert_arguments(args)
+    total = features.check_io(args)
+    config, tokenizer, bert = cli.load_bert(args)
+    device = cli.select_device(args.gpu)
+    bert.to_device(device)
+
+    def encode(input_ids, input_mask):
+        return bert.encode(input_ids, input_mask, pooling=args.pooling)
+
+    features.run(args, tokenizer, encode, device.xp, total)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    features.add_io_arguments(parser)
+    cli.add_bert_arguments(parser)
+    parser.add_argument('--pooling', choices=modeling.POOLINGS, default='pooled',
+                        help="sentence vector: 'pooled' is tanh(W h_[CLS]), the seed's "
+                             "feature; 'cls' the raw [CLS] state; 'mean' the average over "
+                             "real tokens, as sentence-transformers (default: pooled)")
+    return parser.parse_args(argv)
+
+
+if __name__ == '__main__':
+    cli.run(main)
