@@ -1,6 +1,7 @@
 """What every script shares: common flags, logging, device choice, model loading, and
 turning bad input into one clear message instead of a traceback."""
 
+import ctypes
 import logging
 import os
 import sys
@@ -18,9 +19,28 @@ def setup_logging(level=logging.INFO):
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
 
 
+def keep_freed_memory():
+    """Tells glibc to keep freed blocks instead of returning them to the system.
+
+    NumPy's large temporaries (tens of MB in a BERT layer) are otherwise mmapped and
+    unmapped at every operation, and every fresh page faults on first touch: that cost
+    CPU inference about 10% of its time.
+    """
+    if not sys.platform.startswith('linux'):
+        return
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+    except OSError:
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+
+
 def run(main):
     """Runs `main()` as a script: UsageError -> 'error: ...' and exit 2, no traceback."""
     setup_logging()
+    keep_freed_memory()
     try:
         status = main()
     except UsageError as e:

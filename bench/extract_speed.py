@@ -1,0 +1,166 @@
+#!/usr/bin/env python
+"""Extraction speed and memory of extruct_bert_embed.py, as a whole process.
+
+Extracts rt-polarity/04-test.txt (1,066 sentences) with the given model on the CPU and
+prints sentences/second (wall clock of the whole process: start-up, loading, tokenising,
+encoding, writing) and peak memory. With --reference_python (a Python that has
+sentence-transformers and PyTorch), it runs sentence-transformers on the same file in the
+same command, whole process too, and prints the ratio: the machine is shared and noisy, so
+the ratio is the figure to trust.
+
+--memory checks that memory stays flat with input length: a small random BERT extracts
+generated files of --short and --long lines and the two peaks are compared.
+
+    python bench/extract_speed.py --vocab_file ... --bert_config_file ... \
+        --init_checkpoint ... [--reference_python /tmp/refenv/bin/python] [--memory]
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATASET = ROOT.parent / 'shared' / 'datasets' / 'rt-polarity' / '04-test.txt'
+
+REFERENCE_SCRIPT = r'''
+import sys
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer(sys.argv[1], device='cpu')
+lines = [l.rstrip('\n').split('\t', 1)[-1] for l in open(sys.argv[2], encoding='utf-8')]
+model.encode(lines, batch_size=int(sys.argv[3]))
+'''
+
+
+# Runs a command and prints the peak RSS (KiB) of that command alone.
+PEAK_WRAPPER = ('import resource, subprocess, sys; '
+                'r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); '
+                'print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); '
+                'sys.exit(r.returncode)')
+
+
+def timed(command, **kwargs):
+    """Runs `command`; returns (wall seconds, peak RSS of that command in MiB)."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, '-c', PEAK_WRAPPER] + command,
+                            capture_output=True, text=True, **kwargs)
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        sys.exit('benchmark command failed:\n%s\n%s' % (' '.join(command), result.stderr))
+    return seconds, int(result.stdout.split()[-1]) / 1024.0
+
+
+def extract_command(args, input_path, extra=()):
+    return [sys.executable, str(ROOT / 'extruct_bert_embed.py'), '--input', str(input_path),
+            '--vocab_file', args.vocab_file, '--bert_config_file', args.bert_config_file,
+            '--init_checkpoint', args.init_checkpoint, '--batchsize', str(args.batchsize),
+            '--pooling', 'mean', '--gpu', '-1'] + list(extra)
+
+
+def speed(args):
+    lines = sum(1 for line in open(args.input, encoding='utf-8') if line.strip())
+    results = {'input': str(args.input), 'sentences': lines, 'batchsize': args.batchsize,
+               'cpus': os.cpu_count()}
+    ours, theirs = [], []
+    for _ in range(args.repeat):
+        seconds, peak = timed(extract_command(args, args.input))
+        ours.append(seconds)
+        print('bert-dml: %.2f s, %.1f sentences/s, peak %.0f MiB'
+              % (seconds, lines / seconds, peak), flush=True)
+        if args.reference_python:
+            ref_seconds, _ = timed(
+                [args.reference_python, '-c', REFERENCE_SCRIPT, args.reference_model,
+                 str(args.input), str(args.batchsize)],
+                env=dict(os.environ, HF_HUB_OFFLINE='1', TOKENIZERS_PARALLELISM='false'))
+            theirs.append(ref_seconds)
+            print('sentence-transformers: %.2f s, %.1f sentences/s; ratio bert-dml/st %.2f'
+                  % (ref_seconds, lines / ref_seconds, ref_seconds / seconds), flush=True)
+    results['bert_dml_sentences_per_s'] = round(lines / min(ours), 1)
+    results['bert_dml_peak_mib'] = round(peak, 1)
+    if theirs:
+        results['sentence_transformers_sentences_per_s'] = round(lines / min(theirs), 1)
+        results['speed_ratio'] = round(min(theirs) / min(ours), 2)
+    return results
+
+
+def write_tiny_model(folder):
+    """A 2-layer random BERT (hidden 64) with a 1,000-word vocabulary."""
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    from bertlib import modeling
+    vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + ['w%d' % i for i in range(995)]
+    (folder / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
+    config = modeling.BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, intermediate_size=128)
+    (folder / 'bert_config.json').write_text(config.to_json_string())
+    bert = modeling.BertModel(config)
+    np.savez(folder / 'model.npz',
+             **{'bert/' + n.lstrip('/'): p.array for n, p in bert.namedparams()})
+
+
+def memory(args):
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        write_tiny_model(tmp)
+        tiny = argparse.Namespace(vocab_file=str(tmp / 'vocab.txt'),
+                                  bert_config_file=str(tmp / 'bert_config.json'),
+                                  init_checkpoint=str(tmp / 'model.npz'),
+                                  batchsize=args.batchsize)
+        for name, count in (('short', args.short), ('long', args.long)):
+            path = tmp / ('%s.txt' % name)
+            with open(path, 'w') as f:
+                for i in range(count):
+                    words = ' '.join('w%d' % ((i * 7 + j * 13) % 995) for j in range(5 + i % 40))
+                    f.write('%d\t%s\n' % (i % 3, words))
+            _, peak = timed(extract_command(tiny, path))
+            results['%s_lines' % name] = count
+            results['%s_peak_mib' % name] = round(peak, 1)
+            print('%d lines: peak %.1f MiB' % (count, results['%s_peak_mib' % name]),
+                  flush=True)
+    results['peak_ratio'] = round(results['long_peak_mib'] / results['short_peak_mib'], 3)
+    print('peak memory ratio long/short: %.3f' % results['peak_ratio'])
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--vocab_file', required=True)
+    parser.add_argument('--bert_config_file', required=True)
+    parser.add_argument('--init_checkpoint', required=True)
+    parser.add_argument('--input', default=str(DATASET),
+                        help='sentences to extract (default: rt-polarity/04-test.txt)')
+    parser.add_argument('--batchsize', type=int, default=64)
+    parser.add_argument('--repeat', type=int, default=3, help='runs; the best is reported')
+    parser.add_argument('--reference_python', default=None,
+                        help='a Python with sentence-transformers, to run it alongside')
+    parser.add_argument('--reference_model', default=None,
+                        help='the Hugging Face folder of the same model, for the reference')
+    parser.add_argument('--memory', action='store_true',
+                        help='also check that peak memory is flat in the input length')
+    parser.add_argument('--short', type=int, default=10000)
+    parser.add_argument('--long', type=int, default=200000)
+    parser.add_argument('--json', default=None, help='also write the figures to this file')
+    args = parser.parse_args()
+    if not pathlib.Path(args.input).exists():
+        print('skipped: %s is absent' % args.input)
+        return
+    if args.reference_python and not args.reference_model:
+        parser.error('--reference_python needs --reference_model')
+    results = {'speed': speed(args)}
+    if args.memory:
+        results['memory'] = memory(args)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=2) + '\n')
+
+
+if __name__ == '__main__':
+    main()
