@@ -356,3 +356,11 @@ def test_japanese_with_chinese_chars_matches_reference(japanese_vocab):
     ours = tokenization.FullTokenizer(japanese_vocab, do_lower_case=False,
                                       tokenize_chinese_chars=True)
     assert_same_ids(ours, reference, texts)
+
+
+def test_vocab_has_cjk_words_tells_japanese_word_vocabularies_apart():
+    from bertlib.tokenization import vocab_has_cjk_words
+    google_style = ['[UNK]', 'the', '東', '京', '##京', 'カ', 'ガ'] + ['w%d' % i for i in range(500)]
+    assert not vocab_has_cjk_words(google_style)
+    words = ['自動車', '東京', '##走行', '装置'] * 30
+    assert vocab_has_cjk_words(google_style + words)
