@@ -120,9 +120,12 @@ def check_file(path, what):
         raise UsageError('%s: %s is not readable' % (path, what))
 
 
-def load_bert(args):
+def load_bert(args, load_weights=True):
     """Config, tokenizer and pre-trained `BertModel` from the common flags, checked
-    against each other before anything runs. Returns (config, tokenizer, bert)."""
+    against each other before anything runs. Returns (config, tokenizer, bert).
+
+    load_weights=False leaves the weights at zero, for a fine-tuned model file that
+    holds all of them anyway."""
     from bertlib import modeling, tokenization
     check_file(args.bert_config_file, 'BERT config')
     check_file(args.vocab_file, 'vocabulary')
@@ -144,7 +147,8 @@ def load_bert(args):
     logger.info('vocabulary %s: %d entries, do_lower_case=%s, tokenize_chinese_chars=%s',
                 args.vocab_file, len(vocab), do_lower_case, split_cjk)
     bert = modeling.BertModel(config, random_init=False)
-    modeling.load_pretrained(bert, args.init_checkpoint)
+    if load_weights:
+        modeling.load_pretrained(bert, args.init_checkpoint)
     return config, tokenizer, bert
 
 

@@ -28,7 +28,7 @@ import chainer.functions as F
 import chainer.links as L
 import numpy as np
 
-from bertlib import activations
+from bertlib import activations, checkpoints, dropout
 from bertlib.normalization import LayerNormalization
 from bertlib.errors import UsageError
 
@@ -151,7 +151,7 @@ class SelfAttention(chainer.Chain):
         q, k, v = F.separate(qkv, axis=0)
         scores = F.matmul(q, k, transb=True) * (1.0 / math.sqrt(self.head_size))
         scores = scores + F.broadcast_to(attention_bias, scores.shape)
-        probs = F.dropout(F.softmax(scores, axis=3), dropout_prob)
+        probs = dropout.dropout(F.softmax(scores, axis=3), dropout_prob)
         context = F.matmul(probs, v)                             # (B, heads, T, d)
         context = F.transpose(context, (0, 2, 1, 3))
         return F.reshape(context, (batch * length, self.num_heads * self.head_size))
@@ -181,10 +181,10 @@ class TransformerLayer(chainer.Chain):
         """hidden: (B*T, H) -> (B*T, H)."""
         context = self.attention(hidden, attention_bias, batch, length,
                                  self.attention_dropout_prob)
-        attended = F.dropout(self.attention_output_dense(context), self.hidden_dropout_prob)
+        attended = dropout.dropout(self.attention_output_dense(context), self.hidden_dropout_prob)
         hidden = self.attention_output_ln(attended + hidden)
         inner = self.activation(self.intermediate_dense1(hidden))
-        output = F.dropout(self.intermediate_dense2(inner), self.hidden_dropout_prob)
+        output = dropout.dropout(self.intermediate_dense2(inner), self.hidden_dropout_prob)
         return self.intermediate_ln(output + hidden)
 
 
@@ -230,7 +230,7 @@ class BertModel(chainer.Chain):
             self.token_type_embeddings = L.EmbedID(config.type_vocab_size,
                                                    config.hidden_size, initialW=init)
             self.post_embedding_ln = LayerNormalization(config.hidden_size,
-                                                          eps=config.layer_norm_eps)
+                                                        eps=config.layer_norm_eps)
             self.encoder = Transformer(config)
             self.pooler = L.Linear(config.hidden_size, config.hidden_size, initialW=init)
 
@@ -253,7 +253,7 @@ class BertModel(chainer.Chain):
                           (batch * length, hidden_size))
         position = F.tile(self.position_embeddings(positions), (batch, 1))
         hidden = self.post_embedding_ln(words + types + position)
-        hidden = F.dropout(hidden, self.config.hidden_dropout_prob)
+        hidden = dropout.dropout(hidden, self.config.hidden_dropout_prob)
 
         bias = (1 - input_mask.astype(np.float32)) * np.float32(self.MASK_BIAS)
         attention_bias = bias.reshape(batch, 1, 1, length)
@@ -293,44 +293,11 @@ class BertModel(chainer.Chain):
 POOLINGS = ('pooled', 'cls', 'mean')
 
 
-def load_pretrained(bert, npz_path, prefix='bert/'):
-    """Copies the arrays under `prefix` of an npz checkpoint into `bert`, strictly.
+def load_pretrained(bert, npz_path):
+    """Copies the `bert/...` arrays of a pre-trained npz checkpoint into `bert`, strictly.
 
-    Arrays outside the prefix (the pre-training heads `cls/...` that Google's checkpoints
+    Arrays outside `bert/` (the pre-training heads `cls/...` that Google's checkpoints
     carry) are ignored. A missing, unexpected or mis-shaped array is a `UsageError` that
     names it.
     """
-    try:
-        archive = np.load(npz_path, allow_pickle=False)
-        names = set(archive.files)
-    except (OSError, ValueError) as e:
-        raise UsageError('%s: cannot read checkpoint: %s' % (npz_path, e))
-    with archive:
-        params = {prefix + name.lstrip('/'): param for name, param in bert.namedparams()}
-        stored = {n for n in names if n.startswith(prefix)}
-        missing = sorted(set(params) - stored)
-        unexpected = sorted(stored - set(params))
-        mismatched = []
-        for name in sorted(set(params) & stored):
-            array = archive[name]
-            param = params[name]
-            if array.shape != param.shape:
-                mismatched.append('%s: checkpoint %s, model %s'
-                                  % (name, tuple(array.shape), tuple(param.shape)))
-                continue
-            param.array[...] = param.xp.asarray(array, dtype=param.dtype)
-    problems = []
-    if missing:
-        problems.append('missing %d arrays (%s)' % (len(missing), _few(missing)))
-    if unexpected:
-        problems.append('unexpected %d arrays (%s)' % (len(unexpected), _few(unexpected)))
-    if mismatched:
-        problems.append('%d arrays of another shape (%s)' % (len(mismatched), _few(mismatched)))
-    if problems:
-        raise UsageError('%s does not match the BERT config: %s'
-                         % (npz_path, '; '.join(problems)))
-
-
-def _few(items, limit=4):
-    shown = ', '.join(items[:limit])
-    return shown + (', ...' if len(items) > limit else '')
+    checkpoints.load_model(npz_path, bert, prefix='bert/')

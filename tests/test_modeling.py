@@ -152,7 +152,7 @@ def test_load_pretrained_names_missing_unexpected_and_misshaped(tmp_path):
     with pytest.raises(UsageError) as info:
         modeling.load_pretrained(target, str(tmp_path / 'bad.npz'))
     message = str(info.value)
-    assert 'bad.npz' in message
+    assert 'bad.npz does not fit the model' in message
     assert 'bert/pooler/b' in message
     assert 'bert/encoder/layer_9/attention/query/W' in message
     assert 'bert/word_embeddings/W: checkpoint (41, 16), model (40, 16)' in message
