@@ -1,0 +1,468 @@
+"""Metric-learning losses for fine-tuning BERT sentence embeddings, chosen by `--loss`.
+
+Every batch loss takes embeddings `x` (Variable or array, (B, D), float32 or float64) and
+integer labels `t` ((B,)), on NumPy or CuPy, and returns a scalar Variable. Only
+`chainer.functions` carry the differentiable part; which pairs a loss looks at (the
+"mining") is decided on the array values, with no gradient through the decision.
+
+    name                 what                                            reference
+    'triplet'            F.triplet on sampled (a, p, n) sentence triples  the seed's method
+    'batch_hard'         hardest positive / negative per anchor           Hermans et al. 2017
+    'multi_similarity'   mined pairs, soft-weighted by similarity         Wang et al. 2019
+    'arcface'            additive angular margin to learned proxies       Deng et al. 2019
+    'supcon'             supervised contrastive, L_out                    Khosla et al. 2020
+
+`make_loss(name, n_classes, dim, **hyper)` builds a batch loss as a `chainer.Link` (the
+ArcFace one holds the class proxies), so a training script registers it as a child of its
+model and the proxies are updated, moved to the GPU and saved with the model. 'triplet'
+is not a batch loss: the seed's training draws index triples over the whole training set
+with `sample_triplets` and feeds them to `triplet_loss`. Batch losses want batches that
+hold several examples of each class: `pk_batches` yields them (P classes x K examples).
+"""
+
+import inspect
+import math
+
+import chainer
+import chainer.functions as F
+import numpy as np
+
+
+LOSSES = ('triplet', 'batch_hard', 'multi_similarity', 'arcface', 'supcon')
+
+# F.normalize divides by |x| + eps. Sentence embeddings have norms around 1 to 20, so
+# 1e-12 leaves z exact even in float64; an all-zero row still gives 0, not NaN.
+_NORM_EPS = 1e-12
+
+
+# ---------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def _inputs(x, t):
+    """x as a Variable, t as an int32 array on x's device, and x's array module."""
+    x = chainer.as_variable(x)
+    xp = chainer.backend.get_array_module(x)
+    t = xp.asarray(getattr(t, 'array', t)).astype(np.int32, copy=False)
+    if x.ndim != 2 or t.shape != (x.shape[0],):
+        raise ValueError('expected x of shape (B, D) and t of shape (B,), got %s and %s'
+                         % (x.shape, t.shape))
+    return x, t, xp
+
+
+def _pair_masks(t, xp):
+    """(B,) labels -> positive mask (same label, not itself) and negative mask, (B, B) bool."""
+    same = t[:, None] == t[None, :]
+    positive = same & ~xp.eye(t.shape[0], dtype=bool)
+    return positive, ~same
+
+
+def _zero_loss(x):
+    """A 0 loss that is still connected to x, so backward runs and gives zero gradients.
+
+    The sum over an empty slice is exactly 0 whatever x holds (no 0 * inf = NaN).
+    """
+    return F.sum(x[:0])
+
+
+def _l2_normalize(x):
+    """(B, D) -> rows of unit length, (B, D)."""
+    return F.normalize(x, eps=_NORM_EPS, axis=1)
+
+
+def _cosine_similarity(x):
+    """(B, D) -> (B, B) cosine similarities of the rows."""
+    z = _l2_normalize(x)
+    return F.matmul(z, z, transb=True)
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Triplet loss on sampled triples (the seed's method)
+
+
+def triplet_loss(anchor, positive, negative, margin=0.2):
+    """mean_i max(0, |a_i - p_i|^2 - |a_i - n_i|^2 + margin); a, p, n: (N, D) -> scalar.
+
+    Chainer's `F.triplet`, which uses squared Euclidean distances.
+    """
+    return F.triplet(anchor, positive, negative, margin=margin, reduce='mean')
+
+
+def sample_triplets(labels, count, rng):
+    """Draw anchor / positive / negative index triples from the labels of a data set.
+
+    labels: (N,) integer labels (host array). count: how many triples; 0 means one pass,
+    i.e. one triple per example that can be an anchor. rng: a `numpy.random.RandomState`.
+    Returns three (count,) int64 index arrays (a_idx, p_idx, n_idx).
+
+    - Anchors come only from classes with at least 2 examples; a class with one example
+      can be a negative but never an anchor or a positive. They are taken pass by pass
+      over the shuffled eligible examples, so each is an anchor equally often.
+    - The positive is uniform over the anchor's class without the anchor itself.
+    - The negative is uniform over all examples with another label, so classes are
+      negatives in proportion to their size.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError('labels must be 1-D, got shape %s' % (labels.shape,))
+    if count < 0:
+        raise ValueError('count must be >= 0 (0: one triple per anchor), got %d' % count)
+    classes, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError('triplets need at least 2 classes for negatives, got %d'
+                         % len(classes))
+    if sizes.max() < 2:
+        raise ValueError('triplets need a class with at least 2 examples (an anchor and '
+                         'a positive); every one of the %d classes has 1' % len(classes))
+
+    # Example indices grouped by class: class c is order[start[c]:start[c] + size[c]],
+    # and example i sits at order[start[inverse[i]] + rank[i]].
+    n = len(labels)
+    order = np.argsort(inverse, kind='stable')
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - start[inverse[order]]
+
+    eligible = np.flatnonzero(sizes[inverse] >= 2)
+    passes = max(1, -(-count // len(eligible)))
+    anchors = np.concatenate([rng.permutation(eligible) for _ in range(passes)])
+    if count:
+        anchors = anchors[:count]
+
+    c = inverse[anchors]
+    size, begin = sizes[c], start[c]
+    # Positive: move 1 .. size-1 places around the class's block, which never lands on
+    # the anchor and reaches every other member with equal chance.
+    shift = rng.randint(1, size)
+    positives = order[begin + (rank[anchors] + shift) % size]
+    # Negative: a uniform position among the n - size examples outside the anchor's block.
+    r = rng.randint(0, n - size)
+    negatives = order[np.where(r >= begin, r + size, r)]
+    return anchors.astype(np.int64), positives.astype(np.int64), negatives.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Batch-hard triplet loss (Hermans, Beyer and Leibe 2017)
+
+# Inside the square root, so d = sqrt(d^2 + eps) has a finite gradient where two
+# embeddings coincide (1 / (2 sqrt(eps)) times a gradient of d^2 that is then 0).
+_DISTANCE_EPS = 1e-12
+
+
+def _euclidean_distances(x):
+    """(B, D) -> (B, B) Euclidean distances sqrt(|x_i|^2 + |x_j|^2 - 2 x_i.x_j + eps).
+
+    One matrix product instead of a (B, B, D) difference tensor. Rounding can make the
+    squared distance of (near) duplicates slightly negative; relu clamps it at 0.
+    """
+    square = F.sum(x * x, axis=1)
+    d2 = square[:, None] + square[None, :] - 2 * F.matmul(x, x, transb=True)
+    return F.sqrt(F.relu(d2) + _DISTANCE_EPS)
+
+
+def batch_hard_triplet_loss(x, t, margin=0.2):
+    """Batch-hard triplet loss: (B, D) embeddings, (B,) labels -> scalar.
+
+    For each anchor i, the hardest positive is the farthest example of its class (not
+    itself) and the hardest negative the closest of another class:
+        l_i = max(0, max_p d(i, p) - min_n d(i, n) + margin)
+    averaged over the anchors that have at least one positive and one negative; 0 if
+    none has. Distances are Euclidean, not squared (as in the paper).
+    """
+    x, t, xp = _inputs(x, t)
+    positive, negative = _pair_masks(t, xp)
+    valid = positive.any(axis=1) & negative.any(axis=1)
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        return _zero_loss(x)
+
+    d = _euclidean_distances(x)
+    # Pick the hardest pairs on the values; the gradient then flows through just those
+    # two distances per anchor. Anchors without a positive or negative pick an arbitrary
+    # column here and are masked out below.
+    hardest_p = xp.where(positive, d.array, -xp.inf).argmax(axis=1).astype(np.int32)
+    hardest_n = xp.where(negative, d.array, xp.inf).argmin(axis=1).astype(np.int32)
+    hinge = F.relu(F.select_item(d, hardest_p) - F.select_item(d, hardest_n) + margin)
+    return F.sum(hinge * valid.astype(x.dtype)) / n_valid
+
+
+# ---------------------------------------------------------------------------------------
+# 3. Multi-similarity loss (Wang, Han, Huang, Dong and Scott 2019)
+
+
+def _log1p_sum_exp(a, mask):
+    """(B, N) Variable, (B, N) bool -> (B,) log(1 + sum_j mask_ij exp(a_ij)), stably.
+
+    With m = max(0, max_j a_ij) per row: m + log(exp(-m) + sum_j mask_ij exp(a_ij - m)).
+    m is a constant (no gradient needed: it cancels). Masked-out entries are set to m
+    before exp, so a large unmasked value cannot overflow into inf * 0 = NaN.
+    """
+    xp = chainer.backend.get_array_module(a)
+    m = xp.maximum(xp.where(mask, a.array, -xp.inf).max(axis=1, keepdims=True), 0)
+    m = m.astype(a.dtype, copy=False)
+    shifted = F.where(mask, a, xp.broadcast_to(m, a.shape)) - m
+    total = F.sum(F.exp(shifted) * mask.astype(a.dtype), axis=1)
+    return m[:, 0] + F.log(xp.exp(-m[:, 0]) + total)
+
+
+def multi_similarity_loss(x, t, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1):
+    """Multi-similarity loss: (B, D) embeddings, (B,) labels -> scalar.
+
+    S_ij is the cosine similarity. Pair mining, per anchor i (on the values):
+        positive j kept if S_ij - epsilon < max_{k negative} S_ik
+        negative k kept if S_ik + epsilon > min_{j positive} S_ij
+    Weighting:
+        l_i = 1/alpha log(1 + sum_kept_j exp(-alpha (S_ij - base)))
+            + 1/beta  log(1 + sum_kept_k exp( beta (S_ik - base)))
+    and the loss is sum_i l_i / B (anchors with no kept pairs add 0), as in the
+    authors' reference code. Defaults are the paper's (alpha 2, beta 50, lambda 0.5,
+    epsilon 0.1).
+
+    The anchor itself is left out of its positives by index. (The reference code drops
+    positives with S_ij >= 1 - epsilon instead, which also drops near-duplicates.)
+    For an anchor with both positives and negatives the two kept sets are empty
+    together (both mean min_pos S - epsilon >= max_neg S), so the paper's formula and
+    the reference code's skipping of such anchors agree.
+    """
+    x, t, xp = _inputs(x, t)
+    positive, negative = _pair_masks(t, xp)
+    s = _cosine_similarity(x)
+    sa = s.array
+    hardest_negative = xp.where(negative, sa, -xp.inf).max(axis=1, keepdims=True)
+    hardest_positive = xp.where(positive, sa, xp.inf).min(axis=1, keepdims=True)
+    keep_positive = positive & (sa - epsilon < hardest_negative)
+    keep_negative = negative & (sa + epsilon > hardest_positive)
+    if not (keep_positive.any() or keep_negative.any()):
+        return _zero_loss(x)
+
+    pull = _log1p_sum_exp(-alpha * (s - base), keep_positive) / alpha
+    push = _log1p_sum_exp(beta * (s - base), keep_negative) / beta
+    return F.sum(pull + push) / x.shape[0]
+
+
+# ---------------------------------------------------------------------------------------
+# 4. ArcFace: additive angular margin to learned class proxies (Deng, Guo, Xue and
+#    Zafeiriou 2019)
+
+
+class ArcFace(chainer.Link):
+    """Softmax over s * cos(angle to each class proxy), the target angle widened by m.
+
+    W: (n_classes, dim) proxies. For embeddings x (B, dim) and labels t (B,):
+        cos_ij = normalise(x_i) . normalise(W_j)
+        logit_ij = s cos(theta_ij + m)  if j = t_i,  s cos_ij otherwise
+    and the loss is the mean softmax cross-entropy. When theta + m passes pi, cos(theta
+    + m) would grow again; there (cos theta < cos(pi - m)) the target logit is
+    s (cos theta - m sin m) instead, the usual fallback.
+
+    Defaults, for sentence embeddings: s = 30 instead of the face papers' 64, because a
+    sentence task has few classes (tens, not 85k identities), and s = 30 already lets the
+    target's softmax probability approach 1 (e^30 against C - 1 others) without the
+    logits saturating early. m = 0.3 rad instead of 0.5, because topic or intent classes
+    overlap far more than face identities and a BERT fine-tuned on a few thousand
+    sentences cannot open a 0.5 rad gap between all of them: the loss then stays high
+    and pushes more examples into the fallback region.
+    """
+
+    def __init__(self, n_classes, dim, scale=30.0, margin=0.3):
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError('ArcFace needs at least 2 classes, got %d' % n_classes)
+        if not 0 <= margin < math.pi / 2:
+            raise ValueError('margin must be in [0, pi/2) radians, got %r' % margin)
+        self.n_classes = n_classes
+        self.dim = dim
+        self.scale = scale
+        self.margin = margin
+        self._cos_m = math.cos(margin)
+        self._sin_m = math.sin(margin)
+        self._threshold = math.cos(math.pi - margin)
+        self._fallback = margin * math.sin(margin)
+        with self.init_scope():
+            # The scale does not matter (the proxies are normalised); small keeps the
+            # first updates from being dominated by the random start.
+            self.W = chainer.Parameter(chainer.initializers.Normal(0.01), (n_classes, dim))
+
+    def cosine(self, x):
+        """(B, dim) -> (B, n_classes) cosine of each embedding with each class proxy."""
+        return F.matmul(_l2_normalize(x), _l2_normalize(self.W), transb=True)
+
+    def logits(self, x, t):
+        """(B, dim), (B,) -> (B, n_classes) scaled logits with the margin on the target."""
+        x, t, xp = _inputs(x, t)
+        cos = self.cosine(x)
+        cos_t = F.select_item(cos, t)
+        # cos(theta + m) = cos theta cos m - sin theta sin m; the clip keeps sin theta
+        # (and its gradient 1 / sin) away from 0 when cos theta rounds to +-1.
+        c = F.clip(cos_t, -1.0 + 1e-7, 1.0 - 1e-7)
+        sin_t = F.sqrt(1.0 - c * c)
+        with_margin = c * self._cos_m - sin_t * self._sin_m
+        target = F.where(cos_t.array > self._threshold, with_margin, cos_t - self._fallback)
+        is_target = xp.arange(self.n_classes)[None, :] == t[:, None]
+        return self.scale * F.where(is_target, F.broadcast_to(target[:, None], cos.shape),
+                                    cos)
+
+    def forward(self, x, t):
+        """(B, dim) embeddings, (B,) labels -> scalar mean cross-entropy."""
+        x, t, _ = _inputs(x, t)
+        return F.softmax_cross_entropy(self.logits(x, t), t)
+
+
+# ---------------------------------------------------------------------------------------
+# 5. Supervised contrastive loss, L_out (Khosla et al. 2020)
+
+
+def supcon_loss(x, t, temperature=0.1):
+    """Supervised contrastive loss: (B, D) embeddings, (B,) labels -> scalar.
+
+    z = normalise(x). For each anchor i with positives P(i) (same label, not i):
+        l_i = -1/|P(i)| sum_{p in P(i)} log( exp(z_i.z_p / tau) / sum_{a != i} exp(z_i.z_a / tau) )
+    averaged over the anchors that have positives; 0 if none has. The batch holds one
+    view per sentence (no augmentation), so positives are the other sentences of the
+    class. tau = 0.1 is the paper's value.
+    """
+    x, t, xp = _inputs(x, t)
+    positive, _ = _pair_masks(t, xp)
+    n_positive = positive.sum(axis=1)
+    valid = n_positive > 0
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        return _zero_loss(x)
+
+    logits = _cosine_similarity(x) / temperature
+    others = ~xp.eye(x.shape[0], dtype=bool)
+    # Subtracting each row's largest off-diagonal logit (a constant: it cancels between
+    # numerator and denominator) keeps exp <= 1 and the denominator >= 1.
+    row_max = xp.where(others, logits.array, -xp.inf).max(axis=1, keepdims=True)
+    shifted = logits - row_max.astype(x.dtype, copy=False)
+    # The diagonal (1/tau above the row max at most) is left out of the sum: zero it
+    # before exp so that a small tau cannot overflow there into inf * 0 = NaN.
+    off_diagonal = F.where(others, shifted, xp.zeros_like(shifted.array))
+    denominator = F.sum(F.exp(off_diagonal) * others.astype(x.dtype), axis=1, keepdims=True)
+    log_prob = shifted - F.log(denominator)
+    mean_positive = (F.sum(log_prob * positive.astype(x.dtype), axis=1)
+                     / xp.maximum(n_positive, 1).astype(x.dtype))
+    return -F.sum(mean_positive * valid.astype(x.dtype)) / n_valid
+
+
+# ---------------------------------------------------------------------------------------
+# Selection by name
+
+
+_BATCH_LOSSES = {
+    'batch_hard': batch_hard_triplet_loss,
+    'multi_similarity': multi_similarity_loss,
+    'supcon': supcon_loss,
+}
+
+
+class MetricLoss(chainer.Link):
+    """A parameter-free batch loss with its hyper-parameters bound: (x, t) -> scalar.
+
+    A Link (with no parameters) so that every `make_loss` result is registered the same
+    way as a child of the model; it then adds nothing to the saved npz. The loss's name
+    is `loss_name` (a Link's `name` is its name as a child of its parent).
+    """
+
+    def __init__(self, name, **hyper):
+        super().__init__()
+        if name not in _BATCH_LOSSES:
+            raise ValueError('unknown batch loss %r; choose from %s'
+                             % (name, ', '.join(_BATCH_LOSSES)))
+        function = _BATCH_LOSSES[name]
+        # A misspelt hyper-parameter fails here, not at the first training step.
+        inspect.signature(function).bind(None, None, **hyper)
+        self.loss_name = name
+        self.hyper = dict(hyper)
+        self._function = function
+
+    def forward(self, x, t):
+        """(B, D) embeddings, (B,) labels -> scalar loss."""
+        return self._function(x, t, **self.hyper)
+
+
+def make_loss(name, n_classes=None, dim=None, **hyper):
+    """The batch loss `name` as a Link: `loss(x, t)` -> scalar Variable.
+
+    name: 'batch_hard', 'multi_similarity', 'supcon' (hyper: their keyword arguments) or
+    'arcface' (needs n_classes and dim, the embedding size; hyper: scale, margin).
+    'triplet' raises ValueError: it is trained on sampled triples, see `sample_triplets`
+    and `triplet_loss`.
+    """
+    if name == 'triplet':
+        raise ValueError("'triplet' is not a batch loss: draw triples with "
+                         "sample_triplets() and score them with triplet_loss()")
+    if name == 'arcface':
+        if n_classes is None or dim is None:
+            raise ValueError("'arcface' needs n_classes and dim (the embedding size)")
+        return ArcFace(n_classes, dim, **hyper)
+    if name not in _BATCH_LOSSES:
+        raise ValueError('unknown loss %r; choose from %s' % (name, ', '.join(LOSSES)))
+    return MetricLoss(name, **hyper)
+
+
+# ---------------------------------------------------------------------------------------
+# P x K batches
+
+
+def pk_batches(labels, p, k, rng):
+    """Yield one epoch of batches of P classes x K examples, as (P * K,) int64 indices.
+
+    labels: (N,) integer labels (host array); rng: a `numpy.random.RandomState`, the only
+    source of randomness, so a seed gives the same epoch. Each batch lists its P distinct
+    classes one after another, K indices each.
+
+    - Each class is shuffled and cut into groups of K. A last, short group is topped up
+      with other members of the class; a class with fewer than K examples (a single
+      example included: K copies of it) is sampled with replacement. So every example
+      appears at least once per epoch and only the top-ups appear twice.
+    - Batches take P distinct classes with probability proportional to the groups they
+      have left, so large classes are spread over the epoch instead of piling up at its
+      end. When fewer than P classes have groups left, the batch is completed with fresh
+      groups of other classes, so imbalanced data end the epoch oversampling small
+      classes rather than dropping the rest of a large one.
+
+    The batch losses need P >= 2 (negatives) and K >= 2 (positives); classes of one
+    example only give copies of one sentence as each other's positives.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) == 0:
+        raise ValueError('labels must be a non-empty 1-D array, got shape %s'
+                         % (labels.shape,))
+    if p < 1 or k < 1:
+        raise ValueError('P and K must be >= 1, got P=%d K=%d' % (p, k))
+    _, inverse = np.unique(labels, return_inverse=True)
+    order = np.argsort(inverse, kind='stable')
+    members = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
+    if len(members) < p:
+        raise ValueError('P=%d classes per batch but the labels have only %d classes'
+                         % (p, len(members)))
+
+    def fresh_group(c):
+        return rng.choice(members[c], k, replace=len(members[c]) < k)
+
+    groups = []
+    for c, m in enumerate(members):
+        shuffled = rng.permutation(m)
+        n_groups = -(-len(m) // k)
+        short = n_groups * k - len(m)
+        if short:
+            rest = shuffled[:len(m) - (k - short)]  # members not in the last group
+            top_up = (rng.choice(rest, short, replace=False) if len(rest) >= short
+                      else rng.choice(m, short, replace=True))
+            shuffled = np.concatenate([shuffled, top_up])
+        groups.append(list(shuffled.reshape(n_groups, k)))
+
+    left = np.array([len(g) for g in groups])
+    while left.any():
+        live = np.flatnonzero(left)
+        if len(live) >= p:
+            chosen = rng.choice(live, p, replace=False, p=left[live] / left[live].sum())
+            batch = [groups[c].pop() for c in chosen]
+            left[chosen] -= 1
+        else:
+            others = np.setdiff1d(np.arange(len(members)), live)
+            fill = rng.choice(others, p - len(live), replace=False)
+            batch = [groups[c].pop() for c in live] + [fresh_group(c) for c in fill]
+            left[live] -= 1
+        yield np.concatenate(batch).astype(np.int64)
