@@ -47,11 +47,19 @@ def _gelu_float32(x):
     return np.float32(0.5 * xd * (1.0 + _erf(xd * _SQRT_HALF)))
 
 
-@numba.vectorize(['float32(float32)'], nopython=True, cache=True)
-def _gelu_grad_float32(x):
+@numba.vectorize(['float32(float32, float32)'], nopython=True, cache=True)
+def _gelu_grad_float32_with_pdf(x, pdf):
     xd = np.float64(x)
-    cdf = 0.5 * (1.0 + _erf(xd * _SQRT_HALF))
-    return np.float32(cdf + xd * math.exp(-0.5 * xd * xd) * _INV_SQRT_2PI)
+    return np.float32(0.5 * (1.0 + _erf(xd * _SQRT_HALF)) + xd * np.float64(pdf))
+
+
+def _gelu_grad_float32(x):
+    # NumPy's vectorised exp is several times faster than a scalar exp in the loop.
+    pdf = np.multiply(x, x, dtype=np.float32)
+    pdf *= np.float32(-0.5)
+    np.exp(pdf, out=pdf)
+    pdf *= np.float32(_INV_SQRT_2PI)
+    return _gelu_grad_float32_with_pdf(x, pdf)
 
 
 def _gelu_cpu(x):
