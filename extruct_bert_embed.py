@@ -25,8 +25,8 @@ def main(argv=None):
     args = parse_args(argv)
     cli.check_bert_arguments(args)
     total = features.check_io(args)
-    config, tokenizer, bert = cli.load_bert(args)
     device = cli.select_device(args.gpu)
+    config, tokenizer, bert = cli.load_bert(args)
     bert.to_device(device)
 
     def encode(input_ids, input_mask):

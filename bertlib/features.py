@@ -67,13 +67,6 @@ class FeatureExtractor(object):
         self.truncated = 0
         self.count = 0
 
-    def _encode_batch(self, id_lists):
-        input_ids, input_mask = pad_batch(id_lists, self.xp)
-        with chainer.using_config('train', False), chainer.no_backprop_mode():
-            vectors = self.encode(input_ids, input_mask)
-        vectors = getattr(vectors, 'array', vectors)
-        return chainer.backend.CpuDevice().send(vectors)
-
     def __call__(self, examples, progress=None):
         """Yields (example, float32 vector) in the order of `examples`."""
         for chunk in _chunks(examples, self.chunk_size):
@@ -82,18 +75,29 @@ class FeatureExtractor(object):
                 ids, truncated = self.tokenizer.encode(example.text, self.max_seq_length)
                 self.truncated += truncated
                 id_lists.append(ids)
-            order = sorted(range(len(chunk)), key=lambda i: len(id_lists[i]))
-            vectors = [None] * len(chunk)
-            for start in range(0, len(order), self.batchsize):
-                batch = order[start:start + self.batchsize]
-                encoded = self._encode_batch([id_lists[i] for i in batch])
-                for i, vector in zip(batch, encoded):
-                    vectors[i] = vector
-                if progress is not None:
-                    progress(len(batch))
+            vectors = encode_sorted(id_lists, self.encode, self.batchsize, self.xp, progress)
             for example, vector in zip(chunk, vectors):
                 self.count += 1
                 yield example, vector
+
+
+def encode_sorted(id_lists, encode, batchsize, xp=np, progress=None):
+    """Encodes token-id lists in batches of similar length; returns (N, D) float32 rows in
+    the order of `id_lists`. `encode(input_ids, input_mask)` runs in test mode."""
+    order = sorted(range(len(id_lists)), key=lambda i: len(id_lists[i]))
+    vectors = None
+    for start in range(0, len(order), batchsize):
+        batch = order[start:start + batchsize]
+        input_ids, input_mask = pad_batch([id_lists[i] for i in batch], xp)
+        with chainer.using_config('train', False), chainer.no_backprop_mode():
+            encoded = encode(input_ids, input_mask)
+        encoded = chainer.backend.CpuDevice().send(getattr(encoded, 'array', encoded))
+        if vectors is None:
+            vectors = np.empty((len(id_lists), encoded.shape[1]), dtype=np.float32)
+        vectors[batch] = encoded
+        if progress is not None:
+            progress(len(batch))
+    return vectors
 
 
 def format_row(label, vector):
