@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Feature quality of train_dml.py's losses on rt-polarity, with the demo model, on the CPU.
+
+Two stages, so that no choice is made on the test set:
+  --stage validation  trains on 90% of 04-train.txt and scores the other 10% (every 10th
+                      line) after each epoch; use it to choose the loss and its settings.
+  --stage test        trains on all of 04-train.txt with the chosen settings, extracts the
+                      features of 04-test.txt from final.model with extruct_bert_metrics.py
+                      and scores them (precision@1, MAP@R, R-precision).
+Each run is one call of train_dml.py; its figures, the training speed (sentences/s,
+forward + backward + update) and the wall time go to results/dml-quality.jsonl, and a
+Markdown table of every run so far is printed.
+
+    python bench/dml_quality.py --stage validation --loss supcon --epoch 1 -- --pooling mean
+Arguments after `--` go to train_dml.py as they are.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / 'shared' / 'datasets' / 'rt-polarity'
+MODEL = ROOT / 'BERT' / 'all-MiniLM-L6-v2'
+RESULTS = ROOT / 'results'
+
+
+def model_flags():
+    return ['--vocab_file', str(MODEL / 'vocab.txt'),
+            '--bert_config_file', str(MODEL / 'bert_config.json'),
+            '--init_checkpoint', str(MODEL / 'arrays_bert_model.ckpt.npz')]
+
+
+def carve_validation():
+    """90/10 split of 04-train.txt: every 10th line is held out for validation."""
+    folder = RESULTS / 'dml' / 'splits'
+    folder.mkdir(parents=True, exist_ok=True)
+    train, valid = folder / 'train-90.txt', folder / 'valid-10.txt'
+    if not valid.exists():
+        lines = (DATA / '04-train.txt').read_text(encoding='utf-8').splitlines(True)
+        train.write_text(''.join(l for i, l in enumerate(lines) if i % 10 != 9))
+        valid.write_text(''.join(l for i, l in enumerate(lines) if i % 10 == 9))
+    return train, valid
+
+
+def read_log(out):
+    with open(out / 'log.jsonl', encoding='utf-8') as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def score_test_features(out, extra):
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    from bertlib.metrics import retrieval_metrics
+    features = out / 'features-04-test.tsv'
+    command = [sys.executable, str(ROOT / 'extruct_bert_metrics.py'),
+               '--input', str(DATA / '04-test.txt'), '--output', str(features),
+               '--model', str(out / 'final.model'), '--label', str(out / 'labels.bin')]
+    command += model_flags()
+    if '--max_seq_length' in extra:
+        command += ['--max_seq_length', extra[extra.index('--max_seq_length') + 1]]
+    subprocess.run(command, check=True)
+    rows = [line.split('\t') for line in features.read_text().splitlines()]
+    labels = np.array([r[0] for r in rows])
+    vectors = np.array([[float(v) for v in r[1:]] for r in rows], dtype=np.float32)
+    return retrieval_metrics(vectors, labels)
+
+
+def main():
+    argv = sys.argv[1:]
+    extra = []
+    if '--' in argv:
+        extra = argv[argv.index('--') + 1:]
+        argv = argv[:argv.index('--')]
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--stage', choices=('validation', 'test'), required=True)
+    parser.add_argument('--loss', required=True)
+    parser.add_argument('--epoch', type=int, default=1)
+    parser.add_argument('--name', default=None, help='run name (default: stage-loss)')
+    args = parser.parse_args(argv)
+    if not (DATA / '04-train.txt').exists():
+        print('skipped: %s is absent' % DATA)
+        return
+    name = args.name or '%s-%s' % (args.stage, args.loss)
+    out = RESULTS / 'dml' / name
+    if args.stage == 'validation':
+        train, evaluation = carve_validation()
+    else:
+        train, evaluation = DATA / '04-train.txt', DATA / '04-test.txt'
+    command = [sys.executable, str(ROOT / 'train_dml.py'), '--train', str(train),
+               '--eval', str(evaluation), '--out', str(out), '--loss', args.loss,
+               '--epoch', str(args.epoch)] + model_flags() + extra
+    start = time.time()
+    subprocess.run(command, check=True)
+    minutes = (time.time() - start) / 60.0
+    log = read_log(out)
+    last = log[-1]
+    record = {'name': name, 'stage': args.stage, 'loss': args.loss, 'epochs': args.epoch,
+              'flags': extra, 'minutes': round(minutes, 1),
+              'train_minutes': round(sum(r['T/sec'] for r in log) / 60.0, 1),
+              'sentences_per_sec': round(sum(r['T/sentences_per_sec'] for r in log)
+                                         / len(log), 1),
+              'per_epoch': [{'epoch': r['epoch'], 'precision_at_1': round(r['D/acc1'], 4),
+                             'map_at_r': round(r['D/acc2'], 4)} for r in log]}
+    if args.stage == 'test':
+        scores = score_test_features(out, extra)
+        record.update({k: round(v, 4) for k, v in scores.items() if k != 'count'})
+    else:
+        record.update({'precision_at_1': round(last['D/acc1'], 4),
+                       'map_at_r': round(last['D/acc2'], 4)})
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / 'dml-quality.jsonl', 'a', encoding='utf-8') as f:
+        f.write(json.dumps(record) + '\n')
+    print_table(RESULTS / 'dml-quality.jsonl')
+
+
+def print_table(path):
+    print('| run | loss | flags | epochs | train min | sentences/s | P@1 | MAP@R |')
+    print('|---|---|---|---|---|---|---|---|')
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        print('| %s | %s | %s | %d | %.1f | %.1f | %.3f | %.3f |'
+              % (r['name'], r['loss'], ' '.join(r['flags']), r['epochs'],
+                 r['train_minutes'], r['sentences_per_sec'], r['precision_at_1'],
+                 r['map_at_r']))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Metric-learned (DML) features of each input line, as TSV on stdout.
+
+--model is a `final.model` or `early_stopped-*.model` written by train_dml.py and --label
+its `labels.bin`. The features are the model's --dim-dimensional embeddings. Input lines
+are `label<TAB>text` or bare `text`; output lines `label<TAB>f1<TAB>f2...` (six decimals)
+in input order, bare-text lines with an empty label.
+
+Example:
+    python extruct_bert_metrics.py --input datasets/rt-polarity/04-test.txt \\
+        --vocab_file BERT/all-MiniLM-L6-v2/vocab.txt \\
+        --bert_config_file BERT/all-MiniLM-L6-v2/bert_config.json \\
+        --init_checkpoint BERT/all-MiniLM-L6-v2/arrays_bert_model.ckpt.npz \\
+        --model models/metrics/rt-polarity/final.model \\
+        --label models/metrics/rt-polarity/labels.bin \\
+        --gpu -1 --batchsize 64 > features/rt-dml-04-test.txt
+"""
+
+import argparse
+
+from bertlib import checkpoints, cli, dml, features, modeling
+from bertlib.errors import UsageError
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cli.check_bert_arguments(args)
+    total = features.check_io(args)
+    cli.check_file(args.model, 'model')
+    cli.check_file(args.label, 'labels')
+    device = cli.select_device(args.gpu)
+    labels = checkpoints.load_labels(args.label)
+    meta = checkpoints.read_meta(args.model)
+    if meta.get('kind', 'dml') != 'dml':
+        raise UsageError('%s is a %s model, not a metric-learning one'
+                         % (args.model, meta['kind']))
+    if 'classes' in meta and meta['classes'] != len(labels):
+        raise UsageError('%s has %d labels but %s was trained on %d classes: the label '
+                         'file does not belong to the model'
+                         % (args.label, len(labels), args.model, meta['classes']))
+    shape = checkpoints.array_shape(args.model, 'output/W')
+    if shape is None:
+        raise UsageError('%s has no embedding layer (output/W): not a train_dml.py model'
+                         % args.model)
+    config, tokenizer, bert = cli.load_bert(args, load_weights=False)
+    pooling = args.pooling or meta.get('pooling', 'pooled')
+    model = dml.DMLModel(bert, dim=shape[0], pooling=pooling)
+    checkpoints.load_model(args.model, model, ignore_prefixes=('loss/',))
+    model.to_device(device)
+    features.run(args, tokenizer, model.embed, device.xp, total)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    features.add_io_arguments(parser)
+    cli.add_bert_arguments(parser)
+    group = parser.add_argument_group('fine-tuned model')
+    group.add_argument('--model', required=True,
+                       help='final.model or early_stopped-*.model from train_dml.py')
+    group.add_argument('--label', required=True, help='labels.bin of that training run')
+    group.add_argument('--pooling', choices=modeling.POOLINGS, default=None,
+                       help='override the pooling recorded in the model (default: as '
+                            'trained)')
+    return parser.parse_args(argv)
+
+
+if __name__ == '__main__':
+    cli.run(main)

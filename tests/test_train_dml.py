@@ -1,0 +1,221 @@
+"""train_dml.py and extruct_bert_metrics.py on a tiny random BERT."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import extruct_bert_metrics
+import train_dml
+from bertlib import checkpoints, modeling
+from bertlib.errors import UsageError
+from conftest import ROOT, model_flags
+
+WORDS = ['good', 'great', 'fine', 'nice', 'bad', 'awful', 'poor', 'dull', 'the', 'film',
+         'was', 'plot', 'very', 'a', '.']
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A random 1-layer BERT as files, and two small labelled files."""
+    folder = tmp_path / 'bert'
+    folder.mkdir()
+    vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + WORDS
+    (folder / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
+    config = modeling.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=32,
+                                 max_position_embeddings=128, type_vocab_size=2)
+    (folder / 'bert_config.json').write_text(config.to_json_string())
+    np.random.seed(0)
+    bert = modeling.BertModel(config)
+    np.savez(folder / 'arrays_bert_model.ckpt.npz',
+             **{'bert/' + n.lstrip('/'): p.array for n, p in bert.namedparams()})
+    rng = np.random.RandomState(0)
+
+    def sentences(n):
+        lines = []
+        for i in range(n):
+            label = i % 2
+            words = WORDS[:4] if label == 0 else WORDS[4:8]
+            text = ' '.join(['the', 'film', 'was'] + list(rng.choice(words, 1 + i % 3)))
+            lines.append('%s\t%s' % ('pos' if label == 0 else 'neg', text))
+        return '\n'.join(lines) + '\n'
+    (tmp_path / 'train.txt').write_text(sentences(40))
+    (tmp_path / 'eval.txt').write_text(sentences(12))
+    return folder
+
+
+def train_args(tmp_path, tiny, out, *extra):
+    return (['--train', str(tmp_path / 'train.txt'), '--eval', str(tmp_path / 'eval.txt'),
+             '--out', str(out), '--batchsize', '8', '--dim', '8', '--noplot']
+            + model_flags(tiny) + list(extra))
+
+
+def final_arrays(out):
+    with np.load(out / 'final.model') as archive:
+        return {k: archive[k] for k in archive.files if k != 'meta/json'}
+
+
+@pytest.mark.parametrize('loss', ['triplet', 'batch_hard', 'multi_similarity', 'arcface',
+                                  'supcon'])
+def test_every_loss_trains_and_writes_the_seed_outputs(tmp_path, tiny, loss, capsys):
+    out = tmp_path / 'out'
+    train_dml.main(train_args(tmp_path, tiny, out, '--epoch', '2', '--loss', loss,
+                              '--triplets', '16', '--samples_per_class', '4'))
+    printed = capsys.readouterr().out
+    assert json.loads(printed[:printed.index('\n}') + 2])['loss'] == loss
+    assert '# train: 40, eval: 12,' in printed
+    assert "# class: 2, labels: {'pos': 0, 'neg': 1}" in printed
+    assert '# vocab: 20' in printed
+    assert 'saving final model at epoch 2' in printed
+    for name in ('final.model', 'final.state', 'labels.bin', 'early_stopped-loss.model',
+                 'early_stopped-map.model', 'log.jsonl'):
+        assert (out / name).is_file(), name
+    log = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in log] == [1, 2]
+    assert all(0.0 <= r['D/acc1'] <= 1.0 and np.isfinite(r['T/loss']) for r in log)
+    assert checkpoints.load_labels(str(out / 'labels.bin')) == {'pos': 0, 'neg': 1}
+    arrays = final_arrays(out)
+    assert arrays['output/W'].shape == (8, 16)
+    assert ('loss/W' in arrays) == (loss == 'arcface')
+
+
+def test_log_line_has_the_seed_format(tmp_path, tiny, caplog):
+    caplog.set_level('INFO')
+    train_dml.main(train_args(tmp_path, tiny, tmp_path / 'out', '--epoch', '1',
+                              '--triplets', '8'))
+    line = [r.getMessage() for r in caplog.records if r.getMessage().startswith('[')][0]
+    assert line.startswith('[  1] T/loss=')
+    for key in ('T/acc1=', 'T/acc2=', 'T/sec= ', 'D/loss=', 'D/acc1=', 'D/acc2=', 'D/sec= ',
+                'lr=', 'eta='):
+        assert key in line
+
+
+def test_resume_ends_with_the_same_weights(tmp_path, tiny, monkeypatch, capsys):
+    common = ('--epoch', '3', '--loss', 'batch_hard', '--samples_per_class', '4',
+              '--seed', '3')
+    whole, part = tmp_path / 'whole', tmp_path / 'part'
+    train_dml.main(train_args(tmp_path, tiny, whole, *common))
+
+    # Interrupt the second run once epoch 1 is complete, then resume it.
+    from bertlib import training
+    write_log = training._write_log
+
+    def write_then_stop(path, records):
+        write_log(path, records)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(training, '_write_log', write_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_dml.main(train_args(tmp_path, tiny, part, *common))
+    monkeypatch.setattr(training, '_write_log', write_log)
+    assert checkpoints.read_meta(str(part / 'final.model'))['epoch'] == 1
+    train_dml.main(train_args(tmp_path, tiny, part, *common) + ['--resume', str(part)])
+
+    a, b = final_arrays(whole), final_arrays(part)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+    log = [json.loads(line) for line in (part / 'log.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in log] == [1, 2, 3]
+
+
+def test_nan_loss_stops_without_touching_the_last_good_model(tmp_path, tiny, monkeypatch):
+    out = tmp_path / 'out'
+    train_dml.main(train_args(tmp_path, tiny, out, '--epoch', '1', '--triplets', '8'))
+    before = (out / 'final.model').read_bytes()
+    from bertlib import losses
+    monkeypatch.setattr(losses, 'triplet_loss',
+                        lambda a, p, n, margin: (a * float('nan')).__getitem__(0)[0])
+    with pytest.raises(UsageError, match='loss became nan at epoch 1'):
+        train_dml.main(train_args(tmp_path, tiny, out, '--epoch', '1', '--triplets', '8'))
+    assert (out / 'final.model').read_bytes() == before
+
+
+@pytest.mark.parametrize('content, message', [
+    ('pos\tthe film\npos\tgood film\n', 'at least two classes'),
+    ('pos the film\n', 'expected "label<TAB>text"'),
+])
+def test_bad_training_files(tmp_path, tiny, content, message):
+    (tmp_path / 'train.txt').write_text(content)
+    with pytest.raises(UsageError, match=message):
+        train_dml.main(train_args(tmp_path, tiny, tmp_path / 'out', '--epoch', '1'))
+
+
+def test_eval_labels_never_seen_in_training(tmp_path, tiny):
+    (tmp_path / 'eval.txt').write_text('pos\tgood\nmixed\tgood bad\n')
+    with pytest.raises(UsageError, match=r"eval.txt: labels never seen in training: "
+                                         r"'mixed' \(line 2\)"):
+        train_dml.main(train_args(tmp_path, tiny, tmp_path / 'out', '--epoch', '1'))
+
+
+def test_single_sentence_class_is_a_warning(tmp_path, tiny, caplog):
+    with open(tmp_path / 'train.txt', 'a') as f:
+        f.write('odd\tthe plot\n')
+    (tmp_path / 'eval.txt').write_text('pos\tgood\nneg\tbad\npos\tnice\nneg\tdull\n')
+    train_dml.main(train_args(tmp_path, tiny, tmp_path / 'out', '--epoch', '1',
+                              '--triplets', '8'))
+    assert 'single sentence cannot be anchors' in caplog.text and 'odd' in caplog.text
+
+
+def test_resume_errors(tmp_path, tiny):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(UsageError, match='final.model is missing'):
+        train_dml.main(train_args(tmp_path, tiny, tmp_path / 'out', '--epoch', '2',
+                                  '--resume', str(empty)))
+    out = tmp_path / 'out'
+    train_dml.main(train_args(tmp_path, tiny, out, '--epoch', '1', '--triplets', '8'))
+    with pytest.raises(UsageError, match='trained with --dim 8, not 4'):
+        train_dml.main(train_args(tmp_path, tiny, out, '--epoch', '2', '--resume', str(out))
+                       + ['--dim', '4'])
+
+
+def test_labels_bin_is_read_without_running_code(tmp_path):
+    class Boom(object):
+        def __reduce__(self):
+            return (os.system, ('echo pwned > %s' % (tmp_path / 'pwned'),))
+    (tmp_path / 'labels.bin').write_bytes(pickle.dumps({'a': 0, 'b': Boom()}))
+    with pytest.raises(UsageError, match='not a labels.bin file'):
+        checkpoints.load_labels(str(tmp_path / 'labels.bin'))
+    assert not (tmp_path / 'pwned').exists()
+    (tmp_path / 'ok.bin').write_bytes(pickle.dumps({'0': 0, '1': 1}, protocol=2))
+    assert checkpoints.load_labels(str(tmp_path / 'ok.bin')) == {'0': 0, '1': 1}
+
+
+def test_extruct_bert_metrics(tmp_path, tiny, capsys):
+    out = tmp_path / 'out'
+    train_dml.main(train_args(tmp_path, tiny, out, '--epoch', '1', '--loss', 'arcface',
+                              '--samples_per_class', '4'))
+    capsys.readouterr()
+    (tmp_path / 'in.txt').write_text('pos\tgood film\n\nbare text line\nneg\tbad\n')
+    extruct_bert_metrics.main(['--input', str(tmp_path / 'in.txt'),
+                               '--model', str(out / 'final.model'),
+                               '--label', str(out / 'labels.bin')] + model_flags(tiny))
+    rows = [line.split('\t') for line in capsys.readouterr().out.splitlines()]
+    assert [r[0] for r in rows] == ['pos', '', 'neg']
+    assert all(len(r) == 1 + 8 for r in rows)
+
+    (tmp_path / 'three.bin').write_bytes(pickle.dumps({'a': 0, 'b': 1, 'c': 2}, protocol=2))
+    with pytest.raises(UsageError, match='has 3 labels but .* trained on 2 classes'):
+        extruct_bert_metrics.main(['--input', str(tmp_path / 'in.txt'),
+                                   '--model', str(out / 'final.model'),
+                                   '--label', str(tmp_path / 'three.bin')] + model_flags(tiny))
+
+
+def test_help_of_both_scripts():
+    for script, flags in (('train_dml.py', ['--gpu', '-g', '--batchsize', '-b', '--learnrate',
+                                            '-l', '--weightdecay', '--epoch', '-e', '--train',
+                                            '--eval', '--out', '-o', '--resume',
+                                            '--start_epoch', '--noplot', '--seed', '--loss',
+                                            '--pooling', '--dim', '--triplets']),
+                          ('extruct_bert_metrics.py', ['--input', '--model', '--label',
+                                                      '--gpu', '--batchsize'])):
+        result = subprocess.run([sys.executable, str(ROOT / script), '--help'],
+                                capture_output=True, text=True, cwd=str(ROOT))
+        assert result.returncode == 0
+        for flag in flags:
+            assert flag in result.stdout, (script, flag)

@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""Fine-tunes BERT with deep metric learning: sentences of a class land close together.
+
+Training and evaluation files hold one `label<TAB>text` a line. After every epoch one log
+line reports T/ (training) and D/ (evaluation) loss, acc1 = precision@1 and acc2 = MAP@R
+of the cosine embeddings (leave-one-out; T/ on a fixed sample of at most 2,000 training
+sentences), and `final.model` / `final.state` are saved (atomically) into --out, with
+`labels.bin`, `early_stopped-loss.model`, `early_stopped-map.model`, `log.jsonl` and the
+curves `<out>.png`.
+
+Example:
+    python train_dml.py --batchsize 64 --epoch 100 \\
+        --train datasets/rt-polarity/04-train.txt --eval datasets/rt-polarity/04-test.txt \\
+        --init_checkpoint  BERT/all-MiniLM-L6-v2/arrays_bert_model.ckpt.npz \\
+        --bert_config_file BERT/all-MiniLM-L6-v2/bert_config.json \\
+        --vocab_file       BERT/all-MiniLM-L6-v2/vocab.txt \\
+        --out models/metrics/rt-polarity | tee train_dml-rt.log
+"""
+
+import argparse
+import json
+import logging
+import os
+import time
+
+from bertlib import checkpoints, cli, data, dml, losses, modeling, optimization, training
+from bertlib.errors import UsageError
+
+logger = logging.getLogger('main')
+
+
+def main(argv=None):
+    start = time.time()
+    args = parse_args(argv)
+    print(json.dumps(vars(args), indent=2), flush=True)
+    check_args(args)
+    device = cli.select_device(args.gpu)
+    config, tokenizer, bert = cli.load_bert(args)
+
+    labels_path = os.path.join(args.out, 'labels.bin')
+    known = checkpoints.load_labels(os.path.join(args.resume, 'labels.bin')) \
+        if args.resume else None
+    train, label_to_id = load_split(args.train, tokenizer, args.max_seq_length, known)
+    check_classes(train, label_to_id, args.train)
+    evaluation, _ = load_split(args.eval, tokenizer, args.max_seq_length, label_to_id,
+                               closed=True)
+    print('# train: %d, eval: %d,' % (len(train), len(evaluation)))
+    print('# class: %d, labels: %s' % (len(label_to_id), label_to_id))
+    print('# vocab: %d' % config.vocab_size, flush=True)
+
+    training.seed_everything(args.seed, 0)  # the new layers' initial weights
+    loss_link = None
+    if args.loss == 'arcface':
+        loss_link = losses.ArcFace(len(label_to_id), args.dim, scale=args.scale,
+                                   margin=args.margin)
+    model = dml.DMLModel(bert, dim=args.dim, pooling=args.pooling, loss_link=loss_link)
+    optimizer = optimization.make_optimizer(model, args.learnrate, args.weightdecay)
+    if args.resume:
+        checkpoints.load_model(os.path.join(args.resume, 'final.model'), model)
+        checkpoints.load_state(os.path.join(args.resume, 'final.state'), optimizer)
+        logger.info('resumed from %s at epoch %d', args.resume, args.start_epoch)
+    model.to_device(device)
+
+    os.makedirs(args.out, exist_ok=True)
+    checkpoints.save_labels(labels_path, label_to_id)
+    task = dml.DMLTask(model, args.loss, train, evaluation, args.batchsize, device.xp,
+                       hyper=loss_hyperparameters(args), triplets=args.triplets,
+                       samples_per_class=args.samples_per_class, seed=args.seed)
+    plot = None if args.noplot else os.path.join(
+        args.out, os.path.basename(os.path.normpath(args.out)) + '.png')
+    try:
+        training.train(task, optimizer, args, os.path.join(args.out, 'log.jsonl'), plot)
+    except training.TrainingError as e:
+        raise UsageError(str(e))
+    logger.info('time spent: %f sec', time.time() - start)
+
+
+def loss_hyperparameters(args):
+    """The flags each loss takes (arcface's go to its Link)."""
+    if args.loss in ('triplet', 'batch_hard'):
+        return {'margin': args.margin}
+    if args.loss == 'supcon':
+        return {'temperature': args.temperature}
+    return {}
+
+
+def load_split(path, tokenizer, max_seq_length, label_to_id=None, closed=False):
+    """Reads and tokenises a labelled file. New labels get the next id (first-seen order)
+    unless `closed`, where an unknown label is an error."""
+    label_to_id = dict(label_to_id or {})
+    ids, labels, unknown, truncated = [], [], {}, 0
+    for example in data.iter_examples(path, require_label=True):
+        label = example.label
+        if label not in label_to_id:
+            if closed:
+                unknown.setdefault(label, example.line_number)
+                continue
+            label_to_id[label] = len(label_to_id)
+        token_ids, cut = tokenizer.encode(example.text, max_seq_length)
+        truncated += cut
+        ids.append(token_ids)
+        labels.append(label_to_id[label])
+    if unknown:
+        shown = ', '.join('%r (line %d)' % item for item in list(unknown.items())[:5])
+        raise UsageError('%s: labels never seen in training: %s' % (path, shown))
+    if not ids:
+        raise UsageError('%s: no examples' % path)
+    if truncated:
+        logger.info('%s: %d sentences longer than --max_seq_length %d were truncated',
+                    path, truncated, max_seq_length)
+    return dml.Split(ids, labels), label_to_id
+
+
+def check_classes(split, label_to_id, path):
+    counts = {label: int((split.labels == i).sum()) for label, i in label_to_id.items()}
+    if sum(1 for c in counts.values() if c > 0) < 2:
+        raise UsageError('%s: metric learning needs at least two classes, found %d'
+                         % (path, len(counts)))
+    single = [label for label, c in counts.items() if c == 1]
+    if single:
+        logger.warning('%s: classes with a single sentence cannot be anchors (kept as '
+                       'negatives): %s', path, ', '.join(single[:10]))
+
+
+def check_args(args):
+    cli.check_bert_arguments(args)
+    for name in ('train', 'eval'):
+        cli.check_file(getattr(args, name), '--%s file' % name)
+    if args.epoch < 1:
+        raise UsageError('--epoch must be at least 1')
+    if args.dim < 1:
+        raise UsageError('--dim must be at least 1')
+    if args.resume:
+        args.start_epoch = training.check_resume(args)
+        meta = checkpoints.read_meta(os.path.join(args.resume, 'final.model'))
+        for key in ('dim', 'pooling', 'loss'):
+            if key in meta and meta[key] != getattr(args, key):
+                raise UsageError('--resume %s was trained with --%s %s, not %s'
+                                 % (args.resume, key, meta[key], getattr(args, key)))
+    else:
+        args.start_epoch = args.start_epoch or 1
+    if args.start_epoch > args.epoch:
+        raise UsageError('--start_epoch %d is past --epoch %d: nothing to train'
+                         % (args.start_epoch, args.epoch))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--train', required=True, help='training file, label<TAB>text')
+    parser.add_argument('--eval', required=True, help='evaluation file, label<TAB>text')
+    parser.add_argument('--out', '-o', default='results_dml',
+                        help='directory for models, labels.bin, log.jsonl and the plot '
+                             '(default: results_dml)')
+    cli.add_bert_arguments(parser)
+    train = parser.add_argument_group('training')
+    train.add_argument('--epoch', '-e', type=int, default=100,
+                       help='number of epochs (default: 100)')
+    train.add_argument('--learnrate', '-l', type=float, default=5e-5,
+                       help='peak learning rate, decayed linearly to 0 (default: 5e-5)')
+    train.add_argument('--weightdecay', type=float, default=0.01,
+                       help='decoupled weight decay of weight matrices (default: 0.01)')
+    train.add_argument('--warmup', type=float, default=0.0,
+                       help='fraction of the steps spent warming the rate up (default: 0)')
+    train.add_argument('--seed', type=int, default=0,
+                       help='seed of every random draw (default: 0)')
+    train.add_argument('--resume', default='',
+                       help='continue from DIR/final.model and DIR/final.state')
+    train.add_argument('--start_epoch', type=int, default=None,
+                       help='first epoch to run (default: 1, or the one after the epoch '
+                            'saved in --resume)')
+    train.add_argument('--noplot', action='store_true', help='do not draw <out>.png')
+    model = parser.add_argument_group('model and loss')
+    model.add_argument('--pooling', choices=modeling.POOLINGS, default='pooled',
+                       help='BERT sentence vector fed to the embedding layer (default: '
+                            'pooled, the seed\'s)')
+    model.add_argument('--dim', type=int, default=512,
+                       help='embedding dimension (default: 512)')
+    model.add_argument('--loss', choices=losses.LOSSES, default='triplet',
+                       help='metric loss (default: triplet, the seed\'s)')
+    model.add_argument('--triplets', type=int, default=1000,
+                       help='triplet: triples drawn per epoch; 0: one per training '
+                            'sentence (default: 1000)')
+    model.add_argument('--samples_per_class', type=int, default=8,
+                       help='batch_hard, multi_similarity, supcon, arcface: K sentences '
+                            'of each of batchsize/K classes per batch (default: 8)')
+    model.add_argument('--margin', type=float, default=None,
+                       help='triplet, batch_hard: distance margin (default 0.2); arcface: '
+                            'angular margin (default 0.3)')
+    model.add_argument('--scale', type=float, default=30.0,
+                       help='arcface: logit scale (default: 30)')
+    model.add_argument('--temperature', type=float, default=0.1,
+                       help='supcon: temperature (default: 0.1)')
+    args = parser.parse_args(argv)
+    if args.margin is None:
+        args.margin = 0.3 if args.loss == 'arcface' else 0.2
+    return args
+
+
+if __name__ == '__main__':
+    cli.run(main)
