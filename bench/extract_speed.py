@@ -91,7 +91,6 @@ def speed(args):
 def write_tiny_model(folder):
     """A 2-layer random BERT (hidden 64) with a 1,000-word vocabulary."""
     sys.path.insert(0, str(ROOT))
-    import numpy as np
     from bertlib import modeling
     vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + ['w%d' % i for i in range(995)]
     (folder / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
@@ -99,8 +98,7 @@ def write_tiny_model(folder):
                                  num_attention_heads=4, intermediate_size=128)
     (folder / 'bert_config.json').write_text(config.to_json_string())
     bert = modeling.BertModel(config)
-    np.savez(folder / 'model.npz',
-             **{'bert/' + n.lstrip('/'): p.array for n, p in bert.namedparams()})
+    modeling.save_pretrained(bert, str(folder / 'model.npz'))
 
 
 def memory(args):

@@ -53,12 +53,13 @@ def load_labels(path):
     return labels
 
 
-def save_model(path, model, meta=None):
-    """Saves `model`'s parameters as npz (atomic), with `meta` (a JSON-able dict) under
-    'meta/json' so that extraction knows how the model was built."""
+def save_model(path, model, meta=None, prefix=''):
+    """Saves `model`'s parameters as npz (atomic), names prefixed with `prefix`, with
+    `meta` (a JSON-able dict) under 'meta/json' so that extraction knows how the model
+    was built."""
     arrays = {}
     for name, param in model.namedparams():
-        arrays[name.lstrip('/')] = chainer.backend.CpuDevice().send(param.array)
+        arrays[prefix + name.lstrip('/')] = chainer.backend.CpuDevice().send(param.array)
     if meta is not None:
         arrays[META_KEY] = np.array(json.dumps(meta, sort_keys=True))
     with atomic_write(path, 'wb') as stream:

@@ -293,6 +293,11 @@ class BertModel(chainer.Chain):
 POOLINGS = ('pooled', 'cls', 'mean')
 
 
+def save_pretrained(bert, npz_path):
+    """Writes `bert` as an `arrays_bert_model.ckpt.npz` (arrays under `bert/`)."""
+    checkpoints.save_model(npz_path, bert, prefix='bert/')
+
+
 def load_pretrained(bert, npz_path):
     """Copies the `bert/...` arrays of a pre-trained npz checkpoint into `bert`, strictly.
 

@@ -26,6 +26,26 @@ def datasets():
     return DATASETS
 
 
+def write_tiny_bert(folder, words, seed=0, **shape):
+    """A random BERT as the three files the scripts take: vocab.txt (the special tokens,
+    then `words`), bert_config.json (`shape` overrides a 2-layer, hidden-8 default) and
+    arrays_bert_model.ckpt.npz. Returns `folder`."""
+    import numpy as np
+    from bertlib import modeling
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + list(words)
+    (folder / 'vocab.txt').write_text('\n'.join(vocab) + '\n', encoding='utf-8')
+    settings = dict(hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=16, max_position_embeddings=128, type_vocab_size=2)
+    settings.update(shape)
+    config = modeling.BertConfig(vocab_size=len(vocab), **settings)
+    (folder / 'bert_config.json').write_text(config.to_json_string())
+    np.random.seed(seed)
+    modeling.save_pretrained(modeling.BertModel(config),
+                             str(folder / 'arrays_bert_model.ckpt.npz'))
+    return folder
+
+
 def model_flags(model_dir):
     return ['--vocab_file', os.fspath(model_dir / 'vocab.txt'),
             '--bert_config_file', os.fspath(model_dir / 'bert_config.json'),

@@ -1,18 +1,15 @@
 """extruct_bert_embed.py end to end: output format and order, bad input, the demo model."""
 
 import json
-import os
 import subprocess
 import sys
 
-import chainer
 import numpy as np
 import pytest
 
 import extruct_bert_embed
-from bertlib import modeling
 from bertlib.errors import UsageError
-from conftest import ROOT, model_flags
+from conftest import ROOT, model_flags, write_tiny_bert
 
 WORDS = ['the', 'movie', 'was', 'good', 'bad', 'very', 'a', 'film', 'plot', 'actor', '.',
          ',', '!', 'not', 'it', 'is']
@@ -21,19 +18,7 @@ WORDS = ['the', 'movie', 'was', 'good', 'bad', 'very', 'a', 'film', 'plot', 'act
 @pytest.fixture
 def tiny_model(tmp_path):
     """A 2-layer random BERT with a 21-entry uncased vocabulary, as files."""
-    folder = tmp_path / 'tiny'
-    folder.mkdir()
-    vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + WORDS
-    (folder / 'vocab.txt').write_text('\n'.join(vocab) + '\n', encoding='utf-8')
-    config = modeling.BertConfig(vocab_size=len(vocab), hidden_size=8, num_hidden_layers=2,
-                                 num_attention_heads=2, intermediate_size=16,
-                                 max_position_embeddings=128, type_vocab_size=2)
-    (folder / 'bert_config.json').write_text(config.to_json_string())
-    np.random.seed(0)
-    bert = modeling.BertModel(config)
-    np.savez(folder / 'arrays_bert_model.ckpt.npz',
-             **{'bert/' + n.lstrip('/'): p.array for n, p in bert.namedparams()})
-    return folder
+    return write_tiny_bert(tmp_path / 'tiny', WORDS)
 
 
 def run_main(argv, capsys):

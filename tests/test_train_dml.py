@@ -11,9 +11,9 @@ import pytest
 
 import extruct_bert_metrics
 import train_dml
-from bertlib import checkpoints, modeling
+from bertlib import checkpoints
 from bertlib.errors import UsageError
-from conftest import ROOT, model_flags
+from conftest import ROOT, model_flags, write_tiny_bert
 
 WORDS = ['good', 'great', 'fine', 'nice', 'bad', 'awful', 'poor', 'dull', 'the', 'film',
          'was', 'plot', 'very', 'a', '.']
@@ -22,18 +22,8 @@ WORDS = ['good', 'great', 'fine', 'nice', 'bad', 'awful', 'poor', 'dull', 'the',
 @pytest.fixture
 def tiny(tmp_path):
     """A random 1-layer BERT as files, and two small labelled files."""
-    folder = tmp_path / 'bert'
-    folder.mkdir()
-    vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + WORDS
-    (folder / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
-    config = modeling.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
-                                 num_attention_heads=2, intermediate_size=32,
-                                 max_position_embeddings=128, type_vocab_size=2)
-    (folder / 'bert_config.json').write_text(config.to_json_string())
-    np.random.seed(0)
-    bert = modeling.BertModel(config)
-    np.savez(folder / 'arrays_bert_model.ckpt.npz',
-             **{'bert/' + n.lstrip('/'): p.array for n, p in bert.namedparams()})
+    folder = write_tiny_bert(tmp_path / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
+                             intermediate_size=32)
     rng = np.random.RandomState(0)
 
     def sentences(n):
