@@ -8,7 +8,6 @@ anchor/positive/negative triples for `triplet`, P classes x K sentences for the 
 import logging
 
 import chainer
-import chainer.functions as F
 import chainer.links as L
 import numpy as np
 
@@ -42,27 +41,6 @@ class DMLModel(chainer.Chain):
         """(B, T) token ids and mask -> (B, dim) embeddings."""
         sentence = self.bert.encode(input_ids, input_mask, pooling=self.pooling)
         return self.output(dropout.dropout(sentence, self.dropout))
-
-
-def embed_by_length(embed, id_lists, xp, pieces=4):
-    """embed(...) of a training batch, computed in `pieces` runs of similar length.
-
-    A sentence's embedding does not depend on the others in its batch, so splitting a
-    random batch by length gives the same result while padding each piece only to its
-    own longest sentence: on rt-polarity a batch of 64 otherwise pads to about twice the
-    mean length. Returns a (B, dim) Variable in the order of `id_lists`.
-    """
-    order = np.argsort([len(ids) for ids in id_lists], kind='stable')
-    size = -(-len(order) // pieces)
-    parts = []
-    for start in range(0, len(order), size):
-        chosen = order[start:start + size]
-        input_ids, input_mask = features.pad_batch([id_lists[i] for i in chosen], xp)
-        parts.append(embed(input_ids, input_mask))
-    embeddings = F.concat(parts, axis=0) if len(parts) > 1 else parts[0]
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    return F.get_item(embeddings, xp.asarray(inverse))
 
 
 class Split(object):
@@ -128,7 +106,7 @@ class DMLTask(training.Task):
 
     # --- loss ------------------------------------------------------------------------
     def _embed(self, indices):
-        return embed_by_length(self.model.embed, [self.train_split.ids[i] for i in indices],
+        return features.encode_by_length(self.model.embed, [self.train_split.ids[i] for i in indices],
                                self.xp)
 
     def _loss_of(self, embeddings, batch, labels):

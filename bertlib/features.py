@@ -12,6 +12,7 @@ import sys
 import time
 
 import chainer
+import chainer.functions as F
 import numpy as np
 
 from bertlib import cli, data
@@ -98,6 +99,27 @@ def encode_sorted(id_lists, encode, batchsize, xp=np, progress=None):
         if progress is not None:
             progress(len(batch))
     return vectors
+
+
+def encode_by_length(encode, id_lists, xp, pieces=4):
+    """encode(...) of a training batch, computed in `pieces` runs of similar length.
+
+    A sentence's output does not depend on the others in its batch, so splitting a
+    random batch by length gives the same result while padding each piece only to its
+    own longest sentence: on rt-polarity a batch of 64 otherwise pads to about twice the
+    mean length. Returns a (B, D) Variable, differentiable, in the order of `id_lists`.
+    """
+    order = np.argsort([len(ids) for ids in id_lists], kind='stable')
+    size = -(-len(order) // pieces)
+    parts = []
+    for start in range(0, len(order), size):
+        chosen = order[start:start + size]
+        input_ids, input_mask = pad_batch([id_lists[i] for i in chosen], xp)
+        parts.append(encode(input_ids, input_mask))
+    embeddings = F.concat(parts, axis=0) if len(parts) > 1 else parts[0]
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return F.get_item(embeddings, xp.asarray(inverse))
 
 
 def format_row(label, vector):
