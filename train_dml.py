@@ -147,29 +147,7 @@ def check_args(args):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--train', required=True, help='training file, label<TAB>text')
-    parser.add_argument('--eval', required=True, help='evaluation file, label<TAB>text')
-    parser.add_argument('--out', '-o', default='results_dml',
-                        help='directory for models, labels.bin, log.jsonl and the plot '
-                             '(default: results_dml)')
-    cli.add_bert_arguments(parser)
-    train = parser.add_argument_group('training')
-    train.add_argument('--epoch', '-e', type=int, default=100,
-                       help='number of epochs (default: 100)')
-    train.add_argument('--learnrate', '-l', type=float, default=5e-5,
-                       help='peak learning rate, decayed linearly to 0 (default: 5e-5)')
-    train.add_argument('--weightdecay', type=float, default=0.01,
-                       help='decoupled weight decay of weight matrices (default: 0.01)')
-    train.add_argument('--warmup', type=float, default=0.0,
-                       help='fraction of the steps spent warming the rate up (default: 0)')
-    train.add_argument('--seed', type=int, default=0,
-                       help='seed of every random draw (default: 0)')
-    train.add_argument('--resume', default='',
-                       help='continue from DIR/final.model and DIR/final.state')
-    train.add_argument('--start_epoch', type=int, default=None,
-                       help='first epoch to run (default: 1, or the one after the epoch '
-                            'saved in --resume)')
-    train.add_argument('--noplot', action='store_true', help='do not draw <out>.png')
+    cli.add_training_arguments(parser, out='results_dml')
     model = parser.add_argument_group('model and loss')
     model.add_argument('--pooling', choices=modeling.POOLINGS, default='pooled',
                        help='BERT sentence vector fed to the embedding layer (default: '

@@ -81,6 +81,34 @@ def add_bert_arguments(parser, batchsize=64):
     return parser
 
 
+def add_training_arguments(parser, out):
+    """The seed's training flags, shared by train_dml.py and train_classifier.py."""
+    parser.add_argument('--train', required=True, help='training file, label<TAB>text')
+    parser.add_argument('--eval', required=True, help='evaluation file, label<TAB>text')
+    parser.add_argument('--out', '-o', default=out,
+                        help='directory for models, labels.bin, log.jsonl and the plot '
+                             '(default: %s)' % out)
+    add_bert_arguments(parser)
+    train = parser.add_argument_group('training')
+    train.add_argument('--epoch', '-e', type=int, default=100,
+                       help='number of epochs (default: 100)')
+    train.add_argument('--learnrate', '-l', type=float, default=5e-5,
+                       help='peak learning rate, decayed linearly to 0 (default: 5e-5)')
+    train.add_argument('--weightdecay', type=float, default=0.01,
+                       help='decoupled weight decay of weight matrices (default: 0.01)')
+    train.add_argument('--warmup', type=float, default=0.0,
+                       help='fraction of the steps spent warming the rate up (default: 0)')
+    train.add_argument('--seed', type=int, default=0,
+                       help='seed of every random draw (default: 0)')
+    train.add_argument('--resume', default='',
+                       help='continue from DIR/final.model and DIR/final.state')
+    train.add_argument('--start_epoch', type=int, default=None,
+                       help='first epoch to run (default: 1, or the one after the epoch '
+                            'saved in --resume)')
+    train.add_argument('--noplot', action='store_true', help='do not draw <out>.png')
+    return parser
+
+
 def check_bert_arguments(args):
     if args.batchsize < 1:
         raise UsageError('--batchsize must be at least 1, got %d' % args.batchsize)
