@@ -40,9 +40,9 @@ def main(argv=None):
     labels_path = os.path.join(args.out, 'labels.bin')
     known = checkpoints.load_labels(os.path.join(args.resume, 'labels.bin')) \
         if args.resume else None
-    train, label_to_id = load_split(args.train, tokenizer, args.max_seq_length, known)
+    train, label_to_id = data.load_split(args.train, tokenizer, args.max_seq_length, known)
     check_classes(train, label_to_id, args.train)
-    evaluation, _ = load_split(args.eval, tokenizer, args.max_seq_length, label_to_id,
+    evaluation, _ = data.load_split(args.eval, tokenizer, args.max_seq_length, label_to_id,
                                closed=True)
     print('# train: %d, eval: %d,' % (len(train), len(evaluation)))
     print('# class: %d, labels: %s' % (len(label_to_id), label_to_id))
@@ -82,33 +82,6 @@ def loss_hyperparameters(args):
     if args.loss == 'supcon':
         return {'temperature': args.temperature}
     return {}
-
-
-def load_split(path, tokenizer, max_seq_length, label_to_id=None, closed=False):
-    """Reads and tokenises a labelled file. New labels get the next id (first-seen order)
-    unless `closed`, where an unknown label is an error."""
-    label_to_id = dict(label_to_id or {})
-    ids, labels, unknown, truncated = [], [], {}, 0
-    for example in data.iter_examples(path, require_label=True):
-        label = example.label
-        if label not in label_to_id:
-            if closed:
-                unknown.setdefault(label, example.line_number)
-                continue
-            label_to_id[label] = len(label_to_id)
-        token_ids, cut = tokenizer.encode(example.text, max_seq_length)
-        truncated += cut
-        ids.append(token_ids)
-        labels.append(label_to_id[label])
-    if unknown:
-        shown = ', '.join('%r (line %d)' % item for item in list(unknown.items())[:5])
-        raise UsageError('%s: labels never seen in training: %s' % (path, shown))
-    if not ids:
-        raise UsageError('%s: no examples' % path)
-    if truncated:
-        logger.info('%s: %d sentences longer than --max_seq_length %d were truncated',
-                    path, truncated, max_seq_length)
-    return dml.Split(ids, labels), label_to_id
 
 
 def check_classes(split, label_to_id, path):

@@ -5,10 +5,15 @@ line number. Empty lines are skipped. Everything streams: nothing holds a whole 
 """
 
 import collections
+import logging
 import os
 import sys
 
+import numpy as np
+
 from bertlib.errors import UsageError
+
+logger = logging.getLogger('main')
 
 Example = collections.namedtuple('Example', ['line_number', 'label', 'text'])
 
@@ -79,3 +84,43 @@ def check_input(path):
 def _clip(text, width=60):
     return text if len(text) <= width else text[:width] + '...'
 
+
+class Split(object):
+    """A labelled set, tokenised once: `ids` (lists of token ids), `labels` (int array)."""
+
+    def __init__(self, ids, labels):
+        self.ids = ids
+        self.labels = np.asarray(labels, dtype=np.int32)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def subset(self, indices):
+        return Split([self.ids[i] for i in indices], self.labels[indices])
+
+
+def load_split(path, tokenizer, max_seq_length, label_to_id=None, closed=False):
+    """Reads and tokenises a labelled file. New labels get the next id (first-seen order)
+    unless `closed`, where an unknown label is an error."""
+    label_to_id = dict(label_to_id or {})
+    ids, labels, unknown, truncated = [], [], {}, 0
+    for example in iter_examples(path, require_label=True):
+        label = example.label
+        if label not in label_to_id:
+            if closed:
+                unknown.setdefault(label, example.line_number)
+                continue
+            label_to_id[label] = len(label_to_id)
+        token_ids, cut = tokenizer.encode(example.text, max_seq_length)
+        truncated += cut
+        ids.append(token_ids)
+        labels.append(label_to_id[label])
+    if unknown:
+        shown = ', '.join('%r (line %d)' % item for item in list(unknown.items())[:5])
+        raise UsageError('%s: labels never seen in training: %s' % (path, shown))
+    if not ids:
+        raise UsageError('%s: no examples' % path)
+    if truncated:
+        logger.info('%s: %d sentences longer than --max_seq_length %d were truncated',
+                    path, truncated, max_seq_length)
+    return Split(ids, labels), label_to_id

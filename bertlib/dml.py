@@ -43,20 +43,6 @@ class DMLModel(chainer.Chain):
         return self.output(dropout.dropout(sentence, self.dropout))
 
 
-class Split(object):
-    """A labelled set, tokenised once: `ids` (lists of token ids), `labels` (int array)."""
-
-    def __init__(self, ids, labels):
-        self.ids = ids
-        self.labels = np.asarray(labels, dtype=np.int32)
-
-    def __len__(self):
-        return len(self.ids)
-
-    def subset(self, indices):
-        return Split([self.ids[i] for i in indices], self.labels[indices])
-
-
 class DMLTask(training.Task):
     """Batches, loss and scores of metric learning, for `training.train`."""
 
