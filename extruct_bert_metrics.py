@@ -26,18 +26,9 @@ def main(argv=None):
     args = parse_args(argv)
     cli.check_bert_arguments(args)
     total = features.check_io(args)
-    cli.check_file(args.model, 'model')
-    cli.check_file(args.label, 'labels')
     device = cli.select_device(args.gpu)
-    labels = checkpoints.load_labels(args.label)
+    checkpoints.load_model_labels(args.model, args.label, 'dml')
     meta = checkpoints.read_meta(args.model)
-    if meta.get('kind', 'dml') != 'dml':
-        raise UsageError('%s is a %s model, not a metric-learning one'
-                         % (args.model, meta['kind']))
-    if 'classes' in meta and meta['classes'] != len(labels):
-        raise UsageError('%s has %d labels but %s was trained on %d classes: the label '
-                         'file does not belong to the model'
-                         % (args.label, len(labels), args.model, meta['classes']))
     shape = checkpoints.array_shape(args.model, 'output/W')
     if shape is None:
         raise UsageError('%s has no embedding layer (output/W): not a train_dml.py model'

@@ -33,7 +33,9 @@ def main(argv=None):
     start = time.time()
     args = parse_args(argv)
     print(json.dumps(vars(args), indent=2), flush=True)
-    check_args(args)
+    training.check_args(args, 'dml', same=('dim', 'pooling', 'loss'))
+    if args.dim < 1:
+        raise UsageError('--dim must be at least 1, got %d' % args.dim)
     device = cli.select_device(args.gpu)
     config, tokenizer, bert = cli.load_bert(args)
 
@@ -93,28 +95,6 @@ def check_classes(split, label_to_id, path):
     if single:
         logger.warning('%s: classes with a single sentence cannot be anchors (kept as '
                        'negatives): %s', path, ', '.join(single[:10]))
-
-
-def check_args(args):
-    cli.check_bert_arguments(args)
-    for name in ('train', 'eval'):
-        cli.check_file(getattr(args, name), '--%s file' % name)
-    if args.epoch < 1:
-        raise UsageError('--epoch must be at least 1')
-    if args.dim < 1:
-        raise UsageError('--dim must be at least 1')
-    if args.resume:
-        args.start_epoch = training.check_resume(args)
-        meta = checkpoints.read_meta(os.path.join(args.resume, 'final.model'))
-        for key in ('dim', 'pooling', 'loss'):
-            if key in meta and meta[key] != getattr(args, key):
-                raise UsageError('--resume %s was trained with --%s %s, not %s'
-                                 % (args.resume, key, meta[key], getattr(args, key)))
-    else:
-        args.start_epoch = args.start_epoch or 1
-    if args.start_epoch > args.epoch:
-        raise UsageError('--start_epoch %d is past --epoch %d: nothing to train'
-                         % (args.start_epoch, args.epoch))
 
 
 def parse_args(argv=None):

@@ -10,6 +10,7 @@ code.
 
 import io
 import json
+import os
 import pickle
 
 import chainer
@@ -117,6 +118,27 @@ def load_model(path, model, prefix='', ignore_prefixes=()):
                         % (len(mismatched), _few(mismatched)))
     if problems:
         raise UsageError('%s does not fit the model: %s' % (path, '; '.join(problems)))
+
+
+def load_model_labels(model_path, labels_path, kind):
+    """labels.bin of a fine-tuned model, checked against the model file: it must be a
+    `kind` model ('dml' or 'classifier') trained on as many classes as the file holds."""
+    for path, what in ((model_path, 'model'), (labels_path, 'labels')):
+        if not os.path.isfile(path):
+            raise UsageError('%s: %s file not found' % (path, what))
+    labels = load_labels(labels_path)
+    meta = read_meta(model_path)
+    if meta.get('kind', kind) != kind:
+        raise UsageError('%s is a %s model, not a %s one' % (model_path, meta['kind'], kind))
+    classes = meta.get('classes')
+    if kind == 'classifier':
+        shape = array_shape(model_path, 'output/W')
+        classes = shape[0] if shape is not None else classes
+    if classes is not None and classes != len(labels):
+        raise UsageError('%s has %d labels but %s was trained on %d classes: the label '
+                         'file does not belong to the model'
+                         % (labels_path, len(labels), model_path, classes))
+    return labels
 
 
 def save_state(path, optimizer):

@@ -200,14 +200,36 @@ def plot_curves(records, path):
     plt.close(figure)
 
 
-def check_resume(args):
-    """--resume DIR must hold final.model and final.state; returns the start epoch."""
-    for name in ('final.model', 'final.state'):
-        path = os.path.join(args.resume, name)
-        if not os.path.isfile(path):
-            raise UsageError('--resume %s: %s is missing' % (args.resume, path))
-    meta = checkpoints.read_meta(os.path.join(args.resume, 'final.model'))
-    if args.start_epoch is None or args.start_epoch == meta.get('epoch', 0) + 1:
-        args.start_step = meta.get('step')
-        return meta.get('epoch', 0) + 1
-    return args.start_epoch
+def check_args(args, kind, same=()):
+    """Checks the shared training flags before any work; settles args.start_epoch.
+
+    kind: 'dml' or 'classifier', the kind of model --resume must hold; same: flags whose
+    value must equal the one the resumed model was trained with (e.g. 'dim').
+    """
+    from bertlib import cli
+    cli.check_bert_arguments(args)
+    for name in ('train', 'eval'):
+        cli.check_file(getattr(args, name), '--%s file' % name)
+    if args.epoch < 1:
+        raise UsageError('--epoch must be at least 1')
+    if args.resume:
+        for name in ('final.model', 'final.state'):
+            path = os.path.join(args.resume, name)
+            if not os.path.isfile(path):
+                raise UsageError('--resume %s: %s is missing' % (args.resume, path))
+        meta = checkpoints.read_meta(os.path.join(args.resume, 'final.model'))
+        if meta.get('kind', kind) != kind:
+            raise UsageError('--resume %s holds a %s model, not a %s one'
+                             % (args.resume, meta['kind'], kind))
+        for key in same:
+            if key in meta and meta[key] != getattr(args, key):
+                raise UsageError('--resume %s was trained with --%s %s, not %s'
+                                 % (args.resume, key, meta[key], getattr(args, key)))
+        if args.start_epoch is None or args.start_epoch == meta.get('epoch', 0) + 1:
+            args.start_step = meta.get('step')
+            args.start_epoch = meta.get('epoch', 0) + 1
+    else:
+        args.start_epoch = args.start_epoch or 1
+    if args.start_epoch > args.epoch:
+        raise UsageError('--start_epoch %d is past --epoch %d: nothing to train'
+                         % (args.start_epoch, args.epoch))

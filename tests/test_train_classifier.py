@@ -1,0 +1,119 @@
+"""train_classifier.py, test_classifier.py and extruct_bert_classified.py on a tiny BERT."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import extruct_bert_classified
+import test_classifier
+import train_classifier
+from bertlib import checkpoints, classifier
+from bertlib.errors import UsageError
+from conftest import model_flags
+from test_train_dml import WORDS, final_arrays, tiny  # noqa: F401  (fixture)
+
+
+def train_args(tmp_path, tiny, out, *extra):
+    return (['--train', str(tmp_path / 'train.txt'), '--eval', str(tmp_path / 'eval.txt'),
+             '--out', str(out), '--batchsize', '8', '--noplot']
+            + model_flags(tiny) + list(extra))
+
+
+@pytest.fixture
+def trained(tmp_path, tiny, capsys):
+    out = tmp_path / 'out'
+    train_classifier.main(train_args(tmp_path, tiny, out, '--epoch', '30',
+                                     '--learnrate', '5e-3'))
+    return out, capsys.readouterr().out
+
+
+def test_outputs_and_final_report(trained):
+    out, printed = trained
+    for name in ('final.model', 'final.state', 'labels.bin', 'early_stopped-loss.model',
+                 'early_stopped-uar.model', 'log.jsonl'):
+        assert (out / name).is_file(), name
+    assert '# class: 2, labels: {\'pos\': 0, \'neg\': 1}' in printed
+    assert '== final model: final.model on' in printed
+    assert '== early-stopped model (best D/UAR): early_stopped-uar.model on' in printed
+    assert 'confusion matrix (rows: true, columns: predicted), counts:' in printed
+    assert 'UAR: ' in printed and 'precision' in printed and 'recall' in printed
+    log = [json.loads(l) for l in (out / 'log.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in log] == list(range(1, 31))
+    assert final_arrays(out)['output/W'].shape == (2, 16)
+
+
+def test_separable_toy_data_is_learnt(trained):
+    out, printed = trained
+    log = [json.loads(l) for l in (out / 'log.jsonl').read_text().splitlines()]
+    assert log[-1]['D/acc1'] >= 0.9  # positive and negative words never overlap
+
+
+def test_scoring_with_unknown_labels(trained, tmp_path, tiny, capsys):
+    out, _ = trained
+    (tmp_path / 'test.txt').write_text('pos\tthe film was good\nneg\tthe film was bad\n'
+                                       'mixed\tthe film was dull\n')
+    test_classifier.main(['--input', str(tmp_path / 'test.txt'), '--model',
+                          str(out / 'final.model'), '--label', str(out / 'labels.bin')]
+                         + model_flags(tiny))
+    printed = capsys.readouterr().out
+    assert 'accuracy: 1.0000' in printed
+    assert 'counting the 1 lines with unknown labels as errors: 0.6667' in printed
+
+
+def test_predict(trained, tmp_path, tiny, capsys):
+    out, _ = trained
+    (tmp_path / 'new.txt').write_text('the film was great\nthe film was awful\n')
+    test_classifier.main(['--input', str(tmp_path / 'new.txt'), '--predict', '--model',
+                          str(out / 'final.model'), '--label', str(out / 'labels.bin')]
+                         + model_flags(tiny))
+    rows = [line.split('\t') for line in capsys.readouterr().out.splitlines()]
+    assert [r[0] for r in rows] == ['pos', 'neg']
+    assert all(0.5 < float(r[1]) <= 1.0 for r in rows)
+    assert [r[2] for r in rows] == ['the film was great', 'the film was awful']
+
+
+def test_extruct_bert_classified(trained, tmp_path, tiny, capsys):
+    out, _ = trained
+    (tmp_path / 'in.txt').write_text('pos\tgood film\nbare line\n')
+    extruct_bert_classified.main(['--input', str(tmp_path / 'in.txt'), '--model',
+                                  str(out / 'early_stopped-uar.model'), '--label',
+                                  str(out / 'labels.bin')] + model_flags(tiny))
+    rows = [line.split('\t') for line in capsys.readouterr().out.splitlines()]
+    assert [r[0] for r in rows] == ['pos', '']
+    assert all(len(r) == 1 + 16 for r in rows)  # the pooled output, hidden 16
+    (tmp_path / 'three.bin').write_bytes(pickle.dumps({'a': 0, 'b': 1, 'c': 2}, protocol=2))
+    with pytest.raises(UsageError, match='has 3 labels but .* trained on 2 classes'):
+        extruct_bert_classified.main(['--input', str(tmp_path / 'in.txt'), '--model',
+                                      str(out / 'final.model'), '--label',
+                                      str(tmp_path / 'three.bin')] + model_flags(tiny))
+
+
+def test_a_dml_model_is_not_a_classifier(tmp_path, tiny, capsys):
+    import train_dml
+    out = tmp_path / 'dml'
+    train_dml.main(['--train', str(tmp_path / 'train.txt'), '--eval',
+                    str(tmp_path / 'eval.txt'), '--out', str(out), '--batchsize', '8',
+                    '--dim', '4', '--noplot', '--epoch', '1', '--triplets', '8']
+                   + model_flags(tiny))
+    (tmp_path / 'in.txt').write_text('pos\tgood film\n')
+    with pytest.raises(UsageError, match='is a dml model, not a classifier one'):
+        extruct_bert_classified.main(['--input', str(tmp_path / 'in.txt'), '--model',
+                                      str(out / 'final.model'), '--label',
+                                      str(out / 'labels.bin')] + model_flags(tiny))
+
+
+def test_class_weights_and_uar():
+    labels = np.array([0, 0, 0, 1], dtype=np.int32)
+    assert classifier.class_weights(labels, 2, 'none') is None
+    assert np.allclose(classifier.class_weights(labels, 2, 'balanced'), [4 / 6, 4 / 2])
+    assert classifier.unweighted_average_recall(np.array([0, 0, 1, 1]),
+                                                np.array([0, 1, 1, 1]), 2) == 0.75
+
+
+def test_balanced_class_weight_trains(tmp_path, tiny, capsys):
+    train_classifier.main(train_args(tmp_path, tiny, tmp_path / 'out', '--epoch', '1',
+                                     '--class_weight', 'balanced'))
+    assert checkpoints.load_labels(str(tmp_path / 'out' / 'labels.bin')) == {'pos': 0,
+                                                                            'neg': 1}

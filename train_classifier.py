@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Fine-tunes BERT as a softmax classifier: the baseline whose pooled output is the
+"Classified (fine-tuning)" feature.
+
+Same command line, log format and outputs as train_dml.py: after every epoch one line
+with T/ and D/ loss, acc1 = accuracy and acc2 = UAR (unweighted average recall); --out
+gets final.model, final.state, labels.bin, early_stopped-loss.model,
+early_stopped-uar.model, log.jsonl and <out>.png. At the end, the confusion matrix (counts
+and rates), UAR and scikit-learn's classification report of the final and the
+early-stopped (UAR) model on --eval are printed.
+
+Example:
+    python train_classifier.py --batchsize 64 --epoch 3 \\
+        --train datasets/rt-polarity/04-train.txt --eval datasets/rt-polarity/04-test.txt \\
+        --init_checkpoint  BERT/all-MiniLM-L6-v2/arrays_bert_model.ckpt.npz \\
+        --bert_config_file BERT/all-MiniLM-L6-v2/bert_config.json \\
+        --vocab_file       BERT/all-MiniLM-L6-v2/vocab.txt \\
+        --out models/classified/rt-polarity | tee train_classifier-rt.log
+"""
+
+import argparse
+import json
+import logging
+import os
+import time
+
+from bertlib import checkpoints, classifier, cli, data, optimization, training
+from bertlib.errors import UsageError
+
+logger = logging.getLogger('main')
+
+
+def main(argv=None):
+    start = time.time()
+    args = parse_args(argv)
+    print(json.dumps(vars(args), indent=2), flush=True)
+    training.check_args(args, 'classifier')
+    device = cli.select_device(args.gpu)
+    config, tokenizer, bert = cli.load_bert(args)
+
+    known = checkpoints.load_labels(os.path.join(args.resume, 'labels.bin')) \
+        if args.resume else None
+    train, label_to_id = data.load_split(args.train, tokenizer, args.max_seq_length, known)
+    if len(label_to_id) < 2:
+        raise UsageError('%s: a classifier needs at least two classes' % args.train)
+    evaluation, _ = data.load_split(args.eval, tokenizer, args.max_seq_length, label_to_id,
+                                    closed=True)
+    n_classes = len(label_to_id)
+    print('# train: %d, eval: %d,' % (len(train), len(evaluation)))
+    print('# class: %d, labels: %s' % (n_classes, label_to_id))
+    print('# vocab: %d' % config.vocab_size, flush=True)
+
+    training.seed_everything(args.seed, 0)  # the output layer's initial weights
+    model = classifier.ClassifierModel(bert, n_classes)
+    optimizer = optimization.make_optimizer(model, args.learnrate, args.weightdecay)
+    if args.resume:
+        checkpoints.load_model(os.path.join(args.resume, 'final.model'), model)
+        checkpoints.load_state(os.path.join(args.resume, 'final.state'), optimizer)
+        logger.info('resumed from %s at epoch %d', args.resume, args.start_epoch)
+    model.to_device(device)
+
+    os.makedirs(args.out, exist_ok=True)
+    checkpoints.save_labels(os.path.join(args.out, 'labels.bin'), label_to_id)
+    weights = classifier.class_weights(train.labels, n_classes, args.class_weight)
+    task = classifier.ClassifierTask(model, train, evaluation, n_classes, args.batchsize,
+                                     device.xp, weights=weights, seed=args.seed)
+    plot = None if args.noplot else os.path.join(
+        args.out, os.path.basename(os.path.normpath(args.out)) + '.png')
+    try:
+        training.train(task, optimizer, args, os.path.join(args.out, 'log.jsonl'), plot)
+    except training.TrainingError as e:
+        raise UsageError(str(e))
+
+    names = [label for label, _ in sorted(label_to_id.items(), key=lambda item: item[1])]
+    for title, name in (('final model', 'final.model'),
+                        ('early-stopped model (best D/UAR)', 'early_stopped-uar.model')):
+        checkpoints.load_model(os.path.join(args.out, name), model)
+        predicted = task.logits_of(evaluation).argmax(axis=1)
+        print('\n== %s: %s on %s ==' % (title, name, args.eval))
+        print(classifier.report(evaluation.labels, predicted, names), flush=True)
+    logger.info('time spent: %f sec', time.time() - start)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_training_arguments(parser, out='results_classifier')
+    parser.add_argument('--class_weight', choices=('none', 'balanced'), default='none',
+                        help="weight the loss of each class by n / (K * count) for skewed "
+                             "data ('balanced') or not (default: none)")
+    return parser.parse_args(argv)
+
+
+if __name__ == '__main__':
+    cli.run(main)
