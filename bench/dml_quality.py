@@ -52,14 +52,15 @@ def read_log(out):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def score_test_features(out, extra):
+def score_test_features(out, extra, script='extruct_bert_metrics.py', model='final.model'):
+    """Extracts 04-test.txt features with `script` from out/`model` and scores them."""
     sys.path.insert(0, str(ROOT))
     import numpy as np
     from bertlib.metrics import retrieval_metrics
     features = out / 'features-04-test.tsv'
-    command = [sys.executable, str(ROOT / 'extruct_bert_metrics.py'),
+    command = [sys.executable, str(ROOT / script),
                '--input', str(DATA / '04-test.txt'), '--output', str(features),
-               '--model', str(out / 'final.model'), '--label', str(out / 'labels.bin')]
+               '--model', str(out / model), '--label', str(out / 'labels.bin')]
     command += model_flags()
     if '--max_seq_length' in extra:
         command += ['--max_seq_length', extra[extra.index('--max_seq_length') + 1]]
