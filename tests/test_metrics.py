@@ -67,11 +67,11 @@ DATASETS = {
 def test_matches_brute_force_at_any_batch_size(name):
     x, labels = random_dataset(**DATASETS[name])
     expected = brute_force(x, labels)
-    for batch_size in (1, 7, 1000):
-        got = retrieval_metrics(x, labels, batch_size=batch_size)
+    for batch_size, workers in ((1, 1), (7, 1), (7, 3), (1000, 2)):
+        got = retrieval_metrics(x, labels, batch_size=batch_size, workers=workers)
         assert got['count'] == expected['count']
         for key in KEYS:
-            assert abs(got[key] - expected[key]) <= 1e-12, (batch_size, key)
+            assert abs(got[key] - expected[key]) <= 1e-12, (batch_size, workers, key)
 
 
 def test_duplicates_really_tie():
