@@ -1,0 +1,269 @@
+#!/usr/bin/env python
+"""The seed's clustering comparison: ten scikit-learn clustering algorithms on sentence
+features, scored against the labels, in one picture and one table.
+
+The picture (png, pdf or svg, from the --output extension) holds the ground truth and one
+panel per algorithm, all drawn on the t-SNE coordinates of the same points, each titled
+with its run time, the clusters it found and its NMI and ARI. The scores are also written
+as TSV next to the picture (--output with the extension .tsv): algorithm, clusters, NMI,
+ARI, homogeneity, completeness, V-measure, silhouette, seconds and status.
+
+Clustering runs on the features, centred and L2-normalised (cosine geometry), or with
+--dim2 on the standardised 2-D t-SNE coordinates. Each algorithm runs in a child process:
+one that fails or runs past --timeout is marked 'failed: reason' or 'timeout' in the
+picture and the table, and the others still run. Logs go to stderr.
+
+Parameters follow scikit-learn's example, with these data-driven choices (all in
+bertlib/clustering.py): a 10-nearest-neighbour graph for Spectral, Ward and average
+linkage; DBSCAN's eps is the median distance to the 10th nearest neighbour, with
+min_samples 10; MeanShift's bandwidth is estimate_bandwidth over the nearest
+1/(2 x clusters) of 1,000 points, climbing from 300 seed points; AffinityPropagation
+takes the smallest similarity as preference and finds its exemplars on at most 2,500
+points; Birch's threshold is half the median nearest-neighbour distance; GaussianMixture
+has diagonal covariances above 16 dimensions. NMI, ARI, homogeneity, completeness and
+V-measure count DBSCAN/OPTICS noise as one more cluster; the silhouette leaves it out and
+uses at most 6,000 points. --plots is the number of panels a row (0: no picture).
+
+Example:
+    python cluster_features.py --input features/mlit-dml-04-test.txt \\
+        --output results/clustering/plot_mlit-dml-04-test.png
+"""
+
+import argparse
+import logging
+import os
+import time
+
+import numpy as np
+
+from bertlib import cli, clustering, projection
+from bertlib.errors import UsageError
+from bertlib.featurefile import read_features
+from bertlib.fileio import atomic_write
+
+logger = logging.getLogger(__name__)
+
+# Larger inputs are clustered on a stratified sample of this many points: it keeps
+# OPTICS's N x N distance matrix within 0.5 GB and the whole grid within 10 minutes on
+# 2 cores (bench/plot_cluster_speed.py: 5,197 x 512 features take 1-3 minutes, 8,000 x
+# 768 about 3). AffinityPropagation has its own, smaller sample (clustering.py).
+DEFAULT_SAMPLES = 8000
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    algorithms = check_args(args)
+    started = time.time()
+    labels, features = read_features(args.input)
+    logger.info('%s: %d points x %d features, %d labels', args.input, len(labels),
+                features.shape[1], len(set(labels)))
+    labels, features = subsample(labels, features, args)
+    n_clusters = check_clusters(labels, args.clusters)
+    xy = tsne(features, args.seed) if args.plots or args.dim2 else None
+    X = clustering.clustering_space(features, xy if args.dim2 else None)
+    logger.info('clustering %d points in %d dimensions (%s) into %d clusters', len(X),
+                X.shape[1], '2-D t-SNE, --dim2' if args.dim2 else 'centred, L2-normalised',
+                n_clusters)
+    results = run_all(algorithms, X, labels, n_clusters, args)
+    write_scores(results, scores_path(args.output))
+    if args.plots:
+        draw(xy, labels, results, args, X.shape[1])
+    logger.info('done in %.1f s', time.time() - started)
+
+
+def run_all(algorithms, X, labels, n_clusters, args):
+    """Each algorithm in its own child process; a list of (name, Outcome)."""
+    _, truth = np.unique(labels, return_inverse=True)
+    silhouette = clustering.silhouette_distances(X, args.seed)
+    if 'AffinityPropagation' in algorithms and len(X) > clustering.AFFINITY_POINTS:
+        logger.info('AffinityPropagation finds its exemplars on a random sample of %d of '
+                    'the %d points (its N x N matrices would take minutes), then every '
+                    'point joins its nearest exemplar', clustering.AFFINITY_POINTS, len(X))
+    if len(X) > clustering.SILHOUETTE_POINTS:
+        logger.info('silhouettes are computed on a random sample of %d points',
+                    clustering.SILHOUETTE_POINTS)
+    results = []
+    for name in algorithms:
+        outcome = clustering.run_guarded(
+            clustering.evaluate, (name, X, n_clusters, args.seed, truth, silhouette),
+            args.timeout or None)
+        logger.info('%s', describe(name, outcome))
+        results.append((name, outcome))
+    return results
+
+
+def describe(name, outcome):
+    """One log line of an algorithm's result."""
+    if outcome.value is None:
+        return '%-24s %s (%.1f s)' % (name, outcome.status, outcome.seconds)
+    _, seconds, s = outcome.value
+    return ('%-24s %6.1f s  %3d clusters  NMI %.3f  ARI %.3f  silhouette %.3f  %s'
+            % (name, seconds, s['clusters'], s['nmi'], s['ari'], s['silhouette'],
+               outcome.status))
+
+
+def tsne(features, seed):
+    """(N, 2) t-SNE coordinates of the (N, D) features."""
+    start = time.time()
+    xy = projection.project_2d(features, method='tsne', seed=seed)
+    logger.info('t-SNE of %d points: %.1f s', len(features), time.time() - start)
+    return xy
+
+
+def subsample(labels, features, args):
+    """The points to cluster: a stratified sample when --samples (or its default) is
+    smaller than the data. Returns (labels, (n, D) features)."""
+    total = len(labels)
+    if args.samples is None:
+        if total <= DEFAULT_SAMPLES:
+            return labels, features
+        count = DEFAULT_SAMPLES
+        logger.info('clustering a stratified sample of %d of the %d points: the --samples '
+                    'default keeps the N x N distance matrices within 0.5 GB and the grid '
+                    'within about 10 minutes on 2 cores (--samples 0: all points)',
+                    count, total)
+    elif args.samples == 0 or args.samples == total:
+        return labels, features
+    elif args.samples > total:
+        raise UsageError('--samples %d is larger than the data (%d points)'
+                         % (args.samples, total))
+    else:
+        count = args.samples
+        logger.info('clustering a stratified sample of %d of the %d points (--seed %d)',
+                    count, total, args.seed)
+    chosen = projection.stratified_sample(labels, count, args.seed)
+    return [labels[i] for i in chosen], features[chosen]
+
+
+def check_clusters(labels, clusters):
+    """The number of clusters: --clusters, or the number of labels; UsageError when the
+    scores would mean nothing."""
+    distinct = len(set(labels))
+    if distinct < 2:
+        raise UsageError('all %d points have the same label (%r): scoring clusters needs '
+                         'at least two labels' % (len(labels), labels[0]))
+    n_clusters = clusters or distinct
+    if len(labels) < n_clusters:
+        raise UsageError('%d points are fewer than the %d clusters asked for'
+                         % (len(labels), n_clusters))
+    return n_clusters
+
+
+def scores_path(output):
+    return os.path.splitext(output)[0] + '.tsv'
+
+
+TSV_HEADER = ('algorithm', 'clusters', 'nmi', 'ari', 'homogeneity', 'completeness',
+              'v_measure', 'silhouette', 'seconds', 'status')
+
+
+def write_scores(results, path):
+    """The scores table, one row per algorithm; empty cells where there is no score."""
+    with atomic_write(path) as stream:
+        stream.write('\t'.join(TSV_HEADER) + '\n')
+        for name, outcome in results:
+            stream.write('\t'.join([name] + score_cells(outcome) + [outcome.status]) + '\n')
+    logger.info('wrote %s', path)
+
+
+def score_cells(outcome):
+    """The clusters..seconds cells of one row."""
+    if outcome.value is None:
+        return [''] * (len(clustering.SCORE_COLUMNS)) + ['%.2f' % outcome.seconds]
+    _, seconds, s = outcome.value
+    cells = [str(s['clusters'])]
+    cells += ['' if np.isnan(s[key]) else '%.4f' % s[key]
+              for key in clustering.SCORE_COLUMNS[1:]]
+    return cells + ['%.2f' % seconds]
+
+
+def draw(xy, labels, results, args, dims):
+    from matplotlib.figure import Figure
+    projection.use_japanese_font()
+    columns = args.plots
+    rows = -(-(len(results) + 1) // columns)
+    figure = Figure(figsize=(4.2 * columns, 4.4 * rows + 0.6), layout='constrained')
+    space = '2-D t-SNE (--dim2)' if args.dim2 else '%d-D features' % dims
+    title = '%s: %d points clustered on the %s' % (os.path.basename(args.input), len(xy),
+                                                   space)
+    clustering.draw_grid(figure, xy, labels, results, columns, args.timeout, title)
+    projection.save_figure(figure, args.output, dpi=100)
+    logger.info('wrote %s', args.output)
+
+
+def check_args(args):
+    """Every flag and path is checked here, before the slow work. Returns the algorithm
+    names to run."""
+    cli.check_file(args.input, 'features file')
+    projection.figure_format(args.output)
+    projection.check_writable(args.output)
+    projection.check_writable(scores_path(args.output), 'the scores table')
+    if _same_file(scores_path(args.output), args.input):
+        raise UsageError('--output %s would write its scores table over the input %s: '
+                         'name the picture differently' % (args.output, args.input))
+    if args.samples is not None and args.samples < 0:
+        raise UsageError('--samples must be 0 (all points) or positive, got %d'
+                         % args.samples)
+    if args.timeout < 0:
+        raise UsageError('--timeout must be 0 (no limit) or positive, got %g' % args.timeout)
+    if args.plots < 0:
+        raise UsageError('--plots must be 0 (no picture) or positive, got %d' % args.plots)
+    if args.clusters is not None and args.clusters < 2:
+        raise UsageError('--clusters must be at least 2, got %d' % args.clusters)
+    return parse_algorithms(args.algorithms)
+
+
+def _same_file(a, b):
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def parse_algorithms(text):
+    """'ward,DBSCAN' -> ['Ward', 'DBSCAN'] in the order given; UsageError for unknowns."""
+    known = {name.lower(): name for name in clustering.ALGORITHMS}
+    chosen = []
+    for word in filter(None, (w.strip() for w in text.split(','))):
+        if word.lower() not in known:
+            raise UsageError('--algorithms: unknown algorithm %r; choose from %s'
+                             % (word, ', '.join(clustering.ALGORITHMS)))
+        if known[word.lower()] not in chosen:
+            chosen.append(known[word.lower()])
+    if not chosen:
+        raise UsageError('--algorithms names no algorithm')
+    return chosen
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--input', '-i', required=True,
+                        help='features file, label<TAB>f1<TAB>f2...')
+    parser.add_argument('--output', '-o', required=True,
+                        help='picture to write (.png, .pdf or .svg); the scores go to the '
+                             'same name with .tsv')
+    parser.add_argument('--dim2', action='store_true',
+                        help='cluster the 2-D t-SNE coordinates instead of the features')
+    parser.add_argument('--samples', type=int, default=None,
+                        help='cluster a stratified sample of N points, each label keeping '
+                             'its share; 0: all points (default: all up to %d points, else '
+                             'a sample of %d)' % (DEFAULT_SAMPLES, DEFAULT_SAMPLES))
+    parser.add_argument('--plots', type=int, default=4,
+                        help='panels per row of the picture; 0: no picture, only the '
+                             'scores table (and no t-SNE unless --dim2) (default: 4)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the sample, t-SNE and the algorithms (default: 0)')
+    parser.add_argument('--timeout', type=float, default=120.0,
+                        help='seconds each algorithm may run before it is stopped and '
+                             'marked timeout; 0: no limit (default: 120)')
+    parser.add_argument('--algorithms', default=','.join(clustering.ALGORITHMS),
+                        help='comma-separated subset of: %s (default: all)'
+                             % ', '.join(clustering.ALGORITHMS))
+    parser.add_argument('--clusters', type=int, default=None,
+                        help='clusters to ask for, where the algorithm takes a number '
+                             '(default: the number of labels)')
+    return parser.parse_args(argv)
+
+
+if __name__ == '__main__':
+    cli.run(main)

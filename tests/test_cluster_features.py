@@ -1,0 +1,148 @@
+"""cluster_features.py and bertlib/clustering.py: one scores row per algorithm, NMI near 1
+where the clusters are plain, every algorithm running, a timeout or failure marked while
+the others still run, and bad input stopped before anything is written."""
+
+import csv
+import os
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import cluster_features
+from bertlib import clustering
+from bertlib.errors import UsageError
+
+from test_plot_features import (JAPANESE, assert_picture, missing_glyph_warnings,
+                                write_features)
+
+
+def read_scores(path):
+    with open(path, encoding='utf-8') as stream:
+        return list(csv.DictReader(stream, delimiter='\t'))
+
+
+def run(tmp_path, *flags, sizes=(60, 45, 30, 15)):
+    """Runs cluster_features.py on well-separated Japanese-labelled features; returns the
+    scores rows by algorithm and the caught warnings."""
+    source = tmp_path / 'f.tsv'
+    write_features(source, sizes=sizes)
+    argv = ['--input', str(source), '--output', str(tmp_path / 'c.png')] + list(flags)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        cluster_features.main(argv)
+    return {row['algorithm']: row for row in read_scores(tmp_path / 'c.tsv')}, caught
+
+
+def test_picture_and_one_scores_row_per_algorithm(tmp_path):
+    rows, caught = run(tmp_path, '--algorithms', 'MiniBatchKMeans,ward,DBSCAN', '--plots', '2')
+    assert_picture(tmp_path / 'c.png', 'png')
+    assert missing_glyph_warnings(caught) == []
+    assert list(rows) == ['MiniBatchKMeans', 'Ward', 'DBSCAN']
+    header = open(tmp_path / 'c.tsv', encoding='utf-8').readline().rstrip('\n').split('\t')
+    assert header == ['algorithm', 'clusters', 'nmi', 'ari', 'homogeneity', 'completeness',
+                      'v_measure', 'silhouette', 'seconds', 'status']
+    kmeans = rows['MiniBatchKMeans']
+    assert kmeans['status'] == 'ok' and kmeans['clusters'] == '4'
+    assert float(kmeans['nmi']) > 0.95 and float(kmeans['ari']) > 0.95
+    assert float(kmeans['silhouette']) > 0.5
+
+
+def test_every_algorithm_runs(tmp_path):
+    rows, _ = run(tmp_path, '--plots', '0', sizes=(40, 30, 20))
+    assert list(rows) == list(clustering.ALGORITHMS)
+    for name, row in rows.items():
+        assert row['status'].startswith('ok'), (name, row['status'])
+        assert 0.0 <= float(row['nmi']) <= 1.0
+    assert not (tmp_path / 'c.png').exists()  # --plots 0: the table only
+    for name in ('MiniBatchKMeans', 'SpectralClustering', 'Ward', 'Birch',
+                 'GaussianMixture'):
+        assert float(rows[name]['nmi']) > 0.95, name
+
+
+def test_dim2_clusters_the_projection(tmp_path):
+    rows, _ = run(tmp_path, '--dim2', '--algorithms', 'MeanShift,DBSCAN', '--plots', '3')
+    assert_picture(tmp_path / 'c.png', 'png')
+    assert float(rows['MeanShift']['nmi']) > 0.9
+    assert rows['DBSCAN']['status'] == 'ok'
+
+
+def _slow_or_broken(name, X, n_clusters, seed):
+    if name == 'Birch':
+        time.sleep(60)
+    if name == 'DBSCAN':
+        raise MemoryError('Unable to allocate 9 GiB')
+    return REAL_FIT_PREDICT(name, X, n_clusters, seed)
+
+
+REAL_FIT_PREDICT = clustering.fit_predict
+
+
+def test_timeout_and_failure_are_marked_and_the_others_run(tmp_path, monkeypatch):
+    # The children are forked, so they run the patched function.
+    monkeypatch.setattr(clustering, 'fit_predict', _slow_or_broken)
+    start = time.time()
+    rows, _ = run(tmp_path, '--algorithms', 'Birch,DBSCAN,MiniBatchKMeans', '--timeout', '2',
+                  '--plots', '2', '--samples', '100')
+    assert time.time() - start < 30
+    assert rows['Birch']['status'] == 'timeout' and rows['Birch']['nmi'] == ''
+    assert rows['DBSCAN']['status'] == 'failed: Unable to allocate 9 GiB'
+    assert rows['MiniBatchKMeans']['status'] == 'ok'
+    assert float(rows['MiniBatchKMeans']['nmi']) > 0.95
+    assert_picture(tmp_path / 'c.png', 'png')
+
+
+def _exit_hard():
+    os._exit(3)
+
+
+def test_run_guarded_reports_each_way_a_child_ends():
+    assert clustering.run_guarded(sum, ([1, 2],), timeout=30).value == 3
+    assert clustering.run_guarded(time.sleep, (30,), timeout=0.5).status == 'timeout'
+    assert clustering.run_guarded(int, ('x',), timeout=30).status.startswith(
+        "failed: invalid literal for int() with base 10: 'x'")
+    assert clustering.run_guarded(_exit_hard, (), timeout=30).status == \
+        'failed: the process exited with status 3'
+
+
+def test_clustering_space_centres_and_normalises():
+    X = 12.6 + 1e-4 * np.random.default_rng(0).normal(size=(50, 8))  # a collapsed run
+    Z = clustering.clustering_space(X)
+    assert np.allclose(np.linalg.norm(Z, axis=1), 1.0)
+    assert abs(Z.mean(axis=0)).max() < 0.5 and Z.std(axis=0).min() > 0.1
+
+
+@pytest.mark.parametrize('text, flags, message', [
+    (None, ['--samples', '500'], '--samples 500 is larger than the data \\(150 points\\)'),
+    (None, ['--clusters', '200'], '150 points are fewer than the 200 clusters'),
+    (None, ['--algorithms', 'KMeans'], "unknown algorithm 'KMeans'"),
+    (None, ['--output', 'PLACE/no/c.png'], 'does not exist'),
+    (None, ['--output', 'PLACE/c.jpg'], 'picture format'),
+    (None, ['--output', 'PLACE/bad.png'], 'over the input'),
+    ('エンジン\t1\t2\nエンジン\t3\t4\n', [], 'same label'),
+    ('エンジン\t1\t2\n制動装置\t3\n', [], 'bad.tsv, line 2'),
+    ('エンジン\t1\t2\n制動装置\t3\t-inf\n', [], 'bad.tsv, line 2, column 3'),
+    ('', [], 'bad.tsv: no features'),
+])
+def test_bad_input_is_a_usage_error_and_writes_nothing(tmp_path, text, flags, message):
+    source = tmp_path / 'bad.tsv'
+    if text is None:
+        write_features(source, sizes=(60, 50, 40))
+    else:
+        source.write_text(text, encoding='utf-8')
+    flags = [f.replace('PLACE', str(tmp_path)) for f in flags]
+    argv = ['--input', str(source), '--output', str(tmp_path / 'c.png')] + flags
+    with pytest.raises(UsageError, match=message):
+        cluster_features.main(argv)
+    assert list(tmp_path.iterdir()) == [source]
+
+
+def test_cluster_colours_follow_the_matching_label():
+    labels = [JAPANESE[0]] * 6 + [JAPANESE[1]] * 4
+    from bertlib import projection
+    names, palette = projection.label_palette(labels)
+    colours = clustering.cluster_colors(labels, np.array([5] * 6 + [2] * 3 + [-1]))
+    assert np.allclose(colours[0], palette[names.index(JAPANESE[0])])
+    assert np.allclose(colours[6], palette[names.index(JAPANESE[1])])
+    assert np.allclose(colours[-1], clustering.NOISE_COLOR)

@@ -1,0 +1,166 @@
+"""plot_features.py and bertlib/projection.py: valid pictures in each format, Japanese
+labels drawn with a font that has their glyphs, stratified samples, and bad input
+stopped with one clear message before anything is written."""
+
+import subprocess
+import sys
+import warnings
+import xml.etree.ElementTree as ElementTree
+
+import numpy as np
+import pytest
+
+import plot_features
+from bertlib import projection
+from bertlib.errors import UsageError
+
+from conftest import ROOT
+
+JAPANESE = ['エンジン', '制動装置', '排ｶﾞｽ･騒音', '電動機(モーター)']
+
+
+def write_features(path, sizes=(120, 90, 60, 30), dims=8, seed=0, names=JAPANESE):
+    """Well-separated Gaussian classes as a features TSV; returns the labels."""
+    rng = np.random.default_rng(seed)
+    labels = [names[k] for k, size in enumerate(sizes) for _ in range(size)]
+    centres = 10.0 * rng.normal(size=(len(sizes), dims))
+    rows = np.repeat(centres, sizes, axis=0) + rng.normal(size=(len(labels), dims))
+    with open(path, 'w', encoding='utf-8') as stream:
+        for label, row in zip(labels, rows):
+            stream.write(label + '\t' + '\t'.join('%.6f' % v for v in row) + '\n')
+    return labels
+
+
+def assert_picture(path, kind):
+    """`path` exists and is a complete picture of `kind`."""
+    data = path.read_bytes()
+    if kind == 'png':
+        assert data.startswith(b'\x89PNG\r\n\x1a\n') and data.rstrip().endswith(b'IEND\xaeB`\x82')
+    elif kind == 'pdf':
+        assert data.startswith(b'%PDF-') and b'%%EOF' in data[-32:]
+    else:
+        assert ElementTree.fromstring(data).tag.endswith('svg')
+
+
+def missing_glyph_warnings(caught):
+    return [str(w.message) for w in caught if 'missing from font' in str(w.message)]
+
+
+def test_png_draws_japanese_labels_with_their_glyphs(tmp_path):
+    import matplotlib
+    source, picture = tmp_path / 'f.tsv', tmp_path / 'p.png'
+    write_features(source)
+    # From matplotlib's defaults, so that a font set by an earlier test cannot hide a
+    # plot that no longer chooses one.
+    with matplotlib.rc_context(), warnings.catch_warnings(record=True) as caught:
+        matplotlib.rcdefaults()
+        warnings.simplefilter('always')
+        plot_features.main(['--input', str(source), '--output', str(picture)])
+    assert_picture(picture, 'png')
+    # matplotlib warns 'Glyph ... missing from font(s)' for each character drawn as a box.
+    assert missing_glyph_warnings(caught) == []
+
+
+def test_japanese_font_has_every_label_glyph():
+    from matplotlib.font_manager import FontProperties, findfont
+    from matplotlib.ft2font import FT2Font
+    family = projection.use_japanese_font()
+    assert family is not None, 'no Japanese font: pip install matplotlib-fontja'
+    font = FT2Font(findfont(FontProperties(family=family), fallback_to_default=False))
+    missing = [c for c in ''.join(JAPANESE) if font.get_char_index(ord(c)) == 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize('kind', ['pdf', 'svg'])
+def test_pdf_and_svg_follow_the_extension(tmp_path, kind):
+    source, picture = tmp_path / 'f.tsv', tmp_path / ('p.' + kind.upper())
+    write_features(source)
+    plot_features.main(['--input', str(source), '--output', str(picture), '--method', 'pca',
+                        '--title', 'タイトル'])
+    assert_picture(picture, kind)
+
+
+def test_samples_draws_a_stratified_subset(tmp_path, monkeypatch):
+    source, picture = tmp_path / 'f.tsv', tmp_path / 'p.png'
+    write_features(source)
+    drawn = {}
+    real = projection.scatter
+    monkeypatch.setattr(projection, 'scatter',
+                        lambda ax, xy, labels, title: (drawn.update(labels=labels,
+                                                                    title=title),
+                                                       real(ax, xy, labels, title)))
+    plot_features.main(['--input', str(source), '--output', str(picture), '--method', 'pca',
+                        '--samples', '30'])
+    assert len(drawn['labels']) == 30
+    assert [drawn['labels'].count(n) for n in JAPANESE] == [12, 9, 6, 3]
+    assert drawn['title'] == 'f.tsv'  # the default title is the input file name
+
+
+def test_stratified_sample_keeps_shares_and_every_class():
+    labels = ['a'] * 900 + ['b'] * 95 + ['c'] * 5
+    chosen = projection.stratified_sample(labels, 100, seed=3)
+    picked = [labels[i] for i in chosen]
+    assert len(chosen) == 100 and np.all(np.diff(chosen) > 0)
+    assert (picked.count('a'), picked.count('b'), picked.count('c')) in {(90, 9, 1),
+                                                                         (89, 10, 1)}
+    assert (projection.stratified_sample(labels, 100, seed=3) == chosen).all()
+    assert not (projection.stratified_sample(labels, 100, seed=4) == chosen).all()
+    # Fewer points than classes cannot cover them all; every class while it can.
+    assert len(set(labels[i] for i in projection.stratified_sample(labels, 3, 0))) == 3
+    with pytest.raises(UsageError, match='larger than the data'):
+        projection.stratified_sample(labels, 1001, 0)
+
+
+def test_project_2d_shapes_and_small_inputs():
+    rng = np.random.default_rng(0)
+    assert projection.project_2d(rng.normal(size=(40, 5)), 'pca').shape == (40, 2)
+    # perplexity 30 is clipped below 12 points instead of failing
+    assert projection.project_2d(rng.normal(size=(12, 3)), 'tsne').shape == (12, 2)
+    assert projection.project_2d(rng.normal(size=(10, 1)), 'pca').shape == (10, 2)
+
+
+BAD_ROWS = [
+    ('エンジン\t1.0\t2.0\n制動装置\t1.0\n', 'line 2'),
+    ('エンジン\t1.0\t2.0\n制動装置\t1.0\tabc\n', 'line 2, column 3'),
+    ('エンジン\t1.0\tnan\n', 'line 1, column 3'),
+    ('エンジン\t1.0\t2.0\n\n制動装置\tinf\t2.0\n', 'line 3, column 2'),
+    ('', 'empty'),
+]
+
+
+@pytest.mark.parametrize('text, where', BAD_ROWS)
+def test_bad_rows_name_file_and_line_and_write_nothing(tmp_path, text, where):
+    source, picture = tmp_path / 'bad.tsv', tmp_path / 'p.png'
+    source.write_text(text, encoding='utf-8')
+    with pytest.raises(UsageError, match=where) as error:
+        plot_features.main(['--input', str(source), '--output', str(picture)])
+    assert 'bad.tsv' in str(error.value)
+    assert list(tmp_path.iterdir()) == [source]
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--samples', '1000'], '--samples 1000 is larger than the data \\(300 points\\)'),
+    (['--output', 'PLACE/p.gif'], 'picture format'),
+    (['--output', 'PLACE/missing/p.png'], 'does not exist'),
+    (['--perplexity', '0'], 'perplexity'),
+])
+def test_bad_flags_are_usage_errors(tmp_path, flags, message):
+    source = tmp_path / 'f.tsv'
+    write_features(source)
+    flags = [f.replace('PLACE', str(tmp_path)) for f in flags]
+    argv = ['--input', str(source), '--output', str(tmp_path / 'p.png')] + flags
+    with pytest.raises(UsageError, match=message):
+        plot_features.main(argv)
+    assert list(tmp_path.iterdir()) == [source]
+
+
+def test_script_reports_one_line_and_exit_status_2(tmp_path):
+    source = tmp_path / 'bad.tsv'
+    source.write_text('a\t1\t2\nb\t1\n', encoding='utf-8')
+    result = subprocess.run([sys.executable, str(ROOT / 'plot_features.py'), '--input',
+                             str(source), '--output', str(tmp_path / 'p.png')],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith('error: %s, line 2' % source)
+    assert 'Traceback' not in result.stderr
+    assert not (tmp_path / 'p.png').exists()
