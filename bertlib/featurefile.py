@@ -1,0 +1,66 @@
+"""Reading the features TSV that the extraction scripts write: `label<TAB>f1<TAB>f2...`.
+
+Any tool's file in that format is accepted. Bad input is reported with its file and line:
+rows whose number of columns differs from the first row's, non-numeric values, NaN or
+infinity, and an empty file.
+"""
+
+import numpy as np
+
+from bertlib.errors import UsageError
+
+
+def read_features(path, dtype=np.float32):
+    """Reads a features file.
+
+    Returns (labels, features): a list of N label strings (possibly empty strings) and an
+    (N, D) array of `dtype`. Raises UsageError naming the file and line of a bad row.
+    """
+    labels, rows, width, first_line = [], [], None, None
+    try:
+        stream = open(path, encoding='utf-8', newline='')
+    except OSError as e:
+        raise UsageError('%s: cannot read: %s' % (path, e.strerror or e))
+    with stream:
+        try:
+            for number, line in enumerate(stream, 1):
+                line = line.rstrip('\r\n')
+                if not line.strip():
+                    continue
+                label, tab, values = line.partition('\t')
+                if not tab:
+                    raise UsageError('%s, line %d: no features (expected '
+                                     "'label<TAB>f1<TAB>f2...')" % (path, number))
+                row = _parse_row(values, path, number)
+                if width is None:
+                    width, first_line = row.size, number
+                elif row.size != width:
+                    raise UsageError('%s, line %d: %d feature columns, but line %d has %d'
+                                     % (path, number, row.size, first_line, width))
+                labels.append(label)
+                rows.append(row.astype(dtype, copy=False))
+        except UnicodeDecodeError as e:
+            raise UsageError('%s: not UTF-8 text (%s)' % (path, e.reason))
+    if not rows:
+        raise UsageError('%s: no features (the file is empty)' % path)
+    return labels, np.stack(rows)
+
+
+def _parse_row(values, path, number):
+    """'f1<TAB>f2...' -> (D,) float64, finite; UsageError names the first bad value."""
+    fields = values.split('\t')
+    try:
+        row = np.array(fields, dtype=np.float64)
+    except ValueError:
+        for column, field in enumerate(fields, 2):
+            try:
+                float(field)
+            except ValueError:
+                raise UsageError('%s, line %d, column %d: %r is not a number'
+                                 % (path, number, column, field[:40]))
+        raise
+    if not np.isfinite(row).all():
+        column = int(np.flatnonzero(~np.isfinite(row))[0]) + 2
+        raise UsageError('%s, line %d, column %d: %s is not a finite number'
+                         % (path, number, column, fields[column - 2]))
+    return row
