@@ -14,7 +14,7 @@ MODEL_FLAGS := --vocab_file $(MODEL_DIR)/vocab.txt \
 	--bert_config_file $(MODEL_DIR)/bert_config.json \
 	--init_checkpoint $(MODEL)
 
-.PHONY: setup setup-test model demo test test-slow bench clean
+.PHONY: setup setup-test mpi model demo test test-slow bench clean
 
 # Chainer 7.8.1 is an sdist whose setup.py imports pkg_resources, gone from setuptools 81:
 # install an older setuptools first and build without isolation so the build uses it.
@@ -24,7 +24,15 @@ $(VENV)/.runtime: requirements.txt
 	$(PIP) install --quiet --no-build-isolation -r requirements.txt
 	touch $@
 
-$(VENV)/.test: $(VENV)/.runtime requirements-test.txt
+# MPI and mpi4py for `mpiexec -n N ... --communicator naive`, as wheels into .venv/ (no
+# root, no compiler; see requirements-mpi.txt). The tests run 2-process jobs, so CI needs it.
+$(VENV)/.mpi: $(VENV)/.runtime requirements-mpi.txt
+	$(PIP) install --quiet -r requirements-mpi.txt
+	touch $@
+
+mpi: $(VENV)/.mpi
+
+$(VENV)/.test: $(VENV)/.runtime $(VENV)/.mpi requirements-test.txt
 	$(PIP) install --quiet --no-build-isolation -r requirements.txt -r requirements-test.txt
 	touch $@
 
@@ -41,11 +49,10 @@ $(MODEL): | $(VENV)/.runtime
 
 model: $(MODEL)
 
+# Fine-tune, extract, plot, cluster and compare: rt-polarity when datasets/rt-polarity/
+# holds 04-{train,test}.txt, else the bundled sample (see tools/demo.sh for overrides).
 demo: setup model
-	mkdir -p results
-	$(PY) extruct_bert_embed.py --input samples/sentences.txt $(MODEL_FLAGS) \
-		--pooling mean --output results/sample-embed.tsv
-	@echo "features of samples/sentences.txt: results/sample-embed.tsv"
+	PY=$(PY) MODEL_DIR=$(MODEL_DIR) bash tools/demo.sh
 
 test: setup-test model
 	$(PY) -m pytest

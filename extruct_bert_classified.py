@@ -14,31 +14,35 @@ Example:
         --model models/classified/rt-polarity/early_stopped-uar.model \\
         --label models/classified/rt-polarity/labels.bin \\
         --gpu -1 --batchsize 64 > features/rt-clsed-04-test.txt
+
+On N processes (each encodes its share, rank 0 reads --input and writes, in input order):
+    mpiexec -n N python extruct_bert_classified.py --communicator naive ...
 """
 
 import argparse
 
-from bertlib import checkpoints, classifier, cli, features
+from bertlib import checkpoints, classifier, cli, distributed, features
 
 
 def main(argv=None):
     args = parse_args(argv)
+    comm = distributed.setup(args)
     cli.check_bert_arguments(args)
-    total = features.check_io(args)
-    device = cli.select_device(args.gpu)
+    total = features.check_io(args, comm)
+    device = cli.select_device(args.gpu, comm)
     labels = checkpoints.load_model_labels(args.model, args.label, 'classifier')
     config, tokenizer, bert = cli.load_bert(args, load_weights=False)
     model = classifier.ClassifierModel(bert, len(labels))
     checkpoints.load_model(args.model, model)
     model.to_device(device)
-    features.run(args, tokenizer, model.features, device.xp, total)
+    features.run(args, tokenizer, model.features, device.xp, total, comm)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     features.add_io_arguments(parser)
-    cli.add_bert_arguments(parser)
+    cli.add_bert_arguments(parser, communicator=True)
     group = parser.add_argument_group('fine-tuned model')
     group.add_argument('--model', required=True,
                        help='final.model or early_stopped-*.model from train_classifier.py')

@@ -11,35 +11,39 @@ Example:
         --bert_config_file BERT/all-MiniLM-L6-v2/bert_config.json \\
         --init_checkpoint BERT/all-MiniLM-L6-v2/arrays_bert_model.ckpt.npz \\
         --gpu -1 --batchsize 64 > features/rt-embed-04-test.txt
+
+On N processes (each encodes its share, rank 0 reads --input and writes, in input order):
+    mpiexec -n N python extruct_bert_embed.py --communicator naive ...
 """
 
 import argparse
 import logging
 
-from bertlib import cli, features, modeling
+from bertlib import cli, distributed, features, modeling
 
 logger = logging.getLogger(__name__)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    comm = distributed.setup(args)
     cli.check_bert_arguments(args)
-    total = features.check_io(args)
-    device = cli.select_device(args.gpu)
+    total = features.check_io(args, comm)
+    device = cli.select_device(args.gpu, comm)
     config, tokenizer, bert = cli.load_bert(args)
     bert.to_device(device)
 
     def encode(input_ids, input_mask):
         return bert.encode(input_ids, input_mask, pooling=args.pooling)
 
-    features.run(args, tokenizer, encode, device.xp, total)
+    features.run(args, tokenizer, encode, device.xp, total, comm)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     features.add_io_arguments(parser)
-    cli.add_bert_arguments(parser)
+    cli.add_bert_arguments(parser, communicator=True)
     parser.add_argument('--pooling', choices=modeling.POOLINGS, default='pooled',
                         help="sentence vector: 'pooled' is tanh(W h_[CLS]), the seed's "
                              "feature; 'cls' the raw [CLS] state; 'mean' the average over "

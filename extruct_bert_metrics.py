@@ -14,19 +14,23 @@ Example:
         --model models/metrics/rt-polarity/final.model \\
         --label models/metrics/rt-polarity/labels.bin \\
         --gpu -1 --batchsize 64 > features/rt-dml-04-test.txt
+
+On N processes (each encodes its share, rank 0 reads --input and writes, in input order):
+    mpiexec -n N python extruct_bert_metrics.py --communicator naive ...
 """
 
 import argparse
 
-from bertlib import checkpoints, cli, dml, features, modeling
+from bertlib import checkpoints, cli, distributed, dml, features, modeling
 from bertlib.errors import UsageError
 
 
 def main(argv=None):
     args = parse_args(argv)
+    comm = distributed.setup(args)
     cli.check_bert_arguments(args)
-    total = features.check_io(args)
-    device = cli.select_device(args.gpu)
+    total = features.check_io(args, comm)
+    device = cli.select_device(args.gpu, comm)
     checkpoints.load_model_labels(args.model, args.label, 'dml')
     meta = checkpoints.read_meta(args.model)
     shape = checkpoints.array_shape(args.model, 'output/W')
@@ -38,14 +42,14 @@ def main(argv=None):
     model = dml.DMLModel(bert, dim=shape[0], pooling=pooling)
     checkpoints.load_model(args.model, model, ignore_prefixes=('loss/',))
     model.to_device(device)
-    features.run(args, tokenizer, model.embed, device.xp, total)
+    features.run(args, tokenizer, model.embed, device.xp, total, comm)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     features.add_io_arguments(parser)
-    cli.add_bert_arguments(parser)
+    cli.add_bert_arguments(parser, communicator=True)
     group = parser.add_argument_group('fine-tuned model')
     group.add_argument('--model', required=True,
                        help='final.model or early_stopped-*.model from train_dml.py')

@@ -16,6 +16,9 @@ Example:
         --bert_config_file BERT/all-MiniLM-L6-v2/bert_config.json \\
         --vocab_file       BERT/all-MiniLM-L6-v2/vocab.txt \\
         --out models/classified/rt-polarity | tee train_classifier-rt.log
+
+The same on N processes (data-parallel, ChainerMN over MPI; --batchsize is the global
+batch): mpiexec -n N python train_classifier.py --communicator naive ...
 """
 
 import argparse
@@ -24,7 +27,7 @@ import logging
 import os
 import time
 
-from bertlib import checkpoints, classifier, cli, data, optimization, training
+from bertlib import checkpoints, classifier, cli, data, distributed, optimization, training
 from bertlib.errors import UsageError
 
 logger = logging.getLogger('main')
@@ -33,9 +36,11 @@ logger = logging.getLogger('main')
 def main(argv=None):
     start = time.time()
     args = parse_args(argv)
+    comm = distributed.setup(args)
     print(json.dumps(vars(args), indent=2), flush=True)
     training.check_args(args, 'classifier')
-    device = cli.select_device(args.gpu)
+    distributed.check_same_files(comm, [('--train', args.train), ('--eval', args.eval)])
+    device = cli.select_device(args.gpu, comm)
     config, tokenizer, bert = cli.load_bert(args)
 
     known = checkpoints.load_labels(os.path.join(args.resume, 'labels.bin')) \
@@ -58,23 +63,29 @@ def main(argv=None):
         checkpoints.load_state(os.path.join(args.resume, 'final.state'), optimizer)
         logger.info('resumed from %s at epoch %d', args.resume, args.start_epoch)
     model.to_device(device)
+    optimizer = distributed.wrap_optimizer(comm, optimizer, model)
 
-    os.makedirs(args.out, exist_ok=True)
-    checkpoints.save_labels(os.path.join(args.out, 'labels.bin'), label_to_id)
+    if distributed.is_root(comm):
+        os.makedirs(args.out, exist_ok=True)
+        checkpoints.save_labels(os.path.join(args.out, 'labels.bin'), label_to_id)
     weights = classifier.class_weights(train.labels, n_classes, args.class_weight)
     task = classifier.ClassifierTask(model, train, evaluation, n_classes, args.batchsize,
-                                     device.xp, weights=weights, seed=args.seed)
+                                     device.xp, weights=weights, seed=args.seed, comm=comm)
     plot = None if args.noplot else os.path.join(
         args.out, os.path.basename(os.path.normpath(args.out)) + '.png')
     try:
-        training.train(task, optimizer, args, os.path.join(args.out, 'log.jsonl'), plot)
+        training.train(task, optimizer, args, os.path.join(args.out, 'log.jsonl'), plot,
+                       comm)
     except training.TrainingError as e:
         raise UsageError(str(e))
 
     names = [label for label, _ in sorted(label_to_id.items(), key=lambda item: item[1])]
     for title, name in (('final model', 'final.model'),
                         ('early-stopped model (best D/UAR)', 'early_stopped-uar.model')):
-        checkpoints.load_model(os.path.join(args.out, name), model)
+        # Only rank 0 wrote the files (its node's disk): it reads them and sends the rest.
+        if distributed.is_root(comm):
+            checkpoints.load_model(os.path.join(args.out, name), model)
+        distributed.bcast_model(comm, model)
         predicted = task.logits_of(evaluation).argmax(axis=1)
         print('\n== %s: %s on %s ==' % (title, name, args.eval))
         print(classifier.report(evaluation.labels, predicted, names), flush=True)

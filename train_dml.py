@@ -15,6 +15,9 @@ Example:
         --bert_config_file BERT/all-MiniLM-L6-v2/bert_config.json \\
         --vocab_file       BERT/all-MiniLM-L6-v2/vocab.txt \\
         --out models/metrics/rt-polarity | tee train_dml-rt.log
+
+The same on N processes (data-parallel, ChainerMN over MPI; --batchsize is the global
+batch): mpiexec -n N python train_dml.py --communicator naive ...
 """
 
 import argparse
@@ -23,7 +26,8 @@ import logging
 import os
 import time
 
-from bertlib import checkpoints, cli, data, dml, losses, modeling, optimization, training
+from bertlib import (checkpoints, cli, data, distributed, dml, losses, modeling,
+                     optimization, training)
 from bertlib.errors import UsageError
 
 logger = logging.getLogger('main')
@@ -32,11 +36,13 @@ logger = logging.getLogger('main')
 def main(argv=None):
     start = time.time()
     args = parse_args(argv)
+    comm = distributed.setup(args)
     print(json.dumps(vars(args), indent=2), flush=True)
     training.check_args(args, 'dml', same=('dim', 'pooling', 'loss'))
     if args.dim < 1:
         raise UsageError('--dim must be at least 1, got %d' % args.dim)
-    device = cli.select_device(args.gpu)
+    distributed.check_same_files(comm, [('--train', args.train), ('--eval', args.eval)])
+    device = cli.select_device(args.gpu, comm)
     config, tokenizer, bert = cli.load_bert(args)
 
     labels_path = os.path.join(args.out, 'labels.bin')
@@ -62,16 +68,19 @@ def main(argv=None):
         checkpoints.load_state(os.path.join(args.resume, 'final.state'), optimizer)
         logger.info('resumed from %s at epoch %d', args.resume, args.start_epoch)
     model.to_device(device)
+    optimizer = distributed.wrap_optimizer(comm, optimizer, model)
 
-    os.makedirs(args.out, exist_ok=True)
-    checkpoints.save_labels(labels_path, label_to_id)
+    if distributed.is_root(comm):
+        os.makedirs(args.out, exist_ok=True)
+        checkpoints.save_labels(labels_path, label_to_id)
     task = dml.DMLTask(model, args.loss, train, evaluation, args.batchsize, device.xp,
                        hyper=loss_hyperparameters(args), triplets=args.triplets,
-                       samples_per_class=args.samples_per_class, seed=args.seed)
+                       samples_per_class=args.samples_per_class, seed=args.seed, comm=comm)
     plot = None if args.noplot else os.path.join(
         args.out, os.path.basename(os.path.normpath(args.out)) + '.png')
     try:
-        training.train(task, optimizer, args, os.path.join(args.out, 'log.jsonl'), plot)
+        training.train(task, optimizer, args, os.path.join(args.out, 'log.jsonl'), plot,
+                       comm)
     except training.TrainingError as e:
         raise UsageError(str(e))
     logger.info('time spent: %f sec', time.time() - start)

@@ -10,7 +10,7 @@ import chainer.functions as F
 import chainer.links as L
 import numpy as np
 
-from bertlib import dropout, features, training
+from bertlib import distributed, dropout, training
 
 TRAIN_SAMPLE = 2000
 
@@ -58,8 +58,11 @@ class ClassifierTask(training.Task):
     early_stopping = {'loss': ('D/loss', 'min'), 'uar': ('D/acc2', 'max')}
 
     def __init__(self, model, train, evaluation, n_classes, batchsize, xp, weights=None,
-                 seed=0):
+                 seed=0, comm=None):
+        """comm: a ChainerMN communicator to share every batch with (the loss is still
+        that of the whole batch: see bertlib/distributed.py), or None."""
         self.model = model
+        self.comm = comm
         self.train_split = train
         self.eval_split = evaluation
         self.n_classes = n_classes
@@ -74,15 +77,15 @@ class ClassifierTask(training.Task):
         return [order[i:i + self.batchsize] for i in range(0, len(order), self.batchsize)]
 
     def loss(self, batch):
-        logits = features.encode_by_length(self.model.logits,
-                                           [self.train_split.ids[i] for i in batch], self.xp)
+        logits = distributed.encode_by_length(self.comm, self.model.logits,
+                                              [self.train_split.ids[i] for i in batch], self.xp)
         t = self.xp.asarray(self.train_split.labels[batch])
         return F.softmax_cross_entropy(logits, t, class_weight=self.weights), len(batch)
 
     def logits_of(self, split):
-        """(N, K) logits of a split in test mode."""
-        return features.encode_sorted(split.ids, self.model.logits, self.batchsize * 2,
-                                      self.xp)
+        """(N, K) logits of a split in test mode (every rank calls it and gets them)."""
+        return distributed.encode_sorted(self.comm, split.ids, self.model.logits,
+                                         self.batchsize * 2, self.xp)
 
     def evaluate(self, which):
         split = self.train_sample if which == 'train' else self.eval_split

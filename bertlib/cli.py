@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from bertlib import distributed
 from bertlib.errors import UsageError
 
 LOG_FORMAT = '%(asctime)s - %(funcName)s - %(levelname)s - %(message)s'
@@ -38,14 +39,16 @@ def keep_freed_memory():
 
 
 def run(main):
-    """Runs `main()` as a script: UsageError -> 'error: ...' and exit 2, no traceback."""
+    """Runs `main()` as a script: UsageError -> 'error: ...' and exit 2, no traceback.
+
+    Under mpiexec (--communicator) a rank's error ends every rank: see
+    `distributed.fail`."""
     setup_logging()
     keep_freed_memory()
     try:
         status = main()
     except UsageError as e:
-        print('error: %s' % e, file=sys.stderr)
-        sys.exit(2)
+        distributed.fail(e, 2)
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         sys.exit(130)
@@ -53,12 +56,14 @@ def run(main):
         # The reader (e.g. `head`) went away; that is not an error of ours.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        distributed.abort(0)  # the other ranks would wait for rank 0 for ever
         sys.exit(0)
     sys.exit(status or 0)
 
 
-def add_bert_arguments(parser, batchsize=64):
-    """The flags that locate a pre-trained BERT and say how to run it."""
+def add_bert_arguments(parser, batchsize=64, communicator=False):
+    """The flags that locate a pre-trained BERT and say how to run it; `communicator`:
+    also --communicator, for the scripts that run under mpiexec."""
     group = parser.add_argument_group('pre-trained BERT')
     group.add_argument('--vocab_file', required=True,
                        help='WordPiece vocabulary, one token a line (vocab.txt)')
@@ -75,9 +80,18 @@ def add_bert_arguments(parser, batchsize=64):
                             'sentences are truncated and counted in the log (default: 128)')
     run_group = parser.add_argument_group('running')
     run_group.add_argument('--gpu', '-g', type=int, default=-1,
-                           help='GPU id to run on with CuPy; -1: CPU (default: -1)')
+                           help='GPU id to run on with CuPy; -1: CPU (default: -1). With '
+                                '--communicator, process r of a node uses GPU id + r')
     run_group.add_argument('--batchsize', '-b', type=int, default=batchsize,
-                           help='sentences per batch (default: %d)' % batchsize)
+                           help='sentences per batch, over all processes with '
+                                '--communicator (default: %d)' % batchsize)
+    if communicator:
+        run_group.add_argument(
+            '--communicator', choices=distributed.COMMUNICATORS, default=None,
+            help='run as one of the N processes of `mpiexec -n N`, sharing the work '
+                 'through this ChainerMN communicator: naive (CPUs; GPUs with a '
+                 'CUDA-aware MPI), flat (GPUs, CUDA-aware MPI) or pure_nccl (GPUs, NCCL '
+                 '2). Default: none, one process')
     return parser
 
 
@@ -88,7 +102,7 @@ def add_training_arguments(parser, out):
     parser.add_argument('--out', '-o', default=out,
                         help='directory for models, labels.bin, log.jsonl and the plot '
                              '(default: %s)' % out)
-    add_bert_arguments(parser)
+    add_bert_arguments(parser, communicator=True)
     train = parser.add_argument_group('training')
     train.add_argument('--epoch', '-e', type=int, default=100,
                        help='number of epochs (default: 100)')
@@ -117,11 +131,16 @@ def check_bert_arguments(args):
                          % args.max_seq_length)
 
 
-def select_device(gpu):
-    """Returns the chainer device for `--gpu`: the CPU for -1, else a CUDA device."""
+def select_device(gpu, comm=None):
+    """Returns the chainer device for `--gpu`: the CPU for -1, else a CUDA device.
+
+    With a communicator, the processes of a node share its GPUs: the one that is r-th
+    on its node (comm.intra_rank) takes GPU `gpu` + r."""
     import chainer
     if gpu < 0:
         return chainer.get_device('@numpy')
+    if comm is not None:
+        first, gpu = gpu, gpu + comm.intra_rank
     try:
         import cupy  # noqa: F401
     except ImportError:
@@ -132,6 +151,11 @@ def select_device(gpu):
     except Exception as e:  # CUDA driver missing or broken
         raise UsageError('--gpu %d: no usable CUDA GPU (%s); run on the CPU with --gpu -1'
                          % (gpu, e))
+    if gpu >= count and comm is not None:
+        raise UsageError('--gpu %d: process %d of %d on this node needs GPU %d but only %d '
+                         'are visible: start at most %d processes per node'
+                         % (first, comm.intra_rank + 1, comm.intra_size, gpu, count,
+                            max(count - first, 0)))
     if gpu >= count:
         raise UsageError('--gpu %d: only %d GPU(s) visible' % (gpu, count))
     device = chainer.get_device('@cupy:%d' % gpu)

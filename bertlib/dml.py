@@ -11,7 +11,7 @@ import chainer
 import chainer.links as L
 import numpy as np
 
-from bertlib import dropout, features, losses, metrics, training
+from bertlib import distributed, dropout, losses, metrics, training
 
 logger = logging.getLogger('main')
 
@@ -49,8 +49,11 @@ class DMLTask(training.Task):
     early_stopping = {'loss': ('D/loss', 'min'), 'map': ('D/acc2', 'max')}
 
     def __init__(self, model, loss_name, train, evaluation, batchsize, xp, hyper,
-                 triplets=1000, samples_per_class=8, seed=0):
+                 triplets=1000, samples_per_class=8, seed=0, comm=None):
+        """comm: a ChainerMN communicator to share every batch with (the loss is still
+        that of the whole batch: see bertlib/distributed.py), or None."""
         self.model = model
+        self.comm = comm
         self.loss_name = loss_name
         self.train_split = train
         self.eval_split = evaluation
@@ -92,8 +95,8 @@ class DMLTask(training.Task):
 
     # --- loss ------------------------------------------------------------------------
     def _embed(self, indices):
-        return features.encode_by_length(self.model.embed, [self.train_split.ids[i] for i in indices],
-                               self.xp)
+        return distributed.encode_by_length(self.comm, self.model.embed,
+                                            [self.train_split.ids[i] for i in indices], self.xp)
 
     def _loss_of(self, embeddings, batch, labels):
         if self.loss_name == 'triplet':
@@ -113,8 +116,8 @@ class DMLTask(training.Task):
     # --- scores ----------------------------------------------------------------------
     def embed_split(self, split):
         """(N, dim) float32 embeddings of a split, in test mode."""
-        return features.encode_sorted(split.ids, self.model.embed, self.batchsize * 2,
-                                      self.xp)
+        return distributed.encode_sorted(self.comm, split.ids, self.model.embed,
+                                         self.batchsize * 2, self.xp)
 
     def evaluate(self, which):
         split = self.train_sample if which == 'train' else self.eval_split

@@ -3,19 +3,78 @@
 Chainer's `F.dropout` draws a float64 uniform array per call with NumPy's legacy global
 RandomState; on the CPU that was a tenth of a BERT training step. Here the mask comes
 from a PCG64 `Generator` in float32. On a GPU, Chainer's own dropout is used.
+
+Data-parallel training (bertlib/distributed.py) encodes a slice of each batch on every
+process; `rows(start, stop, total)` makes the masks of that slice the very numbers one
+process would draw for those rows of the whole batch, so N processes train exactly as one.
 """
+
+import contextlib
 
 import chainer
 import chainer.functions as F
 import numpy as np
 
 _generator = np.random.Generator(np.random.PCG64(0))
+# (start, stop, total) while `rows` is active: inputs hold rows start:stop of `total`.
+_window = None
 
 
 def seed(value):
     """Re-seeds the CPU dropout masks (training.seed_everything calls it every epoch)."""
     global _generator
     _generator = np.random.Generator(np.random.PCG64(value))
+
+
+@contextlib.contextmanager
+def rows(start, stop, total):
+    """Inside, every CPU dropout input holds rows start:stop of a batch of `total` rows
+    (the batch axis first, any layout after it: (B, H), (B*T, H), (B, heads, T, T)).
+
+    Each call then advances the generator exactly as drawing the mask of the whole batch
+    would, and keeps that mask's rows start:stop. stop - start must divide the input's
+    size; a process without rows of its own passes rows 0:1 of a stand-in sentence.
+    """
+    global _window
+    if not 0 <= start < stop <= total:
+        raise ValueError('rows %d:%d of a batch of %d' % (start, stop, total))
+    previous, _window = _window, (start, stop, total)
+    try:
+        yield
+    finally:
+        _window = previous
+
+
+def _skip(count):
+    """Advances the generator as `count` float32 draws would, without drawing them.
+
+    A float32 draw takes 32 bits, half of one 64-bit PCG64 step, and the generator keeps
+    the other half for the next draw: use up a kept half first, jump whole steps, then
+    draw a last odd one so the kept half is as it would be."""
+    if count <= 0:
+        return
+    if _generator.bit_generator.state['has_uint32']:
+        _generator.random(1, dtype=np.float32)
+        count -= 1
+    _generator.bit_generator.advance(count // 2)
+    if count % 2:
+        _generator.random(1, dtype=np.float32)
+
+
+def _uniform(shape):
+    """float32 uniforms of `shape`: this process's rows of the whole batch's draw."""
+    if _window is None:
+        return _generator.random(shape, dtype=np.float32)
+    start, stop, total = _window
+    size = int(np.prod(shape))
+    per_row, remainder = divmod(size, stop - start)
+    if remainder:
+        raise ValueError('dropout input of shape %s does not hold %d whole rows'
+                         % (shape, stop - start))
+    _skip(start * per_row)
+    values = _generator.random(shape, dtype=np.float32)
+    _skip((total - stop) * per_row)
+    return values
 
 
 class Dropout(chainer.function_node.FunctionNode):
@@ -26,7 +85,7 @@ class Dropout(chainer.function_node.FunctionNode):
 
     def forward_cpu(self, inputs):
         x, = inputs
-        keep = _generator.random(x.shape, dtype=np.float32) >= self.ratio
+        keep = _uniform(x.shape) >= self.ratio
         self.mask = np.multiply(keep, x.dtype.type(1.0 / (1.0 - self.ratio)), dtype=x.dtype)
         return x * self.mask,
 

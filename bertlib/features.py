@@ -4,6 +4,11 @@ Shared by the three `extruct_bert_*.py` scripts, which differ only in the `encod
 function they pass. Input is read in chunks of `chunk_batches * batchsize` lines; inside a
 chunk, sentences are sorted by length so a batch pads to its own longest sentence, not the
 file's; features are written back in input order. Memory stays flat however long the file.
+
+Under `mpiexec -n N ... --communicator naive` (bertlib/distributed.py) every chunk is a
+round: rank 0 reads it and hands it out, each rank encodes its share of the chunk's
+batches (the same batches one process would make, so the numbers are the same), and
+rank 0 gathers the vectors and writes them in input order.
 """
 
 import logging
@@ -15,16 +20,19 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
-from bertlib import cli, data
+from bertlib import cli, data, distributed
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
 
-def pad_batch(id_lists, xp=np):
-    """Lists of token ids -> (input_ids, input_mask), int32 arrays of shape (B, T)."""
-    length = max(len(ids) for ids in id_lists)
+def pad_batch(id_lists, xp=np, length=None):
+    """Lists of token ids -> (input_ids, input_mask), int32 arrays of shape (B, T).
+
+    T is the longest list's length, or `length` (>= it) where a data-parallel process
+    must pad its rows as the whole batch is padded."""
+    length = max(len(ids) for ids in id_lists) if length is None else length
     input_ids = np.zeros((len(id_lists), length), dtype=np.int32)
     input_mask = np.zeros((len(id_lists), length), dtype=np.int32)
     for row, ids in enumerate(id_lists):
@@ -55,10 +63,13 @@ class FeatureExtractor(object):
             sentences are truncated and counted in `self.truncated`.
         batchsize: sentences per forward pass.
         xp: numpy or cupy, where the model lives.
+        comm: a ChainerMN communicator to share the work with (every rank calls this
+            with the same arguments; only rank 0's `examples` are read and only rank 0
+            gets pairs), or None.
     """
 
     def __init__(self, tokenizer, encode, max_seq_length=128, batchsize=64, xp=np,
-                 chunk_batches=32):
+                 chunk_batches=32, comm=None):
         self.tokenizer = tokenizer
         self.encode = encode
         self.max_seq_length = max_seq_length
@@ -67,37 +78,83 @@ class FeatureExtractor(object):
         self.chunk_size = batchsize * chunk_batches
         self.truncated = 0
         self.count = 0
+        self.comm = comm
+
+    def _tokenize(self, texts):
+        id_lists = []
+        for text in texts:
+            ids, truncated = self.tokenizer.encode(text, self.max_seq_length)
+            self.truncated += truncated
+            id_lists.append(ids)
+        return id_lists
 
     def __call__(self, examples, progress=None):
         """Yields (example, float32 vector) in the order of `examples`."""
+        if self.comm is not None:
+            yield from self._shared(examples, progress)
+            return
         for chunk in _chunks(examples, self.chunk_size):
-            id_lists = []
-            for example in chunk:
-                ids, truncated = self.tokenizer.encode(example.text, self.max_seq_length)
-                self.truncated += truncated
-                id_lists.append(ids)
+            id_lists = self._tokenize([example.text for example in chunk])
             vectors = encode_sorted(id_lists, self.encode, self.batchsize, self.xp, progress)
             for example, vector in zip(chunk, vectors):
                 self.count += 1
                 yield example, vector
 
+    def _shared(self, examples, progress):
+        """The rounds of a data-parallel run; pairs come out on rank 0 only."""
+        comm = self.comm
+        chunks = _chunks(examples, self.chunk_size) if comm.rank == 0 else None
+        while True:
+            chunk = next(chunks, None) if comm.rank == 0 else None
+            texts = comm.mpi_comm.bcast(None if chunk is None else [e.text for e in chunk])
+            if texts is None:
+                break
+            # Each rank tokenises a slice; all need every length to cut the same batches.
+            start, stop = distributed.share(len(texts), comm.rank, comm.size)
+            parts = comm.mpi_comm.allgather(self._tokenize(texts[start:stop]))
+            id_lists = [ids for part in parts for ids in part]
+            vectors = distributed.encode_sorted(comm, id_lists, self.encode, self.batchsize,
+                                                self.xp, to_all=False)
+            if comm.rank == 0:
+                if progress is not None:
+                    progress(len(chunk))
+                for example, vector in zip(chunk, vectors):
+                    self.count += 1
+                    yield example, vector
+        self.truncated = sum(comm.mpi_comm.allgather(self.truncated))
+
+
+def length_batches(id_lists, batchsize):
+    """Index lists of at most `batchsize` sentences of similar length: the order sorted
+    by length, cut every `batchsize`."""
+    order = sorted(range(len(id_lists)), key=lambda i: len(id_lists[i]))
+    return [order[start:start + batchsize] for start in range(0, len(order), batchsize)]
+
+
+def encode_batches(id_lists, batches, encode, xp=np, progress=None):
+    """Encodes the given index `batches` of `id_lists` in test mode; returns the float32
+    vectors of their rows, (sum of batch sizes, D), batch after batch; None if none."""
+    parts = []
+    for batch in batches:
+        input_ids, input_mask = pad_batch([id_lists[i] for i in batch], xp)
+        with chainer.using_config('train', False), chainer.no_backprop_mode():
+            encoded = encode(input_ids, input_mask)
+        parts.append(chainer.backend.CpuDevice().send(getattr(encoded, 'array', encoded)))
+        if progress is not None:
+            progress(len(batch))
+    return np.concatenate(parts).astype(np.float32, copy=False) if parts else None
+
 
 def encode_sorted(id_lists, encode, batchsize, xp=np, progress=None):
     """Encodes token-id lists in batches of similar length; returns (N, D) float32 rows in
     the order of `id_lists`. `encode(input_ids, input_mask)` runs in test mode."""
-    order = sorted(range(len(id_lists)), key=lambda i: len(id_lists[i]))
+    batches = length_batches(id_lists, batchsize)
     vectors = None
-    for start in range(0, len(order), batchsize):
-        batch = order[start:start + batchsize]
-        input_ids, input_mask = pad_batch([id_lists[i] for i in batch], xp)
-        with chainer.using_config('train', False), chainer.no_backprop_mode():
-            encoded = encode(input_ids, input_mask)
-        encoded = chainer.backend.CpuDevice().send(getattr(encoded, 'array', encoded))
+    for batch in batches:
+        encoded = encode_batches(id_lists, [batch], encode, xp, progress)
         if vectors is None:
             vectors = np.empty((len(id_lists), encoded.shape[1]), dtype=np.float32)
         vectors[batch] = encoded
-        if progress is not None:
-            progress(len(batch))
     return vectors
 
 
@@ -148,9 +205,12 @@ def add_io_arguments(parser):
     return parser
 
 
-def check_io(args):
+def check_io(args, comm=None):
     """Checks --input (readable, UTF-8) and --output before any work; returns the number
-    of non-empty input lines (None for standard input)."""
+    of non-empty input lines (None for standard input). With a communicator only rank 0
+    reads and writes, so only it checks, and tells the others the count."""
+    if comm is not None:
+        return comm.mpi_comm.bcast(check_io(args) if comm.rank == 0 else None)
     total = data.check_input(args.input)
     if args.output != '-':
         directory = os.path.dirname(os.path.abspath(args.output))
@@ -160,10 +220,17 @@ def check_io(args):
     return total
 
 
-def run(args, tokenizer, encode, xp, total=None):
-    """Extracts features of every line of --input with `encode` and writes them."""
+def run(args, tokenizer, encode, xp, total=None, comm=None):
+    """Extracts features of every line of --input with `encode` and writes them.
+
+    comm: a ChainerMN communicator (every rank calls this): the ranks share the encoding,
+    rank 0 alone reads --input and writes --output. None: this process does it all."""
     extractor = FeatureExtractor(tokenizer, encode, max_seq_length=args.max_seq_length,
-                                 batchsize=args.batchsize, xp=xp)
+                                 batchsize=args.batchsize, xp=xp, comm=comm)
+    if comm is not None and comm.rank != 0:
+        for _ in extractor(None):
+            pass
+        return 0
     progress = cli.Progress(total, unit='lines', what='extracting')
     start = time.time()
     pairs = extractor(data.iter_examples(args.input), progress)

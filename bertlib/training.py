@@ -9,6 +9,9 @@ warm-up), one log line per epoch in the seed's format, atomic saves of `final.mo
 Reproducibility: every random draw of epoch e (batch order, triples, dropout) comes from
 generators seeded with (seed, e), and the optimizer state is saved with the model, so a
 run resumed at epoch e on the CPU ends with the same weights as an uninterrupted one.
+
+Under mpiexec (`comm`, see bertlib/distributed.py) every rank runs this loop on the same
+batches; the task shares the encoding out, and rank 0 alone writes and logs.
 """
 
 import json
@@ -20,7 +23,7 @@ import time
 import chainer
 import numpy as np
 
-from bertlib import checkpoints, dropout, optimization
+from bertlib import checkpoints, distributed, dropout, optimization
 from bertlib.errors import UsageError
 
 logger = logging.getLogger('main')
@@ -29,14 +32,18 @@ class TrainingError(Exception):
     """Training cannot go on (e.g. the loss became NaN); the last good model is kept."""
 
 
-def seed_everything(seed, epoch):
+def seed_everything(seed, epoch, rank=0):
     """Seeds the generators Chainer draws from (dropout uses NumPy's global one) and
-    returns a RandomState for the task's own draws in this epoch."""
+    returns a RandomState for the task's own draws in this epoch.
+
+    rank: of a data-parallel process. CuPy's dropout masks cannot be replayed row by row
+    as the CPU ones are (dropout.rows), so each GPU rank draws its own stream instead of
+    repeating rank 0's masks on other sentences."""
     np.random.seed((seed * 100003 + epoch) % (2 ** 32))
     dropout.seed((seed * 100003 + epoch) % (2 ** 32))
     try:
         import cupy
-        cupy.random.seed((seed * 100003 + epoch) % (2 ** 32))
+        cupy.random.seed((seed * 100003 + epoch + rank * 7919) % (2 ** 32))
     except ImportError:
         pass
     return np.random.RandomState((seed * 7919 + epoch * 104729 + 1) % (2 ** 32))
@@ -80,8 +87,12 @@ def read_log(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def train(task, optimizer, args, log_path, plot_path=None):
-    """Runs epochs `args.start_epoch` .. `args.epoch`, saving into `args.out`."""
+def train(task, optimizer, args, log_path, plot_path=None, comm=None):
+    """Runs epochs `args.start_epoch` .. `args.epoch`, saving into `args.out`.
+
+    comm: a ChainerMN communicator (every rank calls this; `optimizer` wrapped by
+    `distributed.wrap_optimizer`), or None. Only rank 0 writes and logs."""
+    root = distributed.is_root(comm)
     steps_per_epoch = sum(1 for _ in task.batches(np.random.RandomState(0)))
     total_steps = steps_per_epoch * args.epoch
     warmup_steps = int(round(getattr(args, 'warmup', 0.0) * total_steps))
@@ -98,7 +109,7 @@ def train(task, optimizer, args, log_path, plot_path=None):
         step = (args.start_epoch - 1) * steps_per_epoch
     start = time.time()
     for epoch in range(args.start_epoch, args.epoch + 1):
-        rng = seed_everything(args.seed, epoch)
+        rng = seed_everything(args.seed, epoch, 0 if comm is None else comm.rank)
         epoch_start = time.time()
         losses, sentences = [], 0
         with chainer.using_config('train', True):
@@ -137,6 +148,9 @@ def train(task, optimizer, args, log_path, plot_path=None):
         elapsed = time.time() - start
         done = epoch - args.start_epoch + 1
         record['eta'] = elapsed / done * (args.epoch - epoch)
+        records.append(record)
+        if not root:
+            continue
         logger.info(format_record(record), stacklevel=2)
 
         meta = dict(task.meta(), epoch=epoch, step=step)
@@ -152,7 +166,6 @@ def train(task, optimizer, args, log_path, plot_path=None):
                 checkpoints.save_model(
                     os.path.join(args.out, 'early_stopped-%s.model' % suffix), task.model,
                     dict(meta, early_stopped_on=key))
-        records.append(record)
         _write_log(log_path, records)
         if plot_path:
             plot_curves(records, plot_path)
