@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # The full demo (`make demo`): fine-tune DML and the classifier for a few epochs, extract
 # the three feature sets of the test file (DML, classified, pre-trained), then plot,
-# cluster and compare them. Everything lands in results/<name>-*.
+# cluster and compare them, under the original project's file names:
+#   models/{metrics,classified}/<name>/         the two trained models and their logs
+#   features/<name>-{dml,clsed,embed}-<test>.txt the three feature sets
+#   results/results_{dml,clsed}-<name>.png       training curves
+#   results/plot_<name>-<kind>-<test>.png        t-SNE pictures
+#   results/clustering/plot_<name>-<kind>-<test>.png (+ .tsv)  clustering comparisons
+#   results/comparison_<name>-<test>.{md,png}    the side-by-side table and picture
 #
 # Data: rt-polarity when datasets/rt-polarity/04-{train,test}.txt exist (make them with
 # datasets/prepare_rt_polarity.py), else the bundled samples/sentences.txt, which then
@@ -23,38 +29,46 @@ if [ -z "${TRAIN:-}" ]; then
     fi
 fi
 NAME=${NAME:-demo} TEST=${TEST:?TEST is needed with TRAIN} EPOCHS=${EPOCHS:-2}
+TESTNAME=$(basename "${TEST%.txt}")
 BERT=(--vocab_file "$MODEL_DIR/vocab.txt" --bert_config_file "$MODEL_DIR/bert_config.json"
       --init_checkpoint "$MODEL_DIR/arrays_bert_model.ckpt.npz" --gpu "$GPU")
 DML=models/metrics/$NAME
 CLS=models/classified/$NAME
-OUT=results/$NAME
-mkdir -p results models/metrics models/classified
+mkdir -p results/clustering features models/metrics models/classified
 
 step() { echo "== $*" >&2; }
 
 step "train_dml.py: $TRAIN, $EPOCHS epochs, the recommended recipe (supcon, mean pooling)"
 $PY train_dml.py "${BERT[@]}" --train "$TRAIN" --eval "$TEST" --epoch "$EPOCHS" \
-    --loss supcon --pooling mean --learnrate 1e-4 --out "$DML" > "$OUT-train_dml.log"
+    --loss supcon --pooling mean --learnrate 1e-4 --out "$DML" 2>&1 | tee "results/train_dml-$NAME.log"
+cp "$DML/$NAME.png" "results/results_dml-$NAME.png"
 step "train_classifier.py: $TRAIN, $EPOCHS epochs"
 $PY train_classifier.py "${BERT[@]}" --train "$TRAIN" --eval "$TEST" --epoch "$EPOCHS" \
-    --out "$CLS" > "$OUT-train_classifier.log"
+    --out "$CLS" 2>&1 | tee "results/train_classifier-$NAME.log"
+cp "$CLS/$NAME.png" "results/results_clsed-$NAME.png"
 
 step "extracting the three feature sets of $TEST"
+FEATURES=features/$NAME
 $PY extruct_bert_metrics.py "${BERT[@]}" --input "$TEST" --model "$DML/final.model" \
-    --label "$DML/labels.bin" --output "$OUT-dml.tsv"
+    --label "$DML/labels.bin" --output "$FEATURES-dml-$TESTNAME.txt"
 $PY extruct_bert_classified.py "${BERT[@]}" --input "$TEST" \
-    --model "$CLS/early_stopped-uar.model" --label "$CLS/labels.bin" --output "$OUT-clsed.tsv"
-$PY extruct_bert_embed.py "${BERT[@]}" --input "$TEST" --pooling mean --output "$OUT-embed.tsv"
+    --model "$CLS/early_stopped-uar.model" --label "$CLS/labels.bin" \
+    --output "$FEATURES-clsed-$TESTNAME.txt"
+$PY extruct_bert_embed.py "${BERT[@]}" --input "$TEST" --pooling mean \
+    --output "$FEATURES-embed-$TESTNAME.txt"
 
 for kind in dml clsed embed; do
-    step "plot and clustering of $OUT-$kind.tsv"
-    $PY plot_features.py --input "$OUT-$kind.tsv" --output "$OUT-plot-$kind.png"
-    $PY cluster_features.py --input "$OUT-$kind.tsv" --output "$OUT-cluster-$kind.png"
+    features=$FEATURES-$kind-$TESTNAME.txt
+    step "plot and clustering of $features"
+    $PY plot_features.py --input "$features" --output "results/plot_$NAME-$kind-$TESTNAME.png"
+    $PY cluster_features.py --input "$features" \
+        --output "results/clustering/plot_$NAME-$kind-$TESTNAME.png"
 done
 
 step "comparison"
-$PY evaluate_features.py "$OUT-dml.tsv" "$OUT-clsed.tsv" "$OUT-embed.tsv" \
-    --names DML Classified Pre-trained --grid "$OUT-comparison.png" \
-    --output "$OUT-comparison.md"
-cat "$OUT-comparison.md"
-echo "results: $OUT-*" >&2
+$PY evaluate_features.py "$FEATURES-dml-$TESTNAME.txt" "$FEATURES-clsed-$TESTNAME.txt" \
+    "$FEATURES-embed-$TESTNAME.txt" --names DML Classified Pre-trained \
+    --grid "results/comparison_$NAME-$TESTNAME.png" \
+    --output "results/comparison_$NAME-$TESTNAME.md"
+cat "results/comparison_$NAME-$TESTNAME.md"
+echo "results: results/*$NAME-*" >&2
