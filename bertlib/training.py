@@ -23,7 +23,7 @@ import time
 import chainer
 import numpy as np
 
-from bertlib import checkpoints, distributed, dropout, optimization
+from bertlib import checkpoints, cli, distributed, dropout, optimization
 from bertlib.errors import UsageError
 
 logger = logging.getLogger('main')
@@ -112,6 +112,8 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
         rng = seed_everything(args.seed, epoch, 0 if comm is None else comm.rank)
         epoch_start = time.time()
         losses, sentences = [], 0
+        # P x K epochs may differ by a batch or so: the total is that of the first epoch.
+        progress = cli.Progress(steps_per_epoch, 'batches', 'epoch %d' % epoch) if root else None
         with chainer.using_config('train', True):
             for iteration, batch in enumerate(task.batches(rng)):
                 optimizer.eta = optimization.schedule(step, total_steps, warmup_steps)
@@ -128,6 +130,10 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
                 losses.append(value)
                 sentences += count
                 step += 1
+                if progress is not None:
+                    progress(1)
+        if progress is not None:
+            progress.close()
         train_seconds = time.time() - epoch_start
         lr = args.learnrate * optimization.schedule(max(step - 1, 0), total_steps, warmup_steps)
 

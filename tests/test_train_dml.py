@@ -83,6 +83,12 @@ def test_log_line_has_the_seed_format(tmp_path, tiny, caplog):
     for key in ('T/acc1=', 'T/acc2=', 'T/sec= ', 'D/loss=', 'D/acc1=', 'D/acc2=', 'D/sec= ',
                 'lr=', 'eta='):
         assert key in line
+    # An epoch shows its progress before its log line (on a pipe: every 30 s, the first
+    # batch included).
+    messages = [r.getMessage() for r in caplog.records]
+    progress = [i for i, m in enumerate(messages) if m.startswith('epoch 1: 1/')]
+    assert progress and progress[0] < messages.index(line), messages
+    assert 'batches' in messages[progress[0]]
 
 
 def test_resume_ends_with_the_same_weights(tmp_path, tiny, monkeypatch, capsys):
