@@ -198,6 +198,7 @@ def plot_curves(records, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     from bertlib.fileio import atomic_write
     epochs = [r['epoch'] for r in records]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -213,6 +214,8 @@ def plot_curves(records, path):
     axes[1].set_ylabel('score')
     axes[1].set_ylim(0, 1)
     axes[1].legend()
+    for axis in axes:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
     with atomic_write(path, 'wb') as f:
         figure.savefig(f, format='png', dpi=100)
