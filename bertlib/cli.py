@@ -241,7 +241,7 @@ class Progress(object):
             sys.stderr.write(text + '   ' + end)
             sys.stderr.flush()
         else:
-            logger.info(text)
+            logger.info(text, stacklevel=3)  # name the caller, not _show
 
     def close(self):
         if self.tty and self.done:
