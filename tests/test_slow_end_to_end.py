@@ -1,5 +1,6 @@
 """End-to-end checks on real data with the demo model (minutes; `make test-slow`)."""
 
+import os
 import subprocess
 import sys
 
@@ -31,3 +32,38 @@ def test_pretrained_features_reach_the_published_reference_figures(demo_model, d
     scores = retrieval_metrics(vectors, labels)
     assert abs(scores['precision_at_1'] - 0.634) < 0.005
     assert abs(scores['map_at_r'] - 0.288) < 0.005
+
+
+def test_demo_runs_every_script_on_the_bundled_sample(demo_model, tmp_path):
+    """`make demo` without rt-polarity: trains both models, extracts the three feature
+    sets, plots, clusters and compares them, under the original project's file names."""
+    env = dict(os.environ, PY=sys.executable, MODEL_DIR=str(demo_model), OUT=str(tmp_path),
+               NAME='sample', TRAIN=str(ROOT / 'samples' / 'sentences.txt'),
+               TEST=str(ROOT / 'samples' / 'sentences.txt'), EPOCHS='1')
+    in_project = ROOT / 'features' / 'sample-dml-sentences.txt'
+
+    def stamp():
+        return in_project.stat().st_mtime_ns if in_project.exists() else None
+    before = stamp()
+    result = subprocess.run(['bash', str(ROOT / 'tools' / 'demo.sh')], env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sentences = len((ROOT / 'samples' / 'sentences.txt').read_text().splitlines())
+    for kind, dim in (('dml', 512), ('clsed', 384), ('embed', 384)):
+        rows = (tmp_path / 'features' / ('sample-%s-sentences.txt' % kind)).read_text()
+        rows = [row.split('\t') for row in rows.splitlines()]
+        assert len(rows) == sentences and {len(r) for r in rows} == {dim + 1}, kind
+        assert (tmp_path / 'results' / ('plot_sample-%s-sentences.png' % kind)).stat().st_size
+        scores = (tmp_path / 'results' / 'clustering' /
+                  ('plot_sample-%s-sentences.tsv' % kind)).read_text().splitlines()
+        assert len(scores) == 1 + 10, scores  # a header and the ten algorithms
+    for name in ('results_dml-sample.png', 'results_clsed-sample.png',
+                 'comparison_sample-sentences.png'):
+        assert (tmp_path / 'results' / name).stat().st_size > 0, name
+    table = (tmp_path / 'results' / 'comparison_sample-sentences.md').read_text()
+    rows = {line.split('|')[1].strip(): float(line.split('|')[2])
+            for line in table.splitlines()[2:]}
+    assert set(rows) == {'DML', 'Classified', 'Pre-trained'}
+    assert all(0.0 <= p <= 1.0 for p in rows.values())
+    assert table in result.stdout  # the table is also printed at the end
+    assert stamp() == before  # OUT took everything; the project's own files are untouched

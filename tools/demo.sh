@@ -12,7 +12,8 @@
 # Data: rt-polarity when datasets/rt-polarity/04-{train,test}.txt exist (make them with
 # datasets/prepare_rt_polarity.py), else the bundled samples/sentences.txt, which then
 # serves as training and test file alike (a smoke run, not a measurement).
-# Override with environment variables: NAME, TRAIN, TEST, EPOCHS, MODEL_DIR, PY, GPU.
+# Override with environment variables: NAME, TRAIN, TEST, EPOCHS, MODEL_DIR, PY, GPU, and
+# OUT, the folder that receives models/, features/ and results/ (default: the project).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,23 +33,25 @@ NAME=${NAME:-demo} TEST=${TEST:?TEST is needed with TRAIN} EPOCHS=${EPOCHS:-2}
 TESTNAME=$(basename "${TEST%.txt}")
 BERT=(--vocab_file "$MODEL_DIR/vocab.txt" --bert_config_file "$MODEL_DIR/bert_config.json"
       --init_checkpoint "$MODEL_DIR/arrays_bert_model.ckpt.npz" --gpu "$GPU")
-DML=models/metrics/$NAME
-CLS=models/classified/$NAME
-mkdir -p results/clustering features models/metrics models/classified
+OUT=${OUT:-.}
+DML=$OUT/models/metrics/$NAME
+CLS=$OUT/models/classified/$NAME
+RESULTS=$OUT/results
+mkdir -p "$RESULTS/clustering" "$OUT/features" "$OUT/models/metrics" "$OUT/models/classified"
 
 step() { echo "== $*" >&2; }
 
 step "train_dml.py: $TRAIN, $EPOCHS epochs, the recommended recipe (supcon, mean pooling)"
 $PY train_dml.py "${BERT[@]}" --train "$TRAIN" --eval "$TEST" --epoch "$EPOCHS" \
-    --loss supcon --pooling mean --learnrate 1e-4 --out "$DML" 2>&1 | tee "results/train_dml-$NAME.log"
-cp "$DML/$NAME.png" "results/results_dml-$NAME.png"
+    --loss supcon --pooling mean --learnrate 1e-4 --out "$DML" 2>&1 | tee "$RESULTS/train_dml-$NAME.log"
+cp "$DML/$NAME.png" "$RESULTS/results_dml-$NAME.png"
 step "train_classifier.py: $TRAIN, $EPOCHS epochs"
 $PY train_classifier.py "${BERT[@]}" --train "$TRAIN" --eval "$TEST" --epoch "$EPOCHS" \
-    --out "$CLS" 2>&1 | tee "results/train_classifier-$NAME.log"
-cp "$CLS/$NAME.png" "results/results_clsed-$NAME.png"
+    --out "$CLS" 2>&1 | tee "$RESULTS/train_classifier-$NAME.log"
+cp "$CLS/$NAME.png" "$RESULTS/results_clsed-$NAME.png"
 
 step "extracting the three feature sets of $TEST"
-FEATURES=features/$NAME
+FEATURES=$OUT/features/$NAME
 $PY extruct_bert_metrics.py "${BERT[@]}" --input "$TEST" --model "$DML/final.model" \
     --label "$DML/labels.bin" --output "$FEATURES-dml-$TESTNAME.txt"
 $PY extruct_bert_classified.py "${BERT[@]}" --input "$TEST" \
@@ -60,15 +63,15 @@ $PY extruct_bert_embed.py "${BERT[@]}" --input "$TEST" --pooling mean \
 for kind in dml clsed embed; do
     features=$FEATURES-$kind-$TESTNAME.txt
     step "plot and clustering of $features"
-    $PY plot_features.py --input "$features" --output "results/plot_$NAME-$kind-$TESTNAME.png"
+    $PY plot_features.py --input "$features" --output "$RESULTS/plot_$NAME-$kind-$TESTNAME.png"
     $PY cluster_features.py --input "$features" \
-        --output "results/clustering/plot_$NAME-$kind-$TESTNAME.png"
+        --output "$RESULTS/clustering/plot_$NAME-$kind-$TESTNAME.png"
 done
 
 step "comparison"
 $PY evaluate_features.py "$FEATURES-dml-$TESTNAME.txt" "$FEATURES-clsed-$TESTNAME.txt" \
     "$FEATURES-embed-$TESTNAME.txt" --names DML Classified Pre-trained \
-    --grid "results/comparison_$NAME-$TESTNAME.png" \
-    --output "results/comparison_$NAME-$TESTNAME.md"
-cat "results/comparison_$NAME-$TESTNAME.md"
-echo "results: results/*$NAME-*" >&2
+    --grid "$RESULTS/comparison_$NAME-$TESTNAME.png" \
+    --output "$RESULTS/comparison_$NAME-$TESTNAME.md"
+cat "$RESULTS/comparison_$NAME-$TESTNAME.md"
+echo "results: $RESULTS/*$NAME-*" >&2
