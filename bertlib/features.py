@@ -149,12 +149,11 @@ def encode_sorted(id_lists, encode, batchsize, xp=np, progress=None):
     """Encodes token-id lists in batches of similar length; returns (N, D) float32 rows in
     the order of `id_lists`. `encode(input_ids, input_mask)` runs in test mode."""
     batches = length_batches(id_lists, batchsize)
-    vectors = None
-    for batch in batches:
-        encoded = encode_batches(id_lists, [batch], encode, xp, progress)
-        if vectors is None:
-            vectors = np.empty((len(id_lists), encoded.shape[1]), dtype=np.float32)
-        vectors[batch] = encoded
+    encoded = encode_batches(id_lists, batches, encode, xp, progress)
+    if encoded is None:
+        return None
+    vectors = np.empty_like(encoded)
+    vectors[[i for batch in batches for i in batch]] = encoded
     return vectors
 
 
