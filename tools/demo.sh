@@ -41,9 +41,10 @@ mkdir -p "$RESULTS/clustering" "$OUT/features" "$OUT/models/metrics" "$OUT/model
 
 step() { echo "== $*" >&2; }
 
-step "train_dml.py: $TRAIN, $EPOCHS epochs, the recommended recipe (supcon, mean pooling)"
+step "train_dml.py: $TRAIN, $EPOCHS epochs, the recommended recipe (supcon at temperature 0.3, mean pooling)"
 $PY train_dml.py "${BERT[@]}" --train "$TRAIN" --eval "$TEST" --epoch "$EPOCHS" \
-    --loss supcon --pooling mean --learnrate 1e-4 --temperature 0.3 --out "$DML" 2>&1 | tee "$RESULTS/train_dml-$NAME.log"
+    --loss supcon --pooling mean --learnrate 1e-4 --temperature 0.3 --out "$DML" 2>&1 \
+    | tee "$RESULTS/train_dml-$NAME.log"
 cp "$DML/$NAME.png" "$RESULTS/results_dml-$NAME.png"
 step "train_classifier.py: $TRAIN, $EPOCHS epochs"
 $PY train_classifier.py "${BERT[@]}" --train "$TRAIN" --eval "$TEST" --epoch "$EPOCHS" \
