@@ -1,29 +1,274 @@
-"""Files that are either complete or absent: write to a temporary file, then rename."""
+"""Writing outputs that behave like ordinary files but are never left torn.
+
+`atomic_write(path)`: a regular file (or a new one) is written to a temporary file beside
+it and renamed over it, so a killed process leaves the old content or none. The new file
+gets the mode an ordinary `open` would give it (0666 less the umask) or, when it replaces
+a file, that file's mode and owner; a symlink is followed to the file it names. Anything
+that is not a regular file (/dev/null, /dev/stdout, a terminal, a pipe) is written straight
+to. A failed write (full disk, read-only folder) is a `UsageError` naming the path.
+
+`Commit`: several files replaced as one unit (an epoch's model, optimizer state and log),
+all or none even if the process is killed. `DirectoryLock` and `remove_leftovers` let one
+training at a time own an output folder and clear what a killed run left there.
+"""
 
 import contextlib
+import errno
+import fcntl
+import json
 import os
-import tempfile
+import re
+import stat
+
+from bertlib.errors import UsageError
+
+# Temporary files are '.<name>.<8 random characters>.tmp' beside <name> (mkstemp's former
+# pattern too), so that the leftovers of a killed run can be recognised and removed.
+_TEMP = re.compile(r'^\..+\.[A-Za-z0-9_]{8}\.tmp$')
+
+# Errors of writing that are the user's situation, not a bug: reported as one line.
+_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
+                 errno.EPERM, errno.EIO, errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
+
+
+def write_error(path, error):
+    """The UsageError for an OSError met while writing `path`."""
+    return UsageError('%s: cannot write: %s' % (path, error.strerror or error))
+
+
+def _is_stream(path):
+    """True for an existing path that is not a regular file (device, pipe, socket, or a
+    /dev or /proc alias of a descriptor such as /dev/stdout): written straight to."""
+    if os.path.abspath(path).startswith(('/dev/', '/proc/')):
+        return True
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _create_temp(target):
+    """(fd, path) of a new temporary file beside `target`; open(2) applies the umask to
+    0666, as for any new file. An existing target's mode and owner are copied."""
+    directory, name = os.path.split(target)
+    for _ in range(100):
+        tmp = os.path.join(directory, '.%s.%s.tmp' % (name, os.urandom(4).hex()))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, 'no free temporary name', target)
+    try:
+        existing = os.stat(target)
+    except FileNotFoundError:
+        return fd, tmp
+    except OSError:
+        return fd, tmp
+    os.fchmod(fd, stat.S_IMODE(existing.st_mode))
+    if (existing.st_uid, existing.st_gid) != (os.getuid(), os.getgid()):
+        with contextlib.suppress(OSError):  # only root may give a file away
+            os.fchown(fd, existing.st_uid, existing.st_gid)
+    return fd, tmp
+
+
+def _open(fd, mode, encoding):
+    if 'b' in mode:
+        return os.fdopen(fd, mode)
+    return os.fdopen(fd, mode, encoding=encoding, newline='\n')
 
 
 @contextlib.contextmanager
 def atomic_write(path, mode='w', encoding='utf-8'):
-    """Opens a temporary file beside `path`; on success renames it to `path`.
+    """Opens `path` for writing ('w' or 'wb'); see the module docstring.
 
-    If the block raises (or the process dies), `path` keeps its old content, or stays
-    absent, and the temporary file is removed.
+    If the block raises (or the process dies), a regular `path` keeps its old content, or
+    stays absent, and the temporary file is removed (by the next run into the folder if
+    the process was killed: `remove_leftovers`).
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
-                               dir=directory)
+    if os.path.isdir(path):
+        raise UsageError('%s: is a directory, not an output file' % path)
+    if _is_stream(path):
+        try:
+            stream = _open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666),
+                           mode, encoding)
+        except OSError as e:
+            raise write_error(path, e)
+        try:
+            with stream:
+                yield stream
+        except OSError as e:
+            if e.errno in _WRITE_ERRORS and e.filename is None:
+                raise write_error(path, e)
+            raise
+        return
+    target = os.path.realpath(path)
     try:
-        binary = 'b' in mode
-        with os.fdopen(fd, mode, **({} if binary else {'encoding': encoding,
-                                                        'newline': '\n'})) as stream:
+        fd, tmp = _create_temp(target)
+    except OSError as e:
+        raise write_error(path, e)
+    try:
+        with _open(fd, mode, encoding) as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        os.replace(tmp, target)
+    except OSError as e:
+        _unlink(tmp)
+        if e.errno in _WRITE_ERRORS and e.filename in (None, tmp, target):
+            raise write_error(path, e)
         raise
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _unlink(path):
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _fsync_directory(directory):
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Commit(object):
+    """Files of one folder replaced together: all of them or none.
+
+    Each file is first written completely beside its target (`open`); `apply` then writes
+    a journal naming the pairs, renames every file into place and removes the journal. A
+    process killed before the journal exists leaves the old files (its temporaries are
+    leftovers); one killed after has its renames finished by the next run (`recover`).
+    """
+
+    JOURNAL = '.commit.json'
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.pending = {}  # file name -> temporary file name, both inside `directory`
+
+    @contextlib.contextmanager
+    def open(self, name, mode='wb', encoding='utf-8'):
+        target = os.path.join(self.directory, name)
+        try:
+            fd, tmp = _create_temp(target)
+        except OSError as e:
+            raise write_error(target, e)
+        try:
+            with _open(fd, mode, encoding) as stream:
+                yield stream
+                stream.flush()
+                os.fsync(stream.fileno())
+        except OSError as e:
+            _unlink(tmp)
+            if e.errno in _WRITE_ERRORS and e.filename in (None, tmp):
+                raise write_error(target, e)
+            raise
+        except BaseException:
+            _unlink(tmp)
+            raise
+        self.pending[name] = os.path.basename(tmp)
+
+    def apply(self):
+        """Moves every file written with `open` into place, as one unit."""
+        journal = os.path.join(self.directory, self.JOURNAL)
+        with atomic_write(journal) as f:
+            json.dump(self.pending, f, sort_keys=True)
+        _fsync_directory(self.directory)
+        _finish(self.directory, self.pending)
+        self.pending = {}
+
+    def discard(self):
+        for tmp in self.pending.values():
+            _unlink(os.path.join(self.directory, tmp))
+        self.pending = {}
+
+
+def recover(directory):
+    """Finishes a commit that a killed process left half-done in `directory`. Returns the
+    names of the files it moved into place ([] when there was nothing to do)."""
+    journal = os.path.join(directory, Commit.JOURNAL)
+    try:
+        with open(journal, encoding='utf-8') as f:
+            pending = json.load(f)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as e:
+        raise UsageError('%s: unreadable commit journal (%s); remove it to start over'
+                         % (journal, e))
+    # A journal may come from someone else's folder: it may only rename a temporary file
+    # of this folder onto a plain name in this folder.
+    if not isinstance(pending, dict) or not all(
+            isinstance(n, str) and isinstance(t, str) and '/' not in n + t
+            and not n.startswith('.') and _TEMP.match(t) and t.startswith('.' + n + '.')
+            for n, t in pending.items()):
+        raise UsageError('%s: not a commit journal of this program; remove it' % journal)
+    try:
+        moved = _finish(directory, pending)
+    except OSError as e:
+        raise write_error(directory, e)
+    return moved
+
+
+def _finish(directory, pending):
+    moved = []
+    for name, tmp in sorted(pending.items()):
+        source = os.path.join(directory, tmp)
+        if os.path.exists(source):  # those renamed before the kill are gone already
+            os.replace(source, os.path.join(directory, name))
+            moved.append(name)
+    _fsync_directory(directory)
+    os.unlink(os.path.join(directory, Commit.JOURNAL))
+    _fsync_directory(directory)
+    return moved
+
+
+def remove_leftovers(directory):
+    """Removes the temporary files that killed runs left in `directory` (call it while
+    holding the folder's `DirectoryLock`, after `recover`). Returns their names."""
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if _TEMP.match(name) and os.path.isfile(path) and not os.path.islink(path):
+            _unlink(path)
+            removed.append(name)
+    return removed
+
+
+class DirectoryLock(object):
+    """An exclusive lock on a folder (flock on DIR/.lock), held until the process exits:
+    two trainings into one --out would mix their files. The kernel drops it when the
+    process dies, however it dies. Taking it again in the same process is a no-op."""
+
+    NAME = '.lock'
+    _held = {}  # real path of the folder -> open lock file
+
+    @classmethod
+    def acquire(cls, directory, what='--out'):
+        key = os.path.realpath(directory)
+        if key in cls._held:
+            return
+        path = os.path.join(directory, cls.NAME)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise write_error(path, e)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            owner = os.pread(fd, 32, 0).decode('ascii', 'replace').strip()
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise UsageError('%s %s is in use by another training (pid %s); wait for it '
+                                 'to end or choose another folder'
+                                 % (what, directory, owner or '?'))
+            raise write_error(path, e)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b'%d\n' % os.getpid(), 0)
+        cls._held[key] = fd
