@@ -38,7 +38,7 @@ def main(argv=None):
     args = parse_args(argv)
     comm = distributed.setup(args)
     print(json.dumps(vars(args), indent=2), flush=True)
-    training.check_args(args, 'classifier')
+    training.check_args(args, 'classifier', comm=comm)
     distributed.check_same_files(comm, [('--train', args.train), ('--eval', args.eval)])
     device = cli.select_device(args.gpu, comm)
     config, tokenizer, bert = cli.load_bert(args)

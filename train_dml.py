@@ -23,6 +23,7 @@ batch): mpiexec -n N python train_dml.py --communicator naive ...
 import argparse
 import json
 import logging
+import math
 import os
 import time
 
@@ -38,9 +39,8 @@ def main(argv=None):
     args = parse_args(argv)
     comm = distributed.setup(args)
     print(json.dumps(vars(args), indent=2), flush=True)
-    training.check_args(args, 'dml', same=('dim', 'pooling', 'loss'))
-    if args.dim < 1:
-        raise UsageError('--dim must be at least 1, got %d' % args.dim)
+    check_args(args)
+    training.check_args(args, 'dml', same=('dim', 'pooling', 'loss'), comm=comm)
     distributed.check_same_files(comm, [('--train', args.train), ('--eval', args.eval)])
     device = cli.select_device(args.gpu, comm)
     config, tokenizer, bert = cli.load_bert(args)
@@ -93,6 +93,28 @@ def loss_hyperparameters(args):
     if args.loss == 'supcon':
         return {'temperature': args.temperature}
     return {}
+
+
+def check_args(args):
+    """One message per out-of-range flag of the model and loss."""
+    if args.dim < 1:
+        raise UsageError('--dim must be at least 1, got %d' % args.dim)
+    if args.triplets < 0:
+        raise UsageError('--triplets must be 0 (one per sentence) or more, got %d'
+                         % args.triplets)
+    if args.samples_per_class < 2:
+        raise UsageError('--samples_per_class must be at least 2 (an anchor and a '
+                         'positive), got %d' % args.samples_per_class)
+    if not (math.isfinite(args.margin) and args.margin >= 0):
+        raise UsageError('--margin must be 0 or more, got %s' % args.margin)
+    if args.loss == 'arcface' and args.margin >= math.pi / 2:
+        raise UsageError('--margin is an angle for arcface: below pi/2, got %s'
+                         % args.margin)
+    if not (math.isfinite(args.scale) and args.scale > 0):
+        raise UsageError('--scale must be a positive number, got %s' % args.scale)
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise UsageError('--temperature must be a positive number, got %s'
+                         % args.temperature)
 
 
 def check_classes(split, label_to_id, path):

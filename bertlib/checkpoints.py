@@ -3,6 +3,10 @@
 Every save is atomic (a temporary file beside the target, then a rename), so killing the
 process at any moment leaves the previous complete file in place, never a torn one.
 
+Every npz a user passes (pre-trained weights, final.model, early_stopped-*.model,
+final.state) is read by `NpzReader`: headers first, shapes and types checked against the
+model before any data is read, object arrays (pickles) refused.
+
 `labels.bin` keeps the seed's name and format, a pickled dict label -> id, but is read
 with an unpickler that only builds dicts, strings and integers: a crafted file cannot run
 code.
@@ -12,6 +16,7 @@ import io
 import json
 import os
 import pickle
+import zipfile
 
 import chainer
 import numpy as np
@@ -58,29 +63,53 @@ def save_model(path, model, meta=None, prefix=''):
     """Saves `model`'s parameters as npz (atomic), names prefixed with `prefix`, with
     `meta` (a JSON-able dict) under 'meta/json' so that extraction knows how the model
     was built."""
+    with atomic_write(path, 'wb') as stream:
+        write_model(stream, model, meta, prefix)
+
+
+def write_model(stream, model, meta=None, prefix=''):
+    """What `save_model` writes, into an open binary stream (e.g. a `fileio.Commit`)."""
     arrays = {}
     for name, param in model.namedparams():
         arrays[prefix + name.lstrip('/')] = chainer.backend.CpuDevice().send(param.array)
     if meta is not None:
         arrays[META_KEY] = np.array(json.dumps(meta, sort_keys=True))
-    with atomic_write(path, 'wb') as stream:
-        np.savez(stream, **arrays)
+    np.savez(stream, **arrays)
 
 
 def read_meta(path):
-    """The meta dict saved with a model, or {} for a model saved without one."""
-    archive = _open_npz(path)
-    with archive:
+    """The meta dict saved with a model, or {} for a model saved without one. Bad JSON,
+    or a known field of the wrong type, is a UsageError."""
+    with NpzReader(path) as archive:
         if META_KEY not in archive.files:
             return {}
-        return json.loads(str(archive[META_KEY]))
+        if archive.dtype(META_KEY).kind != 'U' or archive.shape(META_KEY) != ():
+            raise UsageError('%s: %s is not a JSON string' % (path, META_KEY))
+        text = str(archive.read(META_KEY, max_bytes=1 << 20))
+    try:
+        meta = json.loads(text)
+    except ValueError as e:
+        raise UsageError('%s: %s is not valid JSON (%s)' % (path, META_KEY, e))
+    if not isinstance(meta, dict):
+        raise UsageError('%s: %s is not a JSON object' % (path, META_KEY))
+    for key, kind in _META_TYPES.items():
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)
+                                  or (kind is int and value < 0)):
+            raise UsageError('%s: model metadata %r is %r, not a %s'
+                             % (path, key, value, 'count' if kind is int else 'string'))
+    return meta
+
+
+_META_TYPES = {'kind': str, 'pooling': str, 'loss': str, 'early_stopped_on': str,
+               'epoch': int, 'step': int, 'classes': int, 'dim': int}
 
 
 def array_shape(path, name):
-    """Shape of one array of an npz file, or None if it has no such array."""
-    archive = _open_npz(path)
-    with archive:
-        return archive[name].shape if name in archive.files else None
+    """Shape of one array of an npz file, or None if it has no such array (only the
+    header is read)."""
+    with NpzReader(path) as archive:
+        return archive.shape(name) if name in archive.files else None
 
 
 def load_model(path, model, prefix='', ignore_prefixes=()):
@@ -89,35 +118,34 @@ def load_model(path, model, prefix='', ignore_prefixes=()):
     Only arrays whose names start with `prefix` are considered (the prefix is dropped to
     match `model`'s parameter names); of those, ones under `ignore_prefixes` (e.g. a loss
     head that extraction does not need) and the meta entry are skipped. A missing,
-    unexpected or mis-shaped array is a UsageError that names it.
+    unexpected or mis-shaped array is a UsageError that names it; shapes are checked from
+    the headers before any data is read. So is an array holding NaN or infinity.
     """
-    archive = _open_npz(path)
-    with archive:
+    with NpzReader(path) as archive:
         params = {prefix + name.lstrip('/'): param for name, param in model.namedparams()}
         ignored = tuple(prefix + p for p in ignore_prefixes)
         stored = {n for n in archive.files if n.startswith(prefix) and n != META_KEY
                   and not (ignored and n.startswith(ignored))}
         missing = sorted(set(params) - stored)
         unexpected = sorted(stored - set(params))
-        mismatched = []
-        for name in sorted(set(params) & stored):
-            array = archive[name]
+        mismatched = ['%s: checkpoint %s, model %s'
+                      % (name, archive.shape(name), tuple(params[name].shape))
+                      for name in sorted(set(params) & stored)
+                      if archive.shape(name) != tuple(params[name].shape)]
+        problems = []
+        if missing:
+            problems.append('missing %d arrays (%s)' % (len(missing), _few(missing)))
+        if unexpected:
+            problems.append('unexpected %d arrays (%s)' % (len(unexpected), _few(unexpected)))
+        if mismatched:
+            problems.append('%d arrays of another shape (%s)'
+                            % (len(mismatched), _few(mismatched)))
+        if problems:
+            raise UsageError('%s does not fit the model: %s' % (path, '; '.join(problems)))
+        for name in sorted(params):
             param = params[name]
-            if array.shape != param.shape:
-                mismatched.append('%s: checkpoint %s, model %s'
-                                  % (name, tuple(array.shape), tuple(param.shape)))
-                continue
+            array = archive.read(name, numeric=True)
             param.array[...] = param.xp.asarray(array, dtype=param.dtype)
-    problems = []
-    if missing:
-        problems.append('missing %d arrays (%s)' % (len(missing), _few(missing)))
-    if unexpected:
-        problems.append('unexpected %d arrays (%s)' % (len(unexpected), _few(unexpected)))
-    if mismatched:
-        problems.append('%d arrays of another shape (%s)'
-                        % (len(mismatched), _few(mismatched)))
-    if problems:
-        raise UsageError('%s does not fit the model: %s' % (path, '; '.join(problems)))
 
 
 def load_model_labels(model_path, labels_path, kind):
@@ -141,24 +169,165 @@ def load_model_labels(model_path, labels_path, kind):
     return labels
 
 
-def save_state(path, optimizer):
-    """Optimizer state (Adam moments and step counts), atomically."""
-    with atomic_write(path, 'wb') as stream:
-        chainer.serializers.save_npz(stream, optimizer)
+def write_state(stream, optimizer):
+    """The optimizer state as npz into an open binary stream (for a `fileio.Commit`)."""
+    chainer.serializers.save_npz(stream, optimizer)
+
+
+# The arrays Adam keeps per parameter besides its step count 't'.
+_STATE_ARRAYS = ('m', 'v')
+
+
+def state_step(path):
+    """The optimizer step count saved in a final.state (header-checked, no pickle)."""
+    with NpzReader(path) as archive:
+        if 't' not in archive.files or archive.shape('t') != ():
+            raise UsageError('%s: not an optimizer state (no step count t)' % path)
+        return int(archive.read('t', numeric=True))
 
 
 def load_state(path, optimizer):
-    try:
-        chainer.serializers.load_npz(path, optimizer)
-    except (OSError, KeyError, ValueError) as e:
-        raise UsageError('%s: cannot restore the optimizer state: %s' % (path, e))
+    """Restores `optimizer` (whose target is the model) from a final.state, strictly: it
+    must hold the step counts and Adam moments of exactly the model's parameters, in their
+    shapes, checked from the headers before any data is read."""
+    with NpzReader(path) as archive:
+        expected = {'t': (), 'epoch': ()}
+        for name, param in optimizer.target.namedparams():
+            name = name.lstrip('/')
+            expected[name + '/t'] = ()
+            for key in _STATE_ARRAYS:
+                expected[name + '/' + key] = tuple(param.shape)
+        missing = sorted(set(expected) - set(archive.files))
+        unexpected = sorted(set(archive.files) - set(expected))
+        mismatched = ['%s: state %s, model %s' % (n, archive.shape(n), expected[n])
+                      for n in sorted(set(expected) & set(archive.files))
+                      if archive.shape(n) != expected[n]]
+        problems = []
+        if missing:
+            problems.append('no state for %d arrays (%s)' % (len(missing), _few(missing)))
+        if unexpected:
+            problems.append('state of %d arrays the model does not have (%s)'
+                            % (len(unexpected), _few(unexpected)))
+        if mismatched:
+            problems.append('%d arrays of another shape (%s)'
+                            % (len(mismatched), _few(mismatched)))
+        if problems:
+            raise UsageError('%s: optimizer state does not fit the model: %s'
+                             % (path, '; '.join(problems)))
+        try:
+            chainer.serializers.NpzDeserializer(_NumericArrays(archive)).load(optimizer)
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError('%s: cannot restore the optimizer state: %s' % (path, e))
 
 
-def _open_npz(path):
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UsageError('%s: cannot read checkpoint: %s' % (path, e))
+class _NumericArrays(object):
+    """The mapping Chainer's NpzDeserializer reads from, backed by an `NpzReader`."""
+
+    def __init__(self, archive):
+        self.archive = archive
+
+    def __contains__(self, name):
+        return name in self.archive.files
+
+    def __getitem__(self, name):
+        return self.archive.read(name, numeric=True)
+
+
+class NpzReader(object):
+    """An npz archive read as data only: never unpickled.
+
+    Opening reads every member's npy header; an archive that is not a zip of npy files,
+    or holds an object array (the way a pickle hides in an npz), is a UsageError. `read`
+    reads one array's data, after checking what its header declares.
+
+    Chainer's serializers.load_npz is not used: it opens archives with allow_pickle=True.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.headers = {}  # name -> (shape, dtype)
+        try:
+            self.zip = zipfile.ZipFile(path)
+        except FileNotFoundError:
+            raise UsageError('%s: file not found' % path)
+        except IsADirectoryError:
+            raise UsageError('%s: is a directory, not an npz file' % path)
+        except OSError as e:
+            raise UsageError('%s: cannot read: %s' % (path, e.strerror or e))
+        except (zipfile.BadZipFile, ValueError, EOFError) as e:
+            raise UsageError('%s: not an npz archive (%s): truncated or another format'
+                             % (path, e))
+        try:
+            for member in self.zip.namelist():
+                if not member.endswith('.npy'):
+                    raise UsageError('%s: not an npz archive: member %r is not an npy '
+                                     'array' % (path, member))
+                name = member[:-4]
+                with self.zip.open(member) as stream:
+                    shape, dtype = _read_header(stream)
+                if dtype.hasobject:
+                    raise UsageError('%s: array %r holds Python objects (dtype %s): refused, '
+                                     'since reading it could run code; model and state '
+                                     'files hold numbers only' % (path, name, dtype))
+                self.headers[name] = (shape, dtype)
+        except UsageError:
+            self.zip.close()
+            raise
+        except (zipfile.BadZipFile, ValueError, EOFError, OSError, SyntaxError,
+                TypeError, NotImplementedError) as e:
+            self.zip.close()
+            raise UsageError('%s: damaged npz archive (%s)' % (path, e))
+
+    @property
+    def files(self):
+        return list(self.headers)
+
+    def shape(self, name):
+        return self.headers[name][0]
+
+    def dtype(self, name):
+        return self.headers[name][1]
+
+    def read(self, name, numeric=False, max_bytes=None):
+        """The array `name`. numeric: it must be of numbers (bool, int, float), and
+        floating point ones finite. max_bytes: refuse a larger declared size unread."""
+        shape, dtype = self.headers[name]
+        if numeric and dtype.kind not in 'biuf':
+            raise UsageError('%s: array %r is of type %s, not numbers'
+                             % (self.path, name, dtype))
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if max_bytes is not None and size > max_bytes:
+            raise UsageError('%s: array %r declares %d bytes, more than the %d expected'
+                             % (self.path, name, size, max_bytes))
+        try:
+            with self.zip.open(name + '.npy') as stream:
+                array = np.lib.format.read_array(stream, allow_pickle=False)
+        except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
+            raise UsageError('%s: damaged array %r (%s)' % (self.path, name, e))
+        if numeric and dtype.kind == 'f' and not np.isfinite(array).all():
+            raise UsageError('%s: array %r holds NaN or infinite values' % (self.path, name))
+        return array
+
+    def close(self):
+        self.zip.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _read_header(stream):
+    """(shape, dtype) from an npy header, without reading the data."""
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:  # 3.0 (utf-8 field names) has no public reader
+        shape, _, dtype = np.lib.format._read_array_header(stream, version)
+    return tuple(shape), dtype
 
 
 def _few(items, limit=4):

@@ -23,7 +23,7 @@ import time
 import chainer
 import numpy as np
 
-from bertlib import checkpoints, cli, distributed, dropout, optimization
+from bertlib import checkpoints, cli, distributed, dropout, fileio, optimization
 from bertlib.errors import UsageError
 
 logger = logging.getLogger('main')
@@ -159,20 +159,8 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
             continue
         logger.info(format_record(record), stacklevel=2)
 
-        meta = dict(task.meta(), epoch=epoch, step=step)
-        checkpoints.save_model(os.path.join(args.out, 'final.model'), task.model, meta)
-        checkpoints.save_state(os.path.join(args.out, 'final.state'), optimizer)
-        print('saving final model at epoch %d' % epoch, flush=True)
-        for suffix, (key, mode) in task.early_stopping.items():
-            value = record[key]
-            better = suffix not in best or (value < best[suffix] if mode == 'min'
-                                            else value > best[suffix])
-            if better and math.isfinite(value):
-                best[suffix] = value
-                checkpoints.save_model(
-                    os.path.join(args.out, 'early_stopped-%s.model' % suffix), task.model,
-                    dict(meta, early_stopped_on=key))
-        _write_log(log_path, records)
+        save_epoch(args.out, os.path.basename(log_path), task, optimizer, records,
+                   dict(task.meta(), epoch=epoch, step=step), best)
         if plot_path:
             plot_curves(records, plot_path)
     return records
@@ -186,11 +174,38 @@ def format_record(r):
                r['D/acc1'], r['D/acc2'], r['D/sec'], r['lr'], r['eta']))
 
 
-def _write_log(path, records):
-    from bertlib.fileio import atomic_write
-    with atomic_write(path) as f:
-        for record in records:
-            f.write(json.dumps(record, sort_keys=True) + '\n')
+def save_epoch(out, log_name, task, optimizer, records, meta, best):
+    """Saves an epoch as one commit (bertlib.fileio.Commit): final.model, final.state,
+    the early-stopped models that improved and the log all change together or not at
+    all, so a kill never leaves a model and a state of different epochs. `best`
+    ({suffix: value}) is updated."""
+    epoch, record = meta['epoch'], records[-1]
+    commit = fileio.Commit(out)
+    try:
+        with commit.open('final.model') as stream:
+            checkpoints.write_model(stream, task.model, meta)
+        with commit.open('final.state') as stream:
+            checkpoints.write_state(stream, optimizer)
+        improved = []
+        for suffix, (key, mode) in task.early_stopping.items():
+            value = record[key]
+            better = suffix not in best or (value < best[suffix] if mode == 'min'
+                                            else value > best[suffix])
+            if better and math.isfinite(value):
+                best[suffix] = value
+                improved.append(suffix)
+                with commit.open('early_stopped-%s.model' % suffix) as stream:
+                    checkpoints.write_model(stream, task.model,
+                                            dict(meta, early_stopped_on=key))
+        with commit.open(log_name, 'w') as stream:
+            for r in records:
+                stream.write(json.dumps(r, sort_keys=True) + '\n')
+        commit.apply()
+    finally:
+        commit.discard()
+    print('saving final model at epoch %d' % epoch, flush=True)
+    for suffix in improved:
+        print('saving early-stopped model (%s) at epoch %d' % (suffix, epoch), flush=True)
 
 
 def plot_curves(records, path):
@@ -199,7 +214,6 @@ def plot_curves(records, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-    from bertlib.fileio import atomic_write
     epochs = [r['epoch'] for r in records]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     axes[0].plot(epochs, [r['T/loss'] for r in records], 'o-', label='train loss')
@@ -217,41 +231,95 @@ def plot_curves(records, path):
     for axis in axes:
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
-    with atomic_write(path, 'wb') as f:
+    with fileio.atomic_write(path, 'wb') as f:
         figure.savefig(f, format='png', dpi=100)
     plt.close(figure)
 
 
-def check_args(args, kind, same=()):
+def check_args(args, kind, same=(), comm=None):
     """Checks the shared training flags before any work; settles args.start_epoch.
 
     kind: 'dml' or 'classifier', the kind of model --resume must hold; same: flags whose
     value must equal the one the resumed model was trained with (e.g. 'dim').
+
+    Rank 0 (the one that writes) then takes --out for itself (`fileio.DirectoryLock`),
+    finishes a commit that a killed run left half-done there and in --resume, and removes
+    a killed run's temporary files.
     """
-    from bertlib import cli
     cli.check_bert_arguments(args)
     for name in ('train', 'eval'):
         cli.check_file(getattr(args, name), '--%s file' % name)
-    if args.epoch < 1:
-        raise UsageError('--epoch must be at least 1')
+    check_training_flags(args)
+    if distributed.is_root(comm):
+        claim_out(args.out)
+        if args.resume and os.path.isdir(args.resume):
+            fileio.DirectoryLock.acquire(args.resume, '--resume')
+            fileio.recover(args.resume)
     if args.resume:
-        for name in ('final.model', 'final.state'):
-            path = os.path.join(args.resume, name)
-            if not os.path.isfile(path):
-                raise UsageError('--resume %s: %s is missing' % (args.resume, path))
-        meta = checkpoints.read_meta(os.path.join(args.resume, 'final.model'))
-        if meta.get('kind', kind) != kind:
-            raise UsageError('--resume %s holds a %s model, not a %s one'
-                             % (args.resume, meta['kind'], kind))
-        for key in same:
-            if key in meta and meta[key] != getattr(args, key):
-                raise UsageError('--resume %s was trained with --%s %s, not %s'
-                                 % (args.resume, key, meta[key], getattr(args, key)))
-        if args.start_epoch is None or args.start_epoch == meta.get('epoch', 0) + 1:
-            args.start_step = meta.get('step')
-            args.start_epoch = meta.get('epoch', 0) + 1
+        check_resume(args, kind, same)
     else:
         args.start_epoch = args.start_epoch or 1
     if args.start_epoch > args.epoch:
         raise UsageError('--start_epoch %d is past --epoch %d: nothing to train'
                          % (args.start_epoch, args.epoch))
+
+
+def check_training_flags(args):
+    """One message per out-of-range training flag."""
+    if args.epoch < 1:
+        raise UsageError('--epoch must be at least 1, got %d' % args.epoch)
+    if not (math.isfinite(args.learnrate) and args.learnrate > 0):
+        raise UsageError('--learnrate must be a positive number, got %s' % args.learnrate)
+    if not (math.isfinite(args.weightdecay) and args.weightdecay >= 0):
+        raise UsageError('--weightdecay must be 0 or more, got %s' % args.weightdecay)
+    if not (0 <= args.warmup < 1):
+        raise UsageError('--warmup is the fraction of steps spent warming up: at least 0 '
+                         'and below 1, got %s' % args.warmup)
+    if args.start_epoch is not None and args.start_epoch < 1:
+        raise UsageError('--start_epoch must be at least 1, got %d' % args.start_epoch)
+    if not 0 <= args.seed < 2 ** 32:
+        raise UsageError('--seed must be between 0 and 2**32 - 1, got %d' % args.seed)
+
+
+def claim_out(out):
+    """Creates --out if needed and locks it for this process; finishes a half-done
+    commit and removes the temporary files of a killed run."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError('--out %s exists and is not a folder' % out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise fileio.write_error(out, e)
+    fileio.DirectoryLock.acquire(out)
+    moved = fileio.recover(out)
+    if moved:
+        logger.info('%s: finished saving %s, interrupted by a kill', out, ', '.join(moved))
+    removed = fileio.remove_leftovers(out)
+    if removed:
+        logger.info('%s: removed %d temporary files of a killed run', out, len(removed))
+
+
+def check_resume(args, kind, same):
+    """--resume DIR must hold a final.model of this kind and flags, and the final.state
+    saved with it (same step count); settles args.start_epoch and args.start_step."""
+    model_path, state_path = (os.path.join(args.resume, name)
+                              for name in ('final.model', 'final.state'))
+    for path in (model_path, state_path):
+        if not os.path.isfile(path):
+            raise UsageError('--resume %s: %s is missing' % (args.resume, path))
+    meta = checkpoints.read_meta(model_path)
+    if meta.get('kind', kind) != kind:
+        raise UsageError('--resume %s holds a %s model, not a %s one'
+                         % (args.resume, meta['kind'], kind))
+    for key in same:
+        if key in meta and meta[key] != getattr(args, key):
+            raise UsageError('--resume %s was trained with --%s %s, not %s'
+                             % (args.resume, key, meta[key], getattr(args, key)))
+    step = checkpoints.state_step(state_path)
+    if 'step' in meta and step != meta['step']:
+        raise UsageError('--resume %s: final.model (epoch %s, step %d) and final.state '
+                         '(step %d) were not saved together; resume from a pair of one '
+                         'epoch' % (args.resume, meta.get('epoch', '?'), meta['step'], step))
+    if args.start_epoch is None or args.start_epoch == meta.get('epoch', 0) + 1:
+        args.start_step = meta.get('step')
+        args.start_epoch = meta.get('epoch', 0) + 1

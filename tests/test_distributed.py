@@ -322,11 +322,11 @@ def test_resume_under_mpi_ends_as_an_uninterrupted_run(tmp_path, tiny):
     killer = wrapper(tmp_path, 'kill.py', (
         'import os\n'
         'from bertlib import training\n'
-        'write_log = training._write_log\n'
-        'def write_then_die(path, records):\n'
-        '    write_log(path, records)\n'
+        'save_epoch = training.save_epoch\n'
+        'def save_then_die(*args):\n'
+        '    save_epoch(*args)\n'
         '    os._exit(9)\n'
-        'training._write_log = write_then_die'))
+        'training.save_epoch = save_then_die'))
     killed = mpirun([(2, [killer] + dml_args(tmp_path, tiny, part, *common))])
     assert killed.returncode != 0
     assert [r['epoch'] for r in read_log(part)] == [1]

@@ -99,15 +99,15 @@ def test_resume_ends_with_the_same_weights(tmp_path, tiny, monkeypatch, capsys):
 
     # Interrupt the second run once epoch 1 is complete, then resume it.
     from bertlib import training
-    write_log = training._write_log
+    save_epoch = training.save_epoch
 
-    def write_then_stop(path, records):
-        write_log(path, records)
+    def save_then_stop(*args):
+        save_epoch(*args)
         raise KeyboardInterrupt
-    monkeypatch.setattr(training, '_write_log', write_then_stop)
+    monkeypatch.setattr(training, 'save_epoch', save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         train_dml.main(train_args(tmp_path, tiny, part, *common))
-    monkeypatch.setattr(training, '_write_log', write_log)
+    monkeypatch.setattr(training, 'save_epoch', save_epoch)
     assert checkpoints.read_meta(str(part / 'final.model'))['epoch'] == 1
     train_dml.main(train_args(tmp_path, tiny, part, *common) + ['--resume', str(part)])
 
