@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from bertlib import cli, evaluation, featurefile
+from bertlib import cli, evaluation, featurefile, fileio
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
@@ -93,6 +93,7 @@ def check_args(args):
                          'file per feature file, in the same order'
                          % (len(args.train_features), len(args.features)))
     for path, what in ((args.output, '--output'), (args.grid, '--grid')):
+        fileio.check_not_input(path, args.features + (args.train_features or []), what)
         if path and path != '-':
             directory = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(directory) or not os.access(directory, os.W_OK):

@@ -2,8 +2,10 @@
 turning bad input into one clear message instead of a traceback."""
 
 import ctypes
+import errno
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -38,27 +40,72 @@ def keep_freed_memory():
     libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it cleans up as Ctrl-C does (temporary
+    files removed, the last complete files kept)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def run(main):
     """Runs `main()` as a script: UsageError -> 'error: ...' and exit 2, no traceback.
+
+    So is an OSError that escaped (a full disk, also under a redirected stdout, which is
+    flushed here so that its error is ours, not the interpreter's at exit). SIGTERM ends
+    the run as Ctrl-C does, with status 143 (130 for Ctrl-C).
 
     Under mpiexec (--communicator) a rank's error ends every rank: see
     `distributed.fail`."""
     setup_logging()
     keep_freed_memory()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         status = main()
+        sys.stdout.flush()
     except UsageError as e:
+        _flush_stdout()
         distributed.fail(e, 2)
+    except Terminated:
+        _flush_stdout()
+        print('terminated', file=sys.stderr)
+        sys.exit(143)
     except KeyboardInterrupt:
+        _flush_stdout()
         print('interrupted', file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
         # The reader (e.g. `head`) went away; that is not an error of ours.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         distributed.abort(0)  # the other ranks would wait for rank 0 for ever
         sys.exit(0)
+    except OSError as e:
+        _silence_stdout()
+        where = e.filename if e.filename is not None else 'standard output' \
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO) else None
+        distributed.fail(UsageError('%s%s' % ('%s: ' % where if where else '',
+                                             e.strerror or e)), 2)
     sys.exit(status or 0)
+
+
+def _flush_stdout():
+    """Writes out what was printed before an error; drops it if that fails too."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        _silence_stdout()
+
+
+def _silence_stdout():
+    """Points stdout at /dev/null, dropping what could not be written: the interpreter
+    would otherwise fail again flushing it at exit, with a second message."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def add_bert_arguments(parser, batchsize=64, communicator=False):

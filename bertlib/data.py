@@ -1,7 +1,9 @@
 """Reading labelled text files: one example a line, `label<TAB>text` or bare `text`.
 
 Files are read as bytes and decoded line by line so that bad UTF-8 is reported with its
-line number. Empty lines are skipped. Everything streams: nothing holds a whole file.
+line number. Empty lines are skipped, a leading byte-order mark is dropped, and a
+carriage return inside a line (CR-only line endings) is an error naming the line.
+Everything streams: nothing holds a whole file.
 """
 
 import collections
@@ -14,6 +16,9 @@ import numpy as np
 from bertlib.errors import UsageError
 
 logger = logging.getLogger('main')
+
+# A UTF-8 byte-order mark (Windows editors write one) is not part of the first label.
+BOM = '\ufeff'
 
 Example = collections.namedtuple('Example', ['line_number', 'label', 'text'])
 
@@ -42,7 +47,11 @@ def iter_examples(path, require_label=False):
             except UnicodeDecodeError as e:
                 raise UsageError('%s:%d: invalid UTF-8 (byte %d)'
                                  % (path, line_number, e.start + 1))
+            if line_number == 1:
+                line = line.lstrip(BOM)
             line = line.rstrip('\r\n')
+            if '\r' in line:
+                raise _carriage_return(path, line_number)
             if not line.strip():
                 continue
             if '\t' in line:
@@ -69,6 +78,8 @@ def check_input(path):
     count = 0
     with _open_binary(path) as stream:
         for line_number, raw in enumerate(stream, start=1):
+            if b'\r' in raw.rstrip(b'\r\n'):
+                raise _carriage_return(path, line_number)
             if raw.isascii():
                 count += bool(raw.strip())
                 continue
@@ -79,6 +90,12 @@ def check_input(path):
                                  % (path, line_number, e.start + 1))
             count += bool(line.strip())
     return count
+
+
+def _carriage_return(path, line_number):
+    return UsageError('%s:%d: carriage return inside a line (a file with old Mac CR-only '
+                      "line endings?): convert it to LF line endings, e.g. tr '\\r' '\\n'"
+                      % (path, line_number))
 
 
 def _clip(text, width=60):

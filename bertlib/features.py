@@ -22,7 +22,7 @@ import numpy as np
 
 from bertlib import cli, data, distributed
 from bertlib.errors import UsageError
-from bertlib.fileio import atomic_write
+from bertlib.fileio import atomic_write, check_not_input
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +211,7 @@ def check_io(args, comm=None):
     if comm is not None:
         return comm.mpi_comm.bcast(check_io(args) if comm.rank == 0 else None)
     total = data.check_input(args.input)
+    check_not_input(args.output, [args.input])
     if args.output != '-':
         directory = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(directory):

@@ -272,3 +272,14 @@ class DirectoryLock(object):
         os.ftruncate(fd, 0)
         os.pwrite(fd, b'%d\n' % os.getpid(), 0)
         cls._held[key] = fd
+
+
+def check_not_input(output, inputs, flag='--output'):
+    """A UsageError if `output` names one of the `inputs` (through any path or link):
+    writing it would replace data not yet read, or read in full, with the results."""
+    if not output or output == '-' or _is_stream(output) or not os.path.exists(output):
+        return
+    for path in inputs:
+        if path and path != '-' and os.path.exists(path) and os.path.samefile(output, path):
+            raise UsageError('%s %s is also an input (%s): choose another output file'
+                             % (flag, output, path))
