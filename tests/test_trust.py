@@ -377,8 +377,9 @@ def test_two_trainings_into_one_folder(world, tmp_path):
             time.sleep(30)
         finally:
             os._exit(0)
+    os.close(ready_w)
     try:
-        os.read(ready_r, 1)
+        assert os.read(ready_r, 1) == b'x'
         with pytest.raises(UsageError, match=r'--out .* is in use by another training '
                                              r'\(pid %d\)' % pid):
             train_dml.main(dml_args(world, out))
@@ -427,10 +428,24 @@ def test_a_symlink_is_followed_to_its_file(tmp_path):
     assert dangling.is_symlink() and (tmp_path / 'data' / 'later.txt').read_text() == 'made'
 
 
-def test_dev_null_stays_a_device(tmp_path):
-    with fileio.atomic_write('/dev/null', 'wb') as f:
+def device(tmp_path, name, minor):
+    """A private copy of /dev/null (minor 3) or /dev/full (7) in tmp_path, or a symlink
+    to it where mknod is not allowed: a broken atomic_write run as root must not replace
+    the machine's own device (the code this suite was written against did)."""
+    path = tmp_path / name
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+    except OSError:
+        os.symlink('/dev/' + name, path)
+    return path
+
+
+def test_a_device_stays_a_device(tmp_path):
+    null = device(tmp_path, 'null', 3)
+    with fileio.atomic_write(str(null), 'wb') as f:
         f.write(b'x' * 1000)
-    assert stat.S_ISCHR(os.stat('/dev/null').st_mode)
+    assert stat.S_ISCHR(os.stat(null).st_mode)
+    assert sorted(os.listdir(tmp_path)) == ['null']
 
 
 def test_a_pipe_is_written_straight_to(tmp_path):
@@ -445,8 +460,9 @@ def test_a_pipe_is_written_straight_to(tmp_path):
 
 
 def test_a_full_disk_is_one_usage_error(tmp_path):
-    with pytest.raises(UsageError, match='/dev/full: cannot write: No space left'):
-        with fileio.atomic_write('/dev/full') as f:
+    full = device(tmp_path, 'full', 7)
+    with pytest.raises(UsageError, match='full: cannot write: No space left'):
+        with fileio.atomic_write(str(full)) as f:
             f.write('x' * 100000)
 
 
@@ -470,11 +486,12 @@ def test_stdout_on_a_full_disk_is_one_error_line(tmp_path):
     path = tmp_path / 'f.tsv'
     path.write_text(''.join('%d\t%s\n' % (i % 2, '\t'.join('%.3f' % v for v in rng.randn(3)))
                             for i in range(20)))
+    full = device(tmp_path, 'full', 7)
     for extra, message in (([], 'error: standard output: No space left on device'),
-                           (['-o', '/dev/full'], 'error: /dev/full: cannot write')):
-        with open('/dev/full', 'w') as full:
+                           (['-o', str(full)], 'error: %s: cannot write' % full)):
+        with open(full, 'w') as full_disk:
             result = subprocess.run([sys.executable, str(ROOT / 'evaluate_features.py'),
-                                     str(path)] + extra, stdout=full, stderr=subprocess.PIPE,
+                                     str(path)] + extra, stdout=full_disk, stderr=subprocess.PIPE,
                                     text=True, cwd=str(ROOT))
         assert result.returncode == 2, result.stderr
         assert result.stderr.splitlines()[-1].startswith(message), result.stderr
