@@ -80,11 +80,27 @@ class Task(object):
 
 
 def read_log(path):
-    """The per-epoch records of a JSON-lines log, [] if there is none."""
+    """The per-epoch records of a JSON-lines log, [] if there is none. A line that is not
+    a record of this program is a UsageError naming it."""
     if not os.path.exists(path):
         return []
-    with open(path, encoding='utf-8') as f:
-        return [json.loads(line) for line in f if line.strip()]
+    records = []
+    try:
+        with open(path, encoding='utf-8') as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as e:
+                    raise UsageError('%s:%d: not a JSON record (%s)' % (path, number, e))
+                if not isinstance(record, dict) or not isinstance(record.get('epoch'), int):
+                    raise UsageError('%s:%d: not an epoch record of this program'
+                                     % (path, number))
+                records.append(record)
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError('%s: cannot read the training log: %s' % (path, e))
+    return records
 
 
 def train(task, optimizer, args, log_path, plot_path=None, comm=None):

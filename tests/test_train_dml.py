@@ -62,6 +62,8 @@ def test_every_loss_trains_and_writes_the_seed_outputs(tmp_path, tiny, loss, cap
     assert "# class: 2, labels: {'pos': 0, 'neg': 1}" in printed
     assert '# vocab: 20' in printed
     assert 'saving final model at epoch 2' in printed
+    assert 'saving early-stopped model (loss) at epoch 1' in printed
+    assert 'saving early-stopped model (map) at epoch 1' in printed
     for name in ('final.model', 'final.state', 'labels.bin', 'early_stopped-loss.model',
                  'early_stopped-map.model', 'log.jsonl'):
         assert (out / name).is_file(), name

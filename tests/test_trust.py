@@ -299,6 +299,15 @@ def test_a_classifier_state_is_refused_before_anything_is_written(world, tmp_pat
     assert not (out / 'labels.bin').exists()
 
 
+def test_a_damaged_log_is_named(world, tmp_path):
+    folder = copy_folder(world, 's1', tmp_path)
+    with open(folder / 'log.jsonl', 'a') as f:
+        f.write('{"epoch": 2, "T/loss"\n')
+    with pytest.raises(UsageError, match=r'log.jsonl:2: not a JSON record'):
+        train_dml.main(dml_args(world, folder, '--loss', 'supcon', '--epoch', '2',
+                                '--resume', str(folder)))
+
+
 def test_a_hostile_commit_journal_renames_nothing(world, tmp_path):
     folder = copy_folder(world, 's1', tmp_path)
     (tmp_path / 'victim').write_text('keep me')
