@@ -45,7 +45,15 @@ class Terminated(KeyboardInterrupt):
     files removed, the last complete files kept)."""
 
 
+_MAIN_PID = []  # the process that installed the handler
+
+
 def _terminate(signum, frame):
+    if os.getpid() not in _MAIN_PID:
+        # A forked worker (e.g. a clustering child) dies of SIGTERM as it always did.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated()
 
 
@@ -60,6 +68,7 @@ def run(main):
     `distributed.fail`."""
     setup_logging()
     keep_freed_memory()
+    _MAIN_PID[:] = [os.getpid()]
     signal.signal(signal.SIGTERM, _terminate)
     try:
         status = main()

@@ -250,7 +250,9 @@ class DirectoryLock(object):
     _held = {}  # real path of the folder -> open lock file
 
     @classmethod
-    def acquire(cls, directory, what='--out'):
+    def acquire(cls, directory, what='--out', required=True):
+        """required=False: a folder this process may not write (a colleague's models,
+        read only) is used unlocked."""
         key = os.path.realpath(directory)
         if key in cls._held:
             return
@@ -258,6 +260,8 @@ class DirectoryLock(object):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
+            if not required:
+                return
             raise write_error(path, e)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -269,7 +269,7 @@ def check_args(args, kind, same=(), comm=None):
     if distributed.is_root(comm):
         claim_out(args.out)
         if args.resume and os.path.isdir(args.resume):
-            fileio.DirectoryLock.acquire(args.resume, '--resume')
+            fileio.DirectoryLock.acquire(args.resume, '--resume', required=False)
             fileio.recover(args.resume)
     if args.resume:
         check_resume(args, kind, same)
