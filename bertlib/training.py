@@ -3,8 +3,9 @@
 A script supplies a `Task` (what a batch is, its loss, how to score a split) and this
 module does the rest as the seed did: Adam with decoupled weight decay on weight matrices,
 gradient clipping at global norm 1, a linear learning-rate decay to 0 (after an optional
-warm-up), one log line per epoch in the seed's format, atomic saves of `final.model` and
-`final.state` every epoch, early-stopped models, a JSON-lines log, a plot, and `--resume`.
+warm-up), one log line per epoch in the seed's format, a plot, and `--resume`. Each
+epoch's `final.model`, `final.state`, improved early-stopped models and JSON-lines log are
+saved as one commit (`save_epoch`): a kill leaves the previous epoch's set or the new one.
 
 Reproducibility: every random draw of epoch e (batch order, triples, dropout) comes from
 generators seeded with (seed, e), and the optimizer state is saved with the model, so a
