@@ -63,9 +63,7 @@ def _create_temp(target):
         raise FileExistsError(errno.EEXIST, 'no free temporary name', target)
     try:
         existing = os.stat(target)
-    except FileNotFoundError:
-        return fd, tmp
-    except OSError:
+    except OSError:  # a new file
         return fd, tmp
     os.fchmod(fd, stat.S_IMODE(existing.st_mode))
     if (existing.st_uid, existing.st_gid) != (os.getuid(), os.getgid()):
