@@ -153,15 +153,17 @@ def write_projector(directory, name, labels, features, texts):
 
 
 def check_projector_dir(directory):
-    """UsageError unless `directory` is, or can be made, a writable folder."""
+    """UsageError unless `directory` is, or can be made (with its parents), a writable
+    folder."""
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise UsageError('--projector %s exists and is not a directory' % directory)
-    parent = directory if os.path.isdir(directory) else \
-        os.path.dirname(os.path.abspath(directory))
-    if not os.path.isdir(parent):
-        raise UsageError('--projector %s: directory %s does not exist' % (directory, parent))
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError('--projector %s: %s is not writable' % (directory, parent))
+    existing = os.path.abspath(directory)
+    while not os.path.isdir(existing):
+        if os.path.exists(existing):
+            raise UsageError('--projector %s: %s is not a directory' % (directory, existing))
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError('--projector %s: %s is not writable' % (directory, existing))
 
 
 def _tsv_cell(text):

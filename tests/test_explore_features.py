@@ -122,6 +122,7 @@ def test_bad_input_is_one_error_line_before_any_slow_work(tmp_path):
             (['--output', tmp_path / 'missing' / 'p.html'], 'does not exist'),
             (['--output', tmp_path / 'p.png'], 'must be an .html file'),
             (['--projector', features], 'is not a directory'),
+            (['--projector', features / 'sub' / 'dir'], 'is not a directory'),
             ([], 'nothing to write')):
         start = time.time()
         result = run('--input', features, '--text', text, *args)
@@ -135,7 +136,7 @@ def page(tmp_path_factory):
     """A page (PCA map, 5 neighbours) and its Projector folder, built by the script."""
     folder = tmp_path_factory.mktemp('page')
     features, text, labels, texts, vectors = make_data(folder)
-    html, projector = folder / 'page.html', folder / 'projector'
+    html, projector = folder / 'page.html', folder / 'new' / 'projector'
     result = run('--input', features, '--text', text, '--output', html, '--method', 'pca',
                  '--neighbours', 5, '--projector', projector, '--title', '<i>title</i>')
     assert result.returncode == 0, result.stderr
