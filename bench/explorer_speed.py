@@ -7,7 +7,8 @@ rt-polarity's lengths), runs explore_features.py as a whole process (reading, ne
 metrics, the map, writing), and prints the page size and the build time. Where headless
 Chromium is installed (`make browser`) it then opens the page and prints the time from
 navigation start until plotly.js has drawn the map (explorer.paintedAt), the median of
---loads fresh loads.
+--loads fresh loads, then the time a click's neighbour list and a search for 'the' take
+until the next paint.
 
     python bench/explorer_speed.py [--sizes 5000 50000] [--method tsne] [--keep DIR]
 """
@@ -62,9 +63,25 @@ def build(features, text, page, method):
     return time.time() - start
 
 
-def first_paint(page, loads):
-    """Median milliseconds to the drawn map over `loads` fresh browser sessions, or None
-    without a browser."""
+# Milliseconds of a click's work (neighbour list and rings redrawn) and of a search for a
+# common word (list and rings of every match), each until the browser has painted again.
+INTERACTION = """
+const done = arguments[arguments.length - 1];
+const frame = () => new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)));
+let t = performance.now();
+explorer.select(Math.floor(explorer.data.count / 2));
+await frame();
+const click = performance.now() - t;
+t = performance.now();
+const found = explorer.search('the').length;
+await frame();
+done([click, performance.now() - t, found]);
+"""
+
+
+def browser_times(page, loads):
+    """Median milliseconds to the drawn map over `loads` fresh browser sessions, and a
+    click's and a search's milliseconds on the last; None without a browser."""
     import browser
     if browser.missing():
         print('no browser: %s' % browser.missing(), file=sys.stderr)
@@ -76,9 +93,12 @@ def first_paint(page, loads):
             times.append(browser.open_page(driver, page, timeout=600))
             assert driver.execute_script('return explorer.drawnPoints()') == \
                 driver.execute_script('return explorer.data.count')
+            driver.set_script_timeout(120)
+            click, search, found = driver.execute_async_script(
+                '(async () => {%s})()' % INTERACTION)
         finally:
             driver.quit()
-    return float(np.median(times))
+    return float(np.median(times)), click, search, found
 
 
 def main():
@@ -91,16 +111,19 @@ def main():
     args = parser.parse_args()
     folder = pathlib.Path(args.keep or tempfile.mkdtemp(prefix='explorer-speed-'))
     folder.mkdir(parents=True, exist_ok=True)
-    print('| points | map | page size | build time | first paint (headless Chromium) |')
-    print('|---|---|---|---|---|')
+    print('| points | map | page size | build time | first paint | click | search |')
+    print('|---|---|---|---|---|---|---|')
     for n in args.sizes:
         features, text = generate(folder, n)
         page = folder / ('page-%d.html' % n)
         seconds = build(features, text, page, args.method)
-        paint = first_paint(page, args.loads)
+        times = browser_times(page, args.loads)
+        shown = ['-'] * 3 if times is None else [
+            '%.1f s' % (times[0] / 1000.0), '%.0f ms' % times[1],
+            '%.0f ms (%d matches)' % (times[2], times[3])]
         print('| %d | %s | %.1f MB | %.1f s | %s |'
-              % (n, args.method, os.path.getsize(page) / 1e6, seconds,
-                 '-' if paint is None else '%.1f s' % (paint / 1000.0)), flush=True)
+              % (n, args.method, os.path.getsize(page) / 1e6, seconds, ' | '.join(shown)),
+              flush=True)
 
 
 if __name__ == '__main__':

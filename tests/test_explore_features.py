@@ -279,6 +279,11 @@ def test_click_lists_the_python_nearest_neighbours(page, driver):
         "return [...document.querySelectorAll('#neighbours .sentence')]"
         ".map(e => e.textContent)")
     assert listed == [page['texts'][j] for j in page['neighbours'][target]]
+    # The map rings the neighbours and the point.
+    rings = driver.execute_script(
+        "return document.getElementById('plot').layout.shapes.map(s => [s.xanchor, s.yanchor])")
+    assert sorted(map(tuple, rings)) == sorted(
+        [tuple(xy[j]) for j in page['neighbours'][target]] + [tuple(xy[target])] * 2)
     marks = driver.execute_script(
         "return [...document.querySelectorAll('#neighbours .hit, #neighbours .miss')]"
         ".map(e => e.className)")
