@@ -69,6 +69,7 @@ bench: setup model
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
 	    (apt-get install -y -q chromium chromium-driver || (apt-get update -q && \
 	     apt-get install -y -q chromium chromium-driver)) >/dev/null \
 	    || echo "browser: apt-get failed; the browser tests will be skipped"; \
