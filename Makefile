@@ -14,7 +14,7 @@ MODEL_FLAGS := --vocab_file $(MODEL_DIR)/vocab.txt \
 	--bert_config_file $(MODEL_DIR)/bert_config.json \
 	--init_checkpoint $(MODEL)
 
-.PHONY: setup setup-test mpi model demo test test-slow bench clean
+.PHONY: setup setup-test mpi model demo test test-slow bench clean browser
 
 # Chainer 7.8.1 is an sdist whose setup.py imports pkg_resources, gone from setuptools 81:
 # install an older setuptools first and build without isolation so the build uses it.
@@ -62,6 +62,18 @@ test-slow: setup-test model
 
 bench: setup model
 	$(PY) bench/extract_speed.py $(MODEL_FLAGS)
+
+# Headless Chromium and its WebDriver for the explorer page's browser tests
+# (tests/test_explore_features.py), from Debian's packages; needs root and apt-get. Where
+# they cannot be installed the browser tests skip and say why, so this never fails.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    (apt-get install -y -q chromium chromium-driver || (apt-get update -q && \
+	     apt-get install -y -q chromium chromium-driver)) >/dev/null \
+	    || echo "browser: apt-get failed; the browser tests will be skipped"; \
+	else echo "browser: not root or no apt-get; the browser tests will be skipped"; fi
 
 clean:
 	rm -rf $(VENV) build BERT results .pytest_cache

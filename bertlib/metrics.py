@@ -177,3 +177,45 @@ def _rank_order(values):
     if tied.size:
         order[tied] = np.argsort(-values[tied], axis=1, kind='stable')
     return order
+
+
+def nearest_neighbours(embeddings, k, batch_size=1024, workers=None):
+    """The k nearest other items of every item under cosine similarity, ranked as the
+    retrieval metrics above rank them: by (-similarity, index), duplicates tied.
+
+    embeddings: (N, D) float array; k: neighbours per item, at most N - 1 (larger is
+    clipped). Memory is O(workers * batch_size * N). Returns (indices, similarities):
+    (N, k) int64 and (N, k) float64, nearest first, each item itself left out. So
+    labels[indices[:, 0]] == labels is the per-query precision@1 of `retrieval_metrics`.
+    """
+    x = _to_numpy(embeddings)
+    n = len(x)
+    k = min(int(k), n - 1)
+    if k < 1:
+        raise ValueError('nearest neighbours need k >= 1 and at least 2 items')
+    unit, column = _unique_unit_rows(x)
+    indices = np.empty((n, k), dtype=np.int64)
+    similarities = np.empty((n, k), dtype=np.float64)
+
+    def block(start):
+        queries = np.arange(start, min(start + batch_size, n))
+        sims = unit[column[queries]] @ unit.T                  # (B, U)
+        if unit.shape[0] < n:
+            sims = sims[:, column]                             # (B, N)
+        sims[np.arange(queries.size), queries] = -np.inf       # not its own neighbour
+        keep = _top_k_mask(sims, k)
+        columns = np.nonzero(keep)[1].reshape(-1, k)           # (B, k) in column order
+        values = sims[keep].reshape(-1, k)
+        order = _rank_order(values)
+        indices[queries] = np.take_along_axis(columns, order, axis=1)
+        similarities[queries] = np.take_along_axis(values, order, axis=1)
+
+    workers = workers or min(os.cpu_count() or 1, 4)
+    starts = range(0, n, batch_size)
+    if workers > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(block, starts))
+    else:
+        for start in starts:
+            block(start)
+    return indices, similarities

@@ -34,36 +34,46 @@ def test_pretrained_features_reach_the_published_reference_figures(demo_model, d
     assert abs(scores['map_at_r'] - 0.288) < 0.005
 
 
-def test_demo_runs_every_script_on_the_bundled_sample(demo_model, tmp_path):
-    """`make demo` without rt-polarity: trains both models, extracts the three feature
-    sets, plots, clusters and compares them, under the original project's file names."""
+def test_demo_runs_every_script_on_the_bundled_held_out_split(demo_model, tmp_path):
+    """`make demo` without rt-polarity: trains both models on samples/rt-polarity/train.txt,
+    extracts the three feature sets of its unseen test.txt, plots, clusters and compares
+    them under the original project's file names, and writes an explorer page and
+    Projector folder per feature set. DML features beat pre-trained ones even after one
+    epoch."""
     env = dict(os.environ, PY=sys.executable, MODEL_DIR=str(demo_model), OUT=str(tmp_path),
-               NAME='sample', TRAIN=str(ROOT / 'samples' / 'sentences.txt'),
-               TEST=str(ROOT / 'samples' / 'sentences.txt'), EPOCHS='1')
-    in_project = ROOT / 'features' / 'sample-dml-sentences.txt'
+               EPOCHS='1')
+    for name in ('NAME', 'TRAIN', 'TEST'):
+        env.pop(name, None)
+    in_project = ROOT / 'features' / 'rt-sample-dml-test.txt'
 
     def stamp():
         return in_project.stat().st_mtime_ns if in_project.exists() else None
     before = stamp()
     result = subprocess.run(['bash', str(ROOT / 'tools' / 'demo.sh')], env=env,
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
-    sentences = len((ROOT / 'samples' / 'sentences.txt').read_text().splitlines())
+    test = (ROOT / 'samples' / 'rt-polarity' / 'test.txt').read_text().splitlines()
     for kind, dim in (('dml', 512), ('clsed', 384), ('embed', 384)):
-        rows = (tmp_path / 'features' / ('sample-%s-sentences.txt' % kind)).read_text()
+        rows = (tmp_path / 'features' / ('rt-sample-%s-test.txt' % kind)).read_text()
         rows = [row.split('\t') for row in rows.splitlines()]
-        assert len(rows) == sentences and {len(r) for r in rows} == {dim + 1}, kind
-        assert (tmp_path / 'results' / ('plot_sample-%s-sentences.png' % kind)).stat().st_size
+        assert len(rows) == len(test) and {len(r) for r in rows} == {dim + 1}, kind
+        assert (tmp_path / 'results' / ('plot_rt-sample-%s-test.png' % kind)).stat().st_size
         scores = (tmp_path / 'results' / 'clustering' /
-                  ('plot_sample-%s-sentences.tsv' % kind)).read_text().splitlines()
+                  ('plot_rt-sample-%s-test.tsv' % kind)).read_text().splitlines()
         assert len(scores) == 1 + 10, scores  # a header and the ten algorithms
-    for name in ('results_dml-sample.png', 'results_clsed-sample.png',
-                 'comparison_sample-sentences.png'):
+        page = (tmp_path / 'results' / ('explore_rt-sample-%s-test.html' % kind))
+        assert 'explorer-data' in page.read_text(encoding='utf-8'), kind
+        projector = tmp_path / 'results' / 'projector' / ('rt-sample-%s-test' % kind)
+        assert len((projector / 'metadata.tsv').read_text().splitlines()) == 1 + len(test)
+    for name in ('results_dml-rt-sample.png', 'results_clsed-rt-sample.png',
+                 'comparison_rt-sample-test.png'):
         assert (tmp_path / 'results' / name).stat().st_size > 0, name
-    table = (tmp_path / 'results' / 'comparison_sample-sentences.md').read_text()
-    rows = {line.split('|')[1].strip(): float(line.split('|')[2])
+    table = (tmp_path / 'results' / 'comparison_rt-sample-test.md').read_text()
+    rows = {line.split('|')[1].strip(): [float(v) for v in line.split('|')[2:4]]
             for line in table.splitlines()[2:]}
     assert set(rows) == {'DML', 'Classified', 'Pre-trained'}
-    assert all(0.0 <= p <= 1.0 for p in rows.values())
+    assert all(0.0 <= v <= 1.0 for values in rows.values() for v in values)
+    assert rows['DML'][0] > rows['Pre-trained'][0] + 0.05   # P@1 on unseen sentences
+    assert rows['DML'][1] > rows['Pre-trained'][1] + 0.10   # MAP@R
     assert table in result.stdout  # the table is also printed at the end
     assert stamp() == before  # OUT took everything; the project's own files are untouched

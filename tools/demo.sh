@@ -8,10 +8,12 @@
 #   results/plot_<name>-<kind>-<test>.png        t-SNE pictures
 #   results/clustering/plot_<name>-<kind>-<test>.png (+ .tsv)  clustering comparisons
 #   results/comparison_<name>-<test>.{md,png}    the side-by-side table and picture
+#   results/explore_<name>-<kind>-<test>.html  the explorer pages (explore_features.py)
+#   results/projector/<name>-<kind>-<test>/    their TensorBoard Projector folders
 #
 # Data: rt-polarity when datasets/rt-polarity/04-{train,test}.txt exist (make them with
-# datasets/prepare_rt_polarity.py), else the bundled samples/sentences.txt, which then
-# serves as training and test file alike (a smoke run, not a measurement).
+# datasets/prepare_rt_polarity.py), else the bundled held-out split samples/rt-polarity/
+# (600 training and 400 unseen test sentences: minutes on a laptop CPU).
 # Override with environment variables: NAME, TRAIN, TEST, EPOCHS, MODEL_DIR, PY, GPU, and
 # OUT, the folder that receives models/, features/ and results/ (default: the project).
 set -euo pipefail
@@ -25,8 +27,8 @@ if [ -z "${TRAIN:-}" ]; then
         NAME=${NAME:-rt} TRAIN=datasets/rt-polarity/04-train.txt
         TEST=datasets/rt-polarity/04-test.txt EPOCHS=${EPOCHS:-2}
     else
-        NAME=${NAME:-sample} TRAIN=samples/sentences.txt TEST=samples/sentences.txt
-        EPOCHS=${EPOCHS:-5}
+        NAME=${NAME:-rt-sample} TRAIN=samples/rt-polarity/train.txt
+        TEST=samples/rt-polarity/test.txt EPOCHS=${EPOCHS:-2}
     fi
 fi
 NAME=${NAME:-demo} TEST=${TEST:?TEST is needed with TRAIN} EPOCHS=${EPOCHS:-2}
@@ -75,4 +77,13 @@ $PY evaluate_features.py "$FEATURES-dml-$TESTNAME.txt" "$FEATURES-clsed-$TESTNAM
     --grid "$RESULTS/comparison_$NAME-$TESTNAME.png" \
     --output "$RESULTS/comparison_$NAME-$TESTNAME.md"
 cat "$RESULTS/comparison_$NAME-$TESTNAME.md"
+
+for kind in dml clsed embed; do
+    features=$FEATURES-$kind-$TESTNAME.txt
+    step "explorer page of $features"
+    $PY explore_features.py --input "$features" --text "$TEST" \
+        --output "$RESULTS/explore_$NAME-$kind-$TESTNAME.html" \
+        --projector "$RESULTS/projector/$NAME-$kind-$TESTNAME"
+done
+echo "explorer pages: $RESULTS/explore_$NAME-*.html (open one in a browser)" >&2
 echo "results: $RESULTS/*$NAME-*" >&2
