@@ -141,11 +141,28 @@ def test_bad_training_files(tmp_path, tiny, content, message):
         train_dml.main(train_args(tmp_path, tiny, tmp_path / 'out', '--epoch', '1'))
 
 
-def test_eval_labels_never_seen_in_training(tmp_path, tiny):
-    (tmp_path / 'eval.txt').write_text('pos\tgood\nmixed\tgood bad\n')
-    with pytest.raises(UsageError, match=r"eval.txt: labels never seen in training: "
-                                         r"'mixed' \(line 2\)"):
-        train_dml.main(train_args(tmp_path, tiny, tmp_path / 'out', '--epoch', '1'))
+@pytest.mark.parametrize('loss', ['triplet', 'supcon', 'arcface'])
+def test_eval_classes_unseen_in_training_are_scored(tmp_path, tiny, loss, caplog):
+    """Disjoint classes (deep metric learning's protocol): eval labels outside labels.bin
+    get their own ids, precision@1 and MAP@R use them, and the log counts them."""
+    caplog.set_level('INFO')
+    eval_lines = ['pos\tgood film', 'pos\tnice film', 'mixed\tgood bad', 'mixed\tgreat dull',
+                  'other\tthe plot', 'other\tthe plot was']
+    (tmp_path / 'eval.txt').write_text('\n'.join(eval_lines) + '\n')
+    out = tmp_path / 'out'
+    train_dml.main(train_args(tmp_path, tiny, out, '--epoch', '1', '--loss', loss,
+                              '--triplets', '8', '--samples_per_class', '2'))
+    assert 'eval.txt: 3 classes, 2 of them unseen in training (mixed, other)' in caplog.text
+    records = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
+    # Every eval sentence has a same-class neighbour, so the scores are real numbers.
+    assert 0.0 <= records[0]['D/acc1'] <= 1.0 and 0.0 <= records[0]['D/acc2'] <= 1.0
+    if loss == 'arcface':
+        # Only 'pos' has a trained proxy: one class cannot make a D/loss.
+        assert np.isnan(records[0]['D/loss'])
+    else:
+        assert np.isfinite(records[0]['D/loss'])
+    # labels.bin keeps the training classes only; the model is still a 2-class one.
+    assert checkpoints.load_labels(str(out / 'labels.bin')) == {'pos': 0, 'neg': 1}
 
 
 def test_single_sentence_class_is_a_warning(tmp_path, tiny, caplog):
