@@ -5,8 +5,8 @@ Training and evaluation files hold one `label<TAB>text` a line. After every epoc
 line reports T/ (training) and D/ (evaluation) loss, acc1 = precision@1 and acc2 = MAP@R
 of the cosine embeddings (leave-one-out; T/ on a fixed sample of at most 2,000 training
 sentences), and `final.model` / `final.state` are saved (atomically) into --out, with
-`labels.bin`, `early_stopped-loss.model`, `early_stopped-map.model`, `log.jsonl` and the
-curves `<out>.png`.
+`labels.bin`, `early_stopped-loss.model`, `early_stopped-map.model` and `log.jsonl`; the
+curves go to `<out>.png` beside --out, where the original BERT-DML put them.
 
 Example:
     python train_dml.py --batchsize 64 --epoch 100 \\
@@ -82,8 +82,7 @@ def main(argv=None):
     task = dml.DMLTask(model, args.loss, train, evaluation, args.batchsize, device.xp,
                        hyper=loss_hyperparameters(args), triplets=args.triplets,
                        samples_per_class=args.samples_per_class, seed=args.seed, comm=comm)
-    plot = None if args.noplot else os.path.join(
-        args.out, os.path.basename(os.path.normpath(args.out)) + '.png')
+    plot = None if args.noplot else training.beside_out(args.out, '.png')
     try:
         training.train(task, optimizer, args, os.path.join(args.out, 'log.jsonl'), plot,
                        comm)

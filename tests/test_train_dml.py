@@ -83,6 +83,14 @@ def test_log_line_has_the_seed_format(tmp_path, tiny, caplog):
     for key in ('T/acc1=', 'T/acc2=', 'T/sec= ', 'D/loss=', 'D/acc1=', 'D/acc2=', 'D/sec= ',
                 'lr=', 'eta='):
         assert key in line
+    # As in the original's log: eta is the learning rate, lr Adam's bias correction.
+    record = json.loads((tmp_path / 'out' / 'log.jsonl').read_text().splitlines()[0])
+    fields = dict(part.split('=') for part in line.split() if '=' in part)
+    assert float(fields['eta']) == pytest.approx(record['lr'], abs=1e-6)
+    assert 0 < record["lr"] <= 5e-5
+    steps = 1  # 8 triplets at batch size 8
+    assert float(fields['lr']) == pytest.approx((1 - 0.999 ** steps) ** 0.5 / (1 - 0.9 ** steps),
+                                                abs=1e-6)
     # An epoch shows its progress before its log line (on a pipe: every 30 s, the first
     # batch included).
     messages = [r.getMessage() for r in caplog.records]
@@ -232,3 +240,12 @@ def test_help_of_both_scripts():
         assert result.returncode == 0
         for flag in flags:
             assert flag in result.stdout, (script, flag)
+
+
+def test_curves_go_to_out_png_beside_out(tmp_path, tiny):
+    out = tmp_path / 'results_dml-rt'
+    args = [a for a in train_args(tmp_path, tiny, out, '--epoch', '1', '--triplets', '8')
+            if a != '--noplot']
+    train_dml.main(args)
+    assert (tmp_path / 'results_dml-rt.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert not list(out.glob('*.png'))
