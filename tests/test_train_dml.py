@@ -234,7 +234,8 @@ def test_help_of_both_scripts():
                                             '--start_epoch', '--noplot', '--seed', '--loss',
                                             '--pooling', '--dim', '--triplets']),
                           ('extruct_bert_metrics.py', ['--input', '--model', '--label',
-                                                      '--gpu', '--batchsize'])):
+                                                      '--gpu', '--batchsize', '--max_length',
+                                                      '--join_ellipsis'])):
         result = subprocess.run([sys.executable, str(ROOT / script), '--help'],
                                 capture_output=True, text=True, cwd=str(ROOT))
         assert result.returncode == 0
