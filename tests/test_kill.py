@@ -25,7 +25,7 @@ from conftest import model_flags, write_tiny_bert
 pytestmark = pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
 
 EPOCHS = 2
-TIMING = ('T/sec', 'T/sentences_per_sec', 'D/sec', 'eta')
+TIMING = ('T/sec', 'T/sentences_per_sec', 'D/sec', 'remaining_sec')
 
 
 @pytest.fixture(scope='module')
