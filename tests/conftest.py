@@ -5,6 +5,8 @@ import pathlib
 
 import pytest
 
+import bertlib  # noqa: F401  before any test imports Chainer: applies bertlib/compat.py
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / 'BERT' / 'all-MiniLM-L6-v2'
 DATASETS = ROOT.parent / 'shared' / 'datasets'
