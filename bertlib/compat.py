@@ -123,10 +123,19 @@ def _restore_pkg_resources():
 applied = ()  # names of the patches the last apply() installed
 
 
+def _quiet_cupy_without_nccl():
+    """CuPy 14 warns at import, so at `import chainer` in every script, CPU runs too,
+    when NCCL is not installed. Only --communicator pure_nccl needs NCCL, and it says so
+    when it cannot start (bertlib/distributed.py)."""
+    warnings.filterwarnings('ignore', message=r'\s*nccl library could not be loaded',
+                            category=UserWarning)
+
+
 def apply():
     """Installs what is missing (idempotent); returns the names of the patches it
     installed this time, () where nothing was missing."""
     global applied
+    _quiet_cupy_without_nccl()
     done = []
     for name, patch in (('numpy.sctypes', _restore_sctypes),
                         ('numpy.distutils', _restore_numpy_distutils),
