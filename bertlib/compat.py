@@ -15,6 +15,10 @@ nothing where the piece is already there, as on NumPy 1.26 with Python 3.11:
   stand-in built on importlib.metadata finds installed distributions and does no
   version checks (Chainer's own specifiers predate every CuPy that runs today).
 
+Two more differences between environments live here: CuPy 14's import-time warning
+about a missing NCCL is silenced (`_quiet_cupy_without_nccl`), and `numba` is Numba, or
+a stand-in where it does not import (`_WithoutNumba`).
+
 A scan of Chainer 7.8.1 and ChainerMN for the other names NumPy 2 removed (np.float_,
 np.product, np.find_common_type, np.cast, np.in1d, ...) found only `numpy.float`
 in resize_images (gone since NumPy 1.24, not used here) and `numpy.core` named in a
@@ -119,6 +123,35 @@ def _restore_pkg_resources():
         DistributionNotFound=DistributionNotFound, VersionConflict=VersionConflict)
     return True
 
+
+class _WithoutNumba(object):
+    """Where Numba does not import (not installed, as on a GPU machine set up for
+    PyTorch, whose llvmlite alone is 60 MB; or built for an older NumPy): its decorators
+    leave the Python function as it is and `compiled` is False, so bertlib's CPU code
+    takes its NumPy and Chainer paths instead of those loops. GPU code never uses Numba."""
+
+    compiled = False
+
+    @staticmethod
+    def njit(*args, **kwargs):
+        if len(args) == 1 and callable(args[0]) and not kwargs:
+            return args[0]
+        return lambda function: function
+
+    vectorize = njit
+
+
+def _load_numba():
+    try:
+        import numba as real
+    except Exception:  # ImportError, or Numba refusing a NumPy newer than it knows
+        return _WithoutNumba()
+    return types.SimpleNamespace(njit=real.njit, vectorize=real.vectorize, compiled=True)
+
+
+# The fused CPU kernels' compiler (bertlib/activations.py, normalization.py,
+# optimization.py): Numba, or the stand-in above.
+numba = _load_numba()
 
 applied = ()  # names of the patches the last apply() installed
 

@@ -77,3 +77,37 @@ def test_a_clipped_adamw_step_keeps_float32():
         for key, moment in param.update_rule.state.items():
             assert moment.dtype == np.float32, (name, key)
     assert np.isfinite(link.W.array).all() and not (link.W.array == 1).all()
+
+
+NUMBA_PATHS = '''
+import sys
+if sys.argv[1] == 'without':
+    sys.modules['numba'] = None  # import raises ImportError, as where it is not installed
+import bertlib, chainer, numpy as np
+from bertlib import activations, compat, normalization, optimization
+rng = np.random.RandomState(0)
+x = chainer.Variable((rng.randn(6, 8) * 2).astype(np.float32))
+link = normalization.LayerNormalization(8, eps=1e-12)
+y = link(activations.gelu(x))
+optimizer = optimization.make_optimizer(link, 1e-2, 0.01)
+optimizer.eta = 1.0
+link.cleargrads()  # Chainer fills a new parameter's gradient with NaN
+chainer.functions.sum(y * y).backward()
+optimizer.update()
+print(compat.numba.compiled)
+np.save(sys.stdout.buffer, np.concatenate([y.array.ravel(), x.grad.ravel(), link.gamma.array]))
+'''
+
+
+def test_cpu_kernels_without_numba_give_the_same_numbers():
+    """Where Numba does not import, GELU, layer norm and AdamW take NumPy/Chainer paths."""
+    import io
+    outputs = {}
+    for case in ('with', 'without'):
+        result = subprocess.run([sys.executable, '-c', NUMBA_PATHS, case], capture_output=True,
+                                cwd=str(ROOT), timeout=120)
+        assert result.returncode == 0, result.stderr.decode()
+        flag, _, data = result.stdout.partition(b'\n')
+        outputs[case] = (flag, np.load(io.BytesIO(data)))
+    assert outputs['with'][0] == b'True' and outputs['without'][0] == b'False'
+    np.testing.assert_allclose(outputs['without'][1], outputs['with'][1], atol=1e-5)

@@ -221,8 +221,9 @@ def test_help_lists_the_communicators():
 
 GRADIENT_CHECK = r'''
 import sys
-import chainer, chainer.functions as F, chainermn, numpy as np
 sys.path.insert(0, {root!r})
+import bertlib  # first: Chainer 7.8.1 on NumPy 2 (bertlib/compat.py)
+import chainer, chainer.functions as F, chainermn, numpy as np
 from bertlib import distributed, dml, dropout, losses, modeling
 comm = chainermn.create_communicator('naive')
 config = modeling.BertConfig.from_json_file({config!r})
