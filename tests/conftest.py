@@ -68,6 +68,8 @@ def gpu_usable():
 def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` skip cleanly where no usable GPU is."""
     marked = [item for item in items if item.get_closest_marker('gpu')]
+    if os.environ.get('BERTLIB_GPU_DRY_RUN') == '1':
+        return  # tests/test_gpu.py with the CPU standing in for the GPU
     if marked and not gpu_usable():
         skip = pytest.mark.skip(reason='needs CuPy and a CUDA GPU that Chainer can use')
         for item in marked:
