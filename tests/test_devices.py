@@ -155,3 +155,49 @@ def test_losses_are_checked_in_one_copy():
 def test_gpu_batches_are_not_cut_by_length():
     assert features.length_pieces(np) == 4
     assert features.length_pieces(types.SimpleNamespace()) == 1
+
+
+class CountingTokenizer(object):
+    """ids = one id per word; records the thread that tokenised each text."""
+
+    def __init__(self):
+        self.threads = set()
+
+    def encode(self, text, max_seq_length):
+        import threading
+        self.threads.add(threading.current_thread().name)
+        if text == 'boom':
+            raise UsageError('input.txt:%s: bad line' % text)
+        return [1] * len(text.split()), False
+
+
+def _examples(texts):
+    from bertlib import data
+    return [data.Example(i + 1, 'l%d' % i, text) for i, text in enumerate(texts)]
+
+
+def test_extraction_tokenises_ahead_and_keeps_input_order():
+    """Chunks of 2 batches of 2: the next chunk is tokenised in a thread while this one
+    is encoded; rows come out in input order, the vector being each sentence's length."""
+    texts = ['a ' * (1 + (7 * i) % 5) for i in range(11)]
+    tokenizer = CountingTokenizer()
+
+    def encode(input_ids, input_mask):
+        return input_mask.sum(axis=1, keepdims=True).astype(np.float32)
+    extractor = features.FeatureExtractor(tokenizer, encode, batchsize=2, chunk_batches=2)
+    pairs = list(extractor(_examples(texts)))
+    assert [example.label for example, _ in pairs] == ['l%d' % i for i in range(11)]
+    assert [int(vector[0]) for _, vector in pairs] == [len(t.split()) for t in texts]
+    assert tokenizer.threads and 'MainThread' not in tokenizer.threads
+    assert extractor.count == 11
+
+
+def test_an_error_in_a_later_chunk_comes_out_after_the_earlier_rows():
+    extractor = features.FeatureExtractor(
+        CountingTokenizer(), lambda ids, mask: mask.sum(axis=1, keepdims=True) * 1.0,
+        batchsize=1, chunk_batches=2)
+    seen = []
+    with pytest.raises(UsageError, match='input.txt:boom: bad line'):
+        for example, _ in extractor(_examples(['a', 'b c', 'd', 'boom'])):
+            seen.append(example.label)
+    assert seen == ['l0', 'l1']
