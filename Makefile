@@ -18,11 +18,12 @@ MODEL_FLAGS := --vocab_file $(MODEL_DIR)/vocab.txt \
 	gpu-check-prepare clean
 
 # The default environment keeps NumPy 1.26 on the machine's python3; the second one
-# (.venv-numpy2, `make test-numpy2`) has the newest NumPy 2 on the newest Python found.
+# (.venv-numpy2, `make test-numpy2`) has the newest NumPy 2 and CuPy 14 (no GPU needed).
 NUMPY_DEFAULT := numpy>=1.24,<2
-PYTHON_NUMPY2 ?= $(shell for p in python3.13 python3.12 \
-	$$(ls -d $$HOME/.pyenv/versions/3.13*/bin/python3 $$HOME/.pyenv/versions/3.12*/bin/python3 \
-	2>/dev/null); do $$p -c '' 2>/dev/null && { echo $$p; exit; }; done; echo $(PYTHON))
+# Python 3.12 first (the GPU machines' Python), then 3.13; pyenv's where no plain one runs.
+PYTHON_NUMPY2 ?= $(shell for p in python3.12 $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3 \
+	2>/dev/null) python3.13 $$(ls -d $$HOME/.pyenv/versions/3.13*/bin/python3 2>/dev/null); \
+	do $$p -c '' 2>/dev/null && { echo $$p; exit; }; done; echo $(PYTHON))
 VENV2 := .venv-numpy2
 PY2 := $(VENV2)/bin/python
 CUDA ?= 12
@@ -55,7 +56,8 @@ gpu: $(VENV)/.runtime
 	CUDA=$(CUDA) $(PIP) install -r requirements-gpu.txt \
 		"numpy==$$($(PY) -c 'import numpy; print(numpy.__version__)')"
 
-# Same as the test environment, with the newest NumPy 2 and Python 3.13/3.12.
+# The test environment with the newest NumPy 2, Python 3.12 and CuPy 14 (see
+# requirements-numpy2.txt).
 $(VENV2)/.test: requirements.txt requirements-mpi.txt requirements-numpy2.txt
 	$(PYTHON_NUMPY2) -m venv $(VENV2)
 	$(VENV2)/bin/python -m pip install --quiet "setuptools<81" wheel
