@@ -80,8 +80,10 @@ def add_bert_arguments(parser, batchsize=64, communicator=False):
                             'sentences are truncated and counted in the log (default: 128)')
     run_group = parser.add_argument_group('running')
     run_group.add_argument('--gpu', '-g', type=int, default=-1,
-                           help='GPU id to run on with CuPy; -1: CPU (default: -1). With '
-                                '--communicator, process r of a node uses GPU id + r')
+                           help='GPU id to run on with CuPy (`make gpu`); -1: CPU (default: '
+                                '-1). With --communicator, process r of a node uses GPU id + '
+                                'r, or GPU id of its own where each process sees its own '
+                                'GPUs (CUDA_VISIBLE_DEVICES)')
     run_group.add_argument('--batchsize', '-b', type=int, default=batchsize,
                            help='sentences per batch, over all processes with '
                                 '--communicator (default: %d)' % batchsize)
