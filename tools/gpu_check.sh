@@ -85,7 +85,8 @@ step() {
     [ $status -eq 0 ] || { verdict="FAILED (exit $status$([ $status -eq 124 ] && echo ', timed out'))"; FAILED=1; }
     note "### $name: $verdict in ${took}s"
     note '```'
-    grep -E '^(check:|speed-|compare:|make-|[0-9]+ (passed|failed)|FAILED|ERROR|error:)' "$log" | tail -20 >> "$REPORT"
+    grep -E '^(check:|speed-|compare:|make-|[0-9]+ (passed|failed)|FAILED|ERROR|error:)|\] T/loss=|extracted [0-9]+ lines' \
+        "$log" | tail -20 >> "$REPORT"
     if [ $status -ne 0 ]; then
         echo '--- last lines:' >> "$REPORT"
         tail -25 "$log" >> "$REPORT"
