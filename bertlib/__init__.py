@@ -1,2 +1,8 @@
 """BERT-DML: Chainer BERT, WordPiece tokenizer, checkpoints, metric-learning heads and the
 feature pipeline behind the command-line scripts."""
+
+# Before anything imports Chainer: what Chainer 7.8.1 needs from NumPy 1, numpy.distutils
+# and pkg_resources on NumPy 2, Python 3.12+ and setuptools 81+ (see bertlib/compat.py).
+from bertlib import compat as _compat
+
+_compat.apply()

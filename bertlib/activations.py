@@ -16,9 +16,10 @@ import math
 
 import chainer
 import chainer.functions as F
-import numba
 import numpy as np
 import scipy.special
+
+from bertlib.compat import numba
 
 _ERF_CLIP = 3.925
 _ERF_P = (1.1283791458517229, 0.19059224404330241, 0.05276910458121363,
@@ -63,13 +64,13 @@ def _gelu_grad_float32(x):
 
 
 def _gelu_cpu(x):
-    if x.dtype == np.float32:
+    if x.dtype == np.float32 and numba.compiled:
         return _gelu_float32(x)
     return (x * scipy.special.ndtr(x)).astype(x.dtype, copy=False)
 
 
 def _gelu_grad_cpu(x):
-    if x.dtype == np.float32:
+    if x.dtype == np.float32 and numba.compiled:
         return _gelu_grad_float32(x)
     pdf = np.exp(-0.5 * x * x) * _INV_SQRT_2PI
     return (scipy.special.ndtr(x) + x * pdf).astype(x.dtype, copy=False)

@@ -105,6 +105,17 @@ def _check_gpu_communicator(name, gpu):
                           'naive on the CPU' % (name, gpu))
 
 
+def check_training_communicator(args):
+    """Training on GPUs needs a communicator that moves gradients in GPU memory without
+    MPI: naive and flat hand GPU pointers to MPI, which the MPICH of `make mpi` (no CUDA
+    support) cannot read. Called before anything is loaded."""
+    name = getattr(args, 'communicator', None)
+    if name in ('naive', 'flat') and args.gpu >= 0:
+        raise AgreedError('--communicator %s --gpu %d: %s hands GPU memory to MPI, and '
+                          'this MPI has no CUDA support; train on GPUs with --communicator '
+                          'pure_nccl (NCCL), or on the CPU with --gpu -1' % (name, args.gpu, name))
+
+
 def is_root(comm):
     """True on the process that prints and writes: rank 0, or the only process."""
     return comm is None or comm.rank == 0
@@ -199,7 +210,7 @@ def bcast_model(comm, model):
         comm.bcast_data(model)
 
 
-def encode_by_length(comm, encode, id_lists, xp, pieces=4):
+def encode_by_length(comm, encode, id_lists, xp, pieces=None):
     """`features.encode_by_length` of a training batch, with the work shared by the ranks.
 
     Every rank passes the whole batch and gets the whole (B, D) Variable back, rows in
@@ -208,6 +219,7 @@ def encode_by_length(comm, encode, id_lists, xp, pieces=4):
     padded to the piece's length, with the piece's dropout masks (`dropout.rows`).
     """
     from bertlib import features
+    pieces = pieces or features.length_pieces(xp)
     if comm is None or comm.size == 1:
         return features.encode_by_length(encode, id_lists, xp, pieces)
     import chainer.functions as F

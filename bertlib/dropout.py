@@ -2,7 +2,9 @@
 
 Chainer's `F.dropout` draws a float64 uniform array per call with NumPy's legacy global
 RandomState; on the CPU that was a tenth of a BERT training step. Here the mask comes
-from a PCG64 `Generator` in float32. On a GPU, Chainer's own dropout is used.
+from a PCG64 `Generator` in float32. On a GPU it comes from CuPy's generator, which
+training.seed_everything seeds from --seed: Chainer's own GPU dropout takes cuDNN's,
+seeded from CHAINER_SEED or os.urandom, so GPU runs could not be repeated.
 
 Data-parallel training (bertlib/distributed.py) encodes a slice of each batch on every
 process; `rows(start, stop, total)` makes the masks of that slice the very numbers one
@@ -12,7 +14,6 @@ process would draw for those rows of the whole batch, so N processes train exact
 import contextlib
 
 import chainer
-import chainer.functions as F
 import numpy as np
 
 _generator = np.random.Generator(np.random.PCG64(0))
@@ -89,16 +90,35 @@ class Dropout(chainer.function_node.FunctionNode):
         self.mask = np.multiply(keep, x.dtype.type(1.0 / (1.0 - self.ratio)), dtype=x.dtype)
         return x * self.mask,
 
+    def forward_gpu(self, inputs):
+        import cupy
+        x, = inputs
+        uniform = cupy.random.random(x.shape, dtype=cupy.float32)
+        self.mask = _gpu_mask_kernel()(uniform, self.ratio, x.dtype.type(1.0 / (1.0 - self.ratio)))
+        return x * self.mask,
+
     def backward(self, indexes, grad_outputs):
         gy, = grad_outputs
         return gy * self.mask,
 
 
+_GPU_KERNELS = {}
+
+
+def _gpu_mask_kernel():
+    """mask = scale where uniform >= ratio, else 0, in the output's dtype."""
+    if not _GPU_KERNELS:
+        import cupy
+        _GPU_KERNELS['mask'] = cupy.ElementwiseKernel(
+            'float32 u, float32 ratio, T scale', 'T mask',
+            'mask = u >= ratio ? scale : (T)0', 'bertlib_dropout_mask')
+    return _GPU_KERNELS['mask']
+
+
 def dropout(x, ratio):
-    """Dropout in training mode, identity otherwise. x: Variable or array, any shape."""
+    """Dropout in training mode, identity otherwise. x: Variable or array (NumPy or
+    CuPy), any shape."""
     if not chainer.config.train or ratio == 0.0:
         return chainer.as_variable(x)
-    if not isinstance(getattr(x, 'array', x), np.ndarray):
-        return F.dropout(x, ratio)
     y, = Dropout(ratio).apply((x,))
     return y

@@ -11,8 +11,9 @@ import math
 
 import chainer
 import chainer.links as L
-import numba
 import numpy as np
+
+from bertlib.compat import numba
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -75,7 +76,8 @@ class LayerNormalization(L.LayerNormalization):
     def forward(self, x):
         if self.gamma.array is None:
             self._initialize_params(x.size // x.shape[0])
-        if isinstance(getattr(x, 'array', x), np.ndarray) and x.dtype == np.float32:
+        if (isinstance(getattr(x, 'array', x), np.ndarray) and x.dtype == np.float32
+                and numba.compiled):
             y, = LayerNormalizationFunction(self.eps).apply((x, self.gamma, self.beta))
             return y
         return super(LayerNormalization, self).forward(x)

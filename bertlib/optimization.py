@@ -9,9 +9,10 @@ fused loop per parameter (Chainer's makes six NumPy passes over 22M numbers a st
 import math
 
 import chainer
-import numba
 import numpy as np
 from chainer.optimizers import adam
+
+from bertlib.compat import numba
 
 # Parameters that BERT excludes from weight decay: biases and LayerNorm scales/shifts.
 _NO_DECAY = ('/b', '/gamma', '/beta')
@@ -34,7 +35,7 @@ class FusedAdamRule(adam.AdamRule):
     def update_core_cpu(self, param):
         hp = self.hyperparam
         if (param.grad is None or param.dtype != np.float32 or hp.amsgrad or hp.adabound
-                or not param.data.flags.c_contiguous):
+                or not param.data.flags.c_contiguous or not numba.compiled):
             return super(FusedAdamRule, self).update_core_cpu(param)
         _adamw_update(param.data.reshape(-1), param.grad.reshape(-1),
                       self.state['m'].reshape(-1), self.state['v'].reshape(-1),

@@ -33,20 +33,21 @@ class TrainingError(Exception):
     """Training cannot go on (e.g. the loss became NaN); the last good model is kept."""
 
 
-def seed_everything(seed, epoch, rank=0):
-    """Seeds the generators Chainer draws from (dropout uses NumPy's global one) and
-    returns a RandomState for the task's own draws in this epoch.
+def seed_everything(seed, epoch, rank=0, gpu=False):
+    """Seeds the generators Chainer draws from (NumPy's global one, the CPU dropout
+    masks, and on GPU runs CuPy's, which draws the GPU dropout masks) and returns a
+    RandomState for the task's own draws in this epoch.
 
+    gpu: also seed CuPy. Only GPU runs may touch it: seeding CuPy opens a CUDA context
+    on GPU 0, and fails where CuPy is installed without a usable GPU.
     rank: of a data-parallel process. CuPy's dropout masks cannot be replayed row by row
     as the CPU ones are (dropout.rows), so each GPU rank draws its own stream instead of
     repeating rank 0's masks on other sentences."""
     np.random.seed((seed * 100003 + epoch) % (2 ** 32))
     dropout.seed((seed * 100003 + epoch) % (2 ** 32))
-    try:
+    if gpu:
         import cupy
         cupy.random.seed((seed * 100003 + epoch + rank * 7919) % (2 ** 32))
-    except ImportError:
-        pass
     return np.random.RandomState((seed * 7919 + epoch * 104729 + 1) % (2 ** 32))
 
 
@@ -125,8 +126,10 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
     if step is None:
         step = (args.start_epoch - 1) * steps_per_epoch
     start = time.time()
+    xp = task.model.xp
     for epoch in range(args.start_epoch, args.epoch + 1):
-        rng = seed_everything(args.seed, epoch, 0 if comm is None else comm.rank)
+        rng = seed_everything(args.seed, epoch, 0 if comm is None else comm.rank,
+                              gpu=xp is not np)
         epoch_start = time.time()
         losses, sentences = [], 0
         # P x K epochs may differ by a batch or so: the total is that of the first epoch.
@@ -135,20 +138,19 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
             for iteration, batch in enumerate(task.batches(rng)):
                 optimizer.eta = optimization.schedule(step, total_steps, warmup_steps)
                 loss, count = task.loss(batch)
-                value = float(loss.array)
-                if not math.isfinite(value):
-                    raise TrainingError(
-                        'the loss became %s at epoch %d, iteration %d; stopped before '
-                        'saving, the last good model is %s'
-                        % (value, epoch, iteration + 1, os.path.join(args.out, 'final.model')))
+                # The loss stays on the device: reading it here would make the host wait
+                # for the GPU at every step. Losses are read where a figure is logged.
+                losses.append(loss.array)
+                if xp is np:  # free on the CPU: stop at once
+                    check_losses(losses[-1:], epoch, args.out, first=iteration)
                 task.model.cleargrads()
                 loss.backward()
                 optimizer.update()
-                losses.append(value)
                 sentences += count
                 step += 1
                 if progress is not None:
                     progress(1)
+        losses = check_losses(losses, epoch, args.out)
         if progress is not None:
             progress.close()
         train_seconds = time.time() - epoch_start
@@ -182,6 +184,21 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
         if plot_path:
             plot_curves(records, plot_path)
     return records
+
+
+def check_losses(losses, epoch, out, first=0):
+    """Losses of iterations first, first + 1, ... of an epoch (device scalars) as a list
+    of floats; a TrainingError names the first one that is not finite. One copy from
+    the GPU for them all."""
+    values = chainer.backend.CpuDevice().send(
+        chainer.backend.get_array_module(losses[-1]).stack(losses)) if losses else []
+    for iteration, value in enumerate(values):
+        if not math.isfinite(value):
+            raise TrainingError(
+                'the loss became %s at epoch %d, iteration %d; stopped before saving, the '
+                'last good model is %s'
+                % (value, epoch, first + iteration + 1, os.path.join(out, 'final.model')))
+    return [float(value) for value in values]
 
 
 def format_record(r):
@@ -274,6 +291,7 @@ def check_args(args, kind, same=(), comm=None):
     a killed run's temporary files.
     """
     cli.check_bert_arguments(args)
+    distributed.check_training_communicator(args)
     for name in ('train', 'eval'):
         cli.check_file(getattr(args, name), '--%s file' % name)
     check_training_flags(args)

@@ -5,6 +5,8 @@ import pathlib
 
 import pytest
 
+import bertlib  # noqa: F401  before any test imports Chainer: applies bertlib/compat.py
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / 'BERT' / 'all-MiniLM-L6-v2'
 DATASETS = ROOT.parent / 'shared' / 'datasets'
@@ -50,3 +52,25 @@ def model_flags(model_dir):
     return ['--vocab_file', os.fspath(model_dir / 'vocab.txt'),
             '--bert_config_file', os.fspath(model_dir / 'bert_config.json'),
             '--init_checkpoint', os.fspath(model_dir / 'arrays_bert_model.ckpt.npz')]
+
+
+def gpu_usable():
+    """True where CuPy imports, Chainer can use it and a CUDA GPU answers: not on a
+    machine without CuPy, nor on one with CuPy but no GPU or driver (a login node)."""
+    try:
+        import cupy
+        from chainer.backends import cuda
+        return bool(cuda.available) and cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` skip cleanly where no usable GPU is."""
+    marked = [item for item in items if item.get_closest_marker('gpu')]
+    if os.environ.get('BERTLIB_GPU_DRY_RUN') == '1':
+        return  # tests/test_gpu.py with the CPU standing in for the GPU
+    if marked and not gpu_usable():
+        skip = pytest.mark.skip(reason='needs CuPy and a CUDA GPU that Chainer can use')
+        for item in marked:
+            item.add_marker(skip)
