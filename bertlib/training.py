@@ -26,6 +26,7 @@ import numpy as np
 
 from bertlib import checkpoints, cli, distributed, dropout, fileio, optimization
 from bertlib.errors import UsageError
+from bertlib.progress import Progress
 
 logger = logging.getLogger('main')
 
@@ -133,7 +134,7 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
         epoch_start = time.time()
         losses, sentences = [], 0
         # P x K epochs may differ by a batch or so: the total is that of the first epoch.
-        progress = cli.Progress(steps_per_epoch, 'batches', 'epoch %d' % epoch) if root else None
+        progress = Progress(steps_per_epoch, 'batches', 'epoch %d' % epoch) if root else None
         with chainer.using_config('train', True):
             for iteration, batch in enumerate(task.batches(rng)):
                 optimizer.eta = optimization.schedule(step, total_steps, warmup_steps)
