@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""The seed's clustering comparison: ten scikit-learn clustering algorithms on sentence
-features, scored against the labels, in one picture and one table.
+"""The original BERT-DML's clustering comparison: ten scikit-learn clustering algorithms
+on sentence features, scored against the labels, in one picture and one table.
 
 The picture (png, pdf or svg, from the --output extension) holds the ground truth and one
 panel per algorithm, all drawn on the t-SNE coordinates of the same points, each titled

@@ -60,7 +60,8 @@ def main(argv=None):
 
 
 def draw_grid(panels, args):
-    """One t-SNE panel per feature set in a row, as the seed README's comparison."""
+    """One t-SNE panel per feature set in a row, as in the original BERT-DML's
+    README."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

@@ -29,7 +29,7 @@ import numpy as np
 
 from bertlib import checkpoints, classifier, cli, data, encoding, features
 
-logger = logging.getLogger('main')
+logger = logging.getLogger(__name__)
 
 
 def main(argv=None):

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def setup_logging(level=logging.INFO):
-    """Logs go to stderr in the seed's format; stdout is left for data."""
+    """Logs go to stderr in the original BERT-DML's format; stdout is left for data."""
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
 
 
@@ -159,7 +159,8 @@ def add_bert_arguments(parser, batchsize=64, communicator=False):
 
 
 def add_training_arguments(parser, out):
-    """The seed's training flags, shared by train_dml.py and train_classifier.py."""
+    """The original BERT-DML's training flags, shared by train_dml.py and
+    train_classifier.py."""
     parser.add_argument('--train', required=True, help='training file, label<TAB>text')
     parser.add_argument('--eval', required=True, help='evaluation file, label<TAB>text')
     parser.add_argument('--out', '-o', default=out,

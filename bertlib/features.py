@@ -130,7 +130,8 @@ class FeatureExtractor(object):
 
 
 def format_row(label, vector):
-    """'label<TAB>f1<TAB>f2...' with six decimals, as the seed wrote them."""
+    """'label<TAB>f1<TAB>f2...' with six decimals, as the original BERT-DML wrote
+    them."""
     return label + '\t' + '\t'.join(['%.6f' % v for v in vector.tolist()]) + '\n'
 
 
