@@ -157,8 +157,8 @@ def scores_path(output):
     return os.path.splitext(output)[0] + '.tsv'
 
 
-TSV_HEADER = ('algorithm', 'clusters', 'nmi', 'ari', 'homogeneity', 'completeness',
-              'v_measure', 'silhouette', 'seconds', 'status')
+# The scores' columns are clustering.SCORE_COLUMNS; this table adds a name, time and status.
+TSV_HEADER = ('algorithm',) + clustering.SCORE_COLUMNS + ('seconds', 'status')
 
 
 def write_scores(results, path):
