@@ -33,19 +33,29 @@ def numpy_adamw(params, grads_per_step, etas, decays):
     return params
 
 
-def run_optimizer(grads_per_step, etas):
-    """make_optimizer on a Linear(5 -> 3) link, fed the given gradients; returns the
-    starting parameters and the parameters after the steps."""
+def new_link():
+    """A Linear(5 -> 3) link with the same random W and b at every call."""
     np.random.seed(0)
-    model = L.Linear(5, 3, initial_bias=np.random.randn(3).astype(np.float32))
-    start = {name: param.array.copy() for name, param in model.namedparams()}
-    optimizer = optimization.make_optimizer(model, LEARNRATE, WEIGHTDECAY)
+    return L.Linear(5, 3, initial_bias=np.random.randn(3).astype(np.float32))
+
+
+def feed(model, optimizer, grads_per_step, etas):
+    """Runs one update per step with the given gradients and learning-rate multipliers."""
     for grads, eta in zip(grads_per_step, etas):
         model.cleargrads()
         for name, param in model.namedparams():
             param.grad = grads[name].copy()
         optimizer.eta = eta
         optimizer.update()
+
+
+def run_optimizer(grads_per_step, etas):
+    """make_optimizer on `new_link()`, fed the given gradients; returns the starting
+    parameters, the parameters after the steps and the link."""
+    model = new_link()
+    start = {name: param.array.copy() for name, param in model.namedparams()}
+    feed(model, optimization.make_optimizer(model, LEARNRATE, WEIGHTDECAY), grads_per_step,
+         etas)
     return start, {name: param.array for name, param in model.namedparams()}, model
 
 
@@ -96,19 +106,13 @@ def test_fused_rule_equals_chainers_rule():
     grads = gradients(4, 0.5, seed=3)
     etas = [1.0, 0.75, 0.5, 0.25]
     _, fused, _ = run_optimizer(grads, etas)
-    np.random.seed(0)
-    model = L.Linear(5, 3, initial_bias=np.random.randn(3).astype(np.float32))
+    model = new_link()
     plain = chainer.optimizers.AdamW(alpha=LEARNRATE, beta1=BETA1, beta2=BETA2, eps=EPS,
                                      weight_decay_rate=WEIGHTDECAY * LEARNRATE)
     plain.setup(model)
     model.b.update_rule.hyperparam.weight_decay_rate = 0.0
     plain.add_hook(chainer.optimizer_hooks.GradientClipping(1.0))
-    for step, eta in zip(grads, etas):
-        model.cleargrads()
-        for name, param in model.namedparams():
-            param.grad = step[name].copy()
-        plain.eta = eta
-        plain.update()
+    feed(model, plain, grads, etas)
     for name, param in model.namedparams():
         np.testing.assert_allclose(fused[name], param.array, rtol=1e-5, atol=1e-7)
 
