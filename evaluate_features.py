@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from bertlib import cli, evaluation, featurefile, fileio
+from bertlib import cli, evaluation, featurefile, fileio, projection
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
@@ -60,11 +60,11 @@ def main(argv=None):
 
 
 def draw_grid(panels, args):
-    """One t-SNE panel per feature set in a row, as the seed README's comparison."""
+    """One t-SNE panel per feature set in a row, as in the original BERT-DML's
+    README."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from bertlib import projection
     projection.use_japanese_font()
     projection.check_picture_size(5 * len(panels), 5, 100, args.grid)
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
@@ -77,8 +77,7 @@ def draw_grid(panels, args):
         projection.scatter(ax, xy, [labels[i] for i in chosen],
                            '%s (P@1 %.3f)' % (name, scores['precision_at_1']))
     figure.tight_layout()
-    with atomic_write(args.grid, 'wb') as f:
-        figure.savefig(f, format=os.path.splitext(args.grid)[1][1:].lower(), dpi=100)
+    projection.save_figure(figure, args.grid, dpi=100)
     plt.close(figure)
     logger.info('comparison picture: %s', args.grid)
 
@@ -97,12 +96,9 @@ def check_args(args):
     for path, what in ((args.output, '--output'), (args.grid, '--grid')):
         fileio.check_not_input(path, args.features + (args.train_features or []), what)
         if path and path != '-':
-            directory = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-                raise UsageError('%s %s: directory %s does not exist or is not writable'
-                                 % (what, path, directory))
-    if args.grid and os.path.splitext(args.grid)[1].lower() not in ('.png', '.pdf', '.svg'):
-        raise UsageError('--grid %s: the picture must end in .png, .pdf or .svg' % args.grid)
+            projection.check_writable(path, what)
+    if args.grid:
+        projection.figure_format(args.grid)
     if args.silhouette_samples < 2:
         raise UsageError('--silhouette_samples must be at least 2')
     return names

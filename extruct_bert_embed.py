@@ -45,9 +45,10 @@ def parse_args(argv=None):
     features.add_io_arguments(parser)
     cli.add_bert_arguments(parser, communicator=True)
     parser.add_argument('--pooling', choices=modeling.POOLINGS, default='pooled',
-                        help="sentence vector: 'pooled' is tanh(W h_[CLS]), the seed's "
-                             "feature; 'cls' the raw [CLS] state; 'mean' the average over "
-                             "real tokens, as sentence-transformers (default: pooled)")
+                        help="sentence vector: 'pooled' is tanh(W h_[CLS]), the original "
+                             "BERT-DML's feature; 'cls' the raw [CLS] state; 'mean' the "
+                             "average over real tokens, as sentence-transformers "
+                             "(default: pooled)")
     return parser.parse_args(argv)
 
 

@@ -27,9 +27,9 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
-from bertlib import checkpoints, classifier, cli, data, features
+from bertlib import checkpoints, classifier, cli, data, encoding, features
 
-logger = logging.getLogger('main')
+logger = logging.getLogger(__name__)
 
 
 def main(argv=None):
@@ -49,7 +49,7 @@ def main(argv=None):
 
     examples = list(data.iter_examples(args.input, require_label=not args.predict))
     ids = [tokenizer.encode(e.text, args.max_seq_length)[0] for e in examples]
-    probs = features.encode_sorted(ids, probabilities, args.batchsize, device.xp)
+    probs = encoding.encode_sorted(ids, probabilities, args.batchsize, device.xp)
     predicted = probs.argmax(axis=1)
     if args.predict:
         write_predictions(args.output, examples, predicted, probs, names)

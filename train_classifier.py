@@ -33,7 +33,7 @@ import time
 from bertlib import checkpoints, classifier, cli, data, distributed, optimization, training
 from bertlib.errors import UsageError
 
-logger = logging.getLogger('main')
+logger = logging.getLogger(__name__)
 
 
 def main(argv=None):

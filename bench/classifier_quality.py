@@ -12,12 +12,10 @@ results/classifier-quality.jsonl.
 
 import argparse
 import json
-import pathlib
 import subprocess
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from dml_quality import DATA, RESULTS, ROOT, model_flags, read_log, score_test_features  # noqa
 
 

@@ -21,16 +21,15 @@ Arguments after `--` go to train_dml.py as they are.
 import argparse
 import collections
 import json
-import pathlib
 import subprocess
 import sys
 import time
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / 'shared' / 'datasets' / 'mlit'
+from bertlib.testing import DATASETS, ROOT
+
+DATA = DATASETS / 'mlit'
 MODEL = ROOT / 'BERT' / 'all-MiniLM-L6-v2'
 OUT = ROOT / 'results' / 'disjoint'
 

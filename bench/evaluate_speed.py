@@ -12,7 +12,6 @@ peak resident memory and whether each budget is met.
 
 import argparse
 import os
-import pathlib
 import resource
 import subprocess
 import sys
@@ -21,10 +20,8 @@ import time
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bertlib.features import format_row  # noqa: E402
+from bertlib.features import format_row
+from bertlib.testing import ROOT
 
 TIME_BUDGET = 60.0
 MEMORY_BUDGET_MIB = 4096.0

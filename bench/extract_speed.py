@@ -25,8 +25,9 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATASET = ROOT.parent / 'shared' / 'datasets' / 'rt-polarity' / '04-test.txt'
+from bertlib.testing import DATASETS, ROOT, write_random_bert
+
+DATASET = DATASETS / 'rt-polarity' / '04-test.txt'
 
 REFERENCE_SCRIPT = r'''
 import sys
@@ -88,27 +89,16 @@ def speed(args):
     return results
 
 
-def write_tiny_model(folder):
-    """A 2-layer random BERT (hidden 64) with a 1,000-word vocabulary."""
-    sys.path.insert(0, str(ROOT))
-    from bertlib import modeling
-    vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + ['w%d' % i for i in range(995)]
-    (folder / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
-    config = modeling.BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2,
-                                 num_attention_heads=4, intermediate_size=128)
-    (folder / 'bert_config.json').write_text(config.to_json_string())
-    bert = modeling.BertModel(config)
-    modeling.save_pretrained(bert, str(folder / 'model.npz'))
-
-
 def memory(args):
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
-        write_tiny_model(tmp)
+        # A 2-layer random BERT (hidden 64) with a 1,000-word vocabulary.
+        write_random_bert(tmp, ['w%d' % i for i in range(995)], shape=dict(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128))
         tiny = argparse.Namespace(vocab_file=str(tmp / 'vocab.txt'),
                                   bert_config_file=str(tmp / 'bert_config.json'),
-                                  init_checkpoint=str(tmp / 'model.npz'),
+                                  init_checkpoint=str(tmp / 'arrays_bert_model.ckpt.npz'),
                                   batchsize=args.batchsize)
         for name, count in (('short', args.short), ('long', args.long)):
             path = tmp / ('%s.txt' % name)

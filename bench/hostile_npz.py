@@ -20,13 +20,10 @@ import zipfile
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'tests'))
+from bertlib.testing import write_random_bert
 
 CHILD = r'''
 import resource, sys
-sys.path.insert(0, %r)
 from bertlib import modeling
 from bertlib.errors import UsageError
 config = modeling.BertConfig.from_json_file(sys.argv[1])
@@ -35,9 +32,9 @@ try:
     modeling.load_pretrained(bert, sys.argv[2])
     outcome = 'loaded'
 except UsageError as e:
-    outcome = 'refused: %%s' %% str(e)[-90:]
-print('%%d\t%%s' %% (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, outcome))
-''' % ROOT
+    outcome = 'refused: %s' % str(e)[-90:]
+print('%d\t%s' % (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, outcome))
+'''
 
 
 def hostile_copy(source, target, name='bert/pooler/W', mib=512):
@@ -68,10 +65,9 @@ def peak(config, checkpoint):
 
 
 def main():
-    from conftest import write_tiny_bert
     import pathlib
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_tiny_bert(pathlib.Path(tmp) / 'bert', ['good', 'bad'])
+        folder = write_random_bert(pathlib.Path(tmp) / 'bert', ['good', 'bad'])
         config = str(folder / 'bert_config.json')
         plain = str(folder / 'arrays_bert_model.ckpt.npz')
         hostile = os.path.join(tmp, 'hostile.npz')

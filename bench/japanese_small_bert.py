@@ -12,35 +12,16 @@
 
 import argparse
 import json
-import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / 'shared' / 'datasets' / 'mlit'
+import numpy as np
+
+from bertlib.featurefile import read_features
+from bertlib.testing import DATASETS, ROOT, model_flags, write_random_bert
+
+DATA = DATASETS / 'mlit'
 WORK = ROOT / 'results' / 'japanese'
-
-
-def write_random_bert(folder, layers, hidden, heads, seed):
-    import numpy as np
-    from bertlib import modeling, tokenization
-    vocab = tokenization.load_vocab(str(folder / 'vocab.txt'))
-    config = modeling.BertConfig(vocab_size=len(vocab), hidden_size=hidden,
-                                 num_hidden_layers=layers, num_attention_heads=heads,
-                                 intermediate_size=4 * hidden, max_position_embeddings=512,
-                                 type_vocab_size=2)
-    (folder / 'bert_config.json').write_text(config.to_json_string())
-    np.random.seed(seed)
-    modeling.save_pretrained(modeling.BertModel(config),
-                             str(folder / 'arrays_bert_model.ckpt.npz'))
-
-
-def read_features(path):
-    import numpy as np
-    rows = [line.split('\t') for line in path.read_text(encoding='utf-8').splitlines()]
-    return (np.array([r[0] for r in rows]),
-            np.array([[float(v) for v in r[1:]] for r in rows], dtype=np.float32))
 
 
 def baselines():
@@ -84,10 +65,11 @@ def main():
     subprocess.run([sys.executable, str(ROOT / 'tools' / 'build_vocab.py'),
                     str(DATA / 'split-train.txt'), '--size', str(args.vocab_size),
                     '--output', str(model / 'vocab.txt')], check=True)
-    write_random_bert(model, args.layers, args.hidden, args.heads, args.seed)
-    flags = ['--vocab_file', str(model / 'vocab.txt'),
-             '--bert_config_file', str(model / 'bert_config.json'),
-             '--init_checkpoint', str(model / 'arrays_bert_model.ckpt.npz')]
+    # vocab.txt is the one just built; a BERT of the size asked for around it.
+    write_random_bert(model, seed=args.seed, shape=dict(
+        hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        intermediate_size=4 * args.hidden, max_position_embeddings=512, type_vocab_size=2))
+    flags = model_flags(model)
     out = WORK / 'dml'
     subprocess.run([sys.executable, str(ROOT / 'train_dml.py'),
                     '--train', str(DATA / 'split-train.txt'),
@@ -100,8 +82,8 @@ def main():
                     '--model', str(out / 'final.model'), '--label', str(out / 'labels.bin')]
                    + flags, check=True)
     from bertlib.metrics import retrieval_metrics
-    labels, vectors = read_features(features)
-    scores = retrieval_metrics(vectors, labels)
+    labels, vectors = read_features(str(features))
+    scores = retrieval_metrics(vectors, np.asarray(labels))
     result = {'model': '%d layers, hidden %d, %d heads, random init'
                        % (args.layers, args.hidden, args.heads),
               'flags': extra, 'epochs': args.epoch,

@@ -20,8 +20,9 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATASET = ROOT.parent / 'shared' / 'datasets' / 'rt-polarity' / '04-test.txt'
+from bertlib.testing import DATASETS, ROOT
+
+DATASET = DATASETS / 'rt-polarity' / '04-test.txt'
 MODEL = ROOT / 'BERT' / 'all-MiniLM-L6-v2'
 
 

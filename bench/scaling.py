@@ -33,7 +33,8 @@ import time
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from bertlib.testing import ROOT, model_flags, write_random_bert
+
 DEMO = ROOT / 'BERT' / 'all-MiniLM-L6-v2'
 SHAPES = {'small': dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                         intermediate_size=1024),
@@ -77,38 +78,18 @@ def run(command, env, what):
     return result
 
 
-def write_random_model(folder, shape, words=2000):
-    """A random BERT with a vocabulary of made-up words; returns the folder."""
-    sys.path.insert(0, str(ROOT))
-    from bertlib import modeling
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + ['w%d' % i for i in range(words)]
-    (folder / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
-    config = modeling.BertConfig(vocab_size=len(vocab), **shape)
-    (folder / 'bert_config.json').write_text(config.to_json_string())
-    np.random.seed(0)
-    modeling.save_pretrained(modeling.BertModel(config),
-                             str(folder / 'arrays_bert_model.ckpt.npz'))
-    return folder
-
-
 def model_folder(name, tmp):
     if name == 'demo':
         if not (DEMO / 'arrays_bert_model.ckpt.npz').exists():
             sys.exit('the demo model is not converted: run `make model`, or pass --model small')
         return DEMO
     if name in SHAPES:
-        return write_random_model(tmp / name, SHAPES[name])
+        return write_random_bert(tmp / name, ['w%d' % i for i in range(2000)],
+                                 shape=SHAPES[name])
     folder = pathlib.Path(name)
     if not (folder / 'arrays_bert_model.ckpt.npz').exists():
         sys.exit('--model %s: no arrays_bert_model.ckpt.npz there' % name)
     return folder
-
-
-def model_flags(folder):
-    return ['--vocab_file', str(folder / 'vocab.txt'),
-            '--bert_config_file', str(folder / 'bert_config.json'),
-            '--init_checkpoint', str(folder / 'arrays_bert_model.ckpt.npz')]
 
 
 def write_sentences(path, vocab_file, count, classes, seed):
@@ -176,7 +157,8 @@ def write_lines(path, count):
 
 
 def memory(args, tmp):
-    folder = write_random_model(tmp / 'memory-model', SHAPES['tiny'])
+    folder = write_random_bert(tmp / 'memory-model', ['w%d' % i for i in range(2000)],
+                               shape=SHAPES['tiny'])
     results = {'ranks': args.ranks}
     for name, count in (('short', args.short), ('long', args.long)):
         path = tmp / ('%s.txt' % name)

@@ -7,7 +7,7 @@ Every npz a user passes (pre-trained weights, final.model, early_stopped-*.model
 final.state) is read by `NpzReader`: headers first, shapes and types checked against the
 model before any data is read, object arrays (pickles) refused.
 
-`labels.bin` keeps the seed's name and format, a pickled dict label -> id, but is read
+`labels.bin` keeps the original BERT-DML's name and format, a pickled dict label -> id, but is read
 with an unpickler that only builds dicts, strings and integers: a crafted file cannot run
 code.
 """
@@ -28,7 +28,7 @@ META_KEY = 'meta/json'
 
 
 def save_labels(path, label_to_id):
-    """Writes {label: id} as the seed's pickled dict."""
+    """Writes {label: id} as the original BERT-DML's pickled dict."""
     with atomic_write(path, 'wb') as stream:
         pickle.dump(dict(label_to_id), stream, protocol=2)
 

@@ -1,6 +1,7 @@
 """The fine-tuned classifier baseline: BERT pooled output -> dropout 0.1 -> Linear(K).
 
-Its `pooled output` after fine-tuning is the seed's "Classified (fine-tuning)" feature.
+Its `pooled output` after fine-tuning is the original BERT-DML's "Classified (fine-tuning)"
+feature.
 `ClassifierTask` feeds `bertlib.training.train`: acc1 is accuracy, acc2 is UAR
 (unweighted average recall, i.e. macro recall).
 """

@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-import time
 
 from bertlib import distributed
 from bertlib.errors import UsageError
@@ -18,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def setup_logging(level=logging.INFO):
-    """Logs go to stderr in the seed's format; stdout is left for data."""
+    """Logs go to stderr in the original BERT-DML's format; stdout is left for data."""
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
 
 
@@ -160,7 +159,8 @@ def add_bert_arguments(parser, batchsize=64, communicator=False):
 
 
 def add_training_arguments(parser, out):
-    """The seed's training flags, shared by train_dml.py and train_classifier.py."""
+    """The original BERT-DML's training flags, shared by train_dml.py and
+    train_classifier.py."""
     parser.add_argument('--train', required=True, help='training file, label<TAB>text')
     parser.add_argument('--eval', required=True, help='evaluation file, label<TAB>text')
     parser.add_argument('--out', '-o', default=out,
@@ -346,52 +346,3 @@ def load_bert(args, load_weights=True):
     if load_weights:
         modeling.load_pretrained(bert, args.init_checkpoint)
     return config, tokenizer, bert
-
-
-class Progress(object):
-    """A progress line on stderr: redrawn in place on a terminal, a log line every
-    `log_every` seconds otherwise (so a redirected log stays readable)."""
-
-    def __init__(self, total=None, unit='lines', what='extracting', log_every=30.0):
-        self.total = total
-        self.unit = unit
-        self.what = what
-        self.done = 0
-        self.start = time.time()
-        self.last = 0.0
-        self.tty = sys.stderr.isatty()
-        self.log_every = log_every
-
-    def __call__(self, n=1):
-        self.done += n
-        now = time.time()
-        if now - self.last < (0.5 if self.tty else self.log_every):
-            return
-        self.last = now
-        self._show(now)
-
-    def _show(self, now, end='\r'):
-        elapsed = max(now - self.start, 1e-9)
-        rate = self.done / elapsed
-        text = '%s: %d' % (self.what, self.done)
-        if self.total:
-            text += '/%d %s (%3.0f%%)' % (self.total, self.unit, 100.0 * self.done / self.total)
-            if rate > 0:
-                text += ' eta %s' % _clock((self.total - self.done) / rate)
-        else:
-            text += ' ' + self.unit
-        text += ', %.1f %s/s' % (rate, self.unit)
-        if self.tty:
-            sys.stderr.write(text + '   ' + end)
-            sys.stderr.flush()
-        else:
-            logger.info(text, stacklevel=3)  # name the caller, not _show
-
-    def close(self):
-        if self.tty and self.done:
-            self._show(time.time(), end='\n')
-
-
-def _clock(seconds):
-    seconds = int(seconds)
-    return '%d:%02d:%02d' % (seconds // 3600, seconds // 60 % 60, seconds % 60)

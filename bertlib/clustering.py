@@ -1,6 +1,6 @@
-"""The seed's clustering comparison: scikit-learn's ten algorithms of "Comparing different
-clustering algorithms on toy datasets", run on sentence features and scored against the
-labels.
+"""The original BERT-DML's clustering comparison: scikit-learn's ten algorithms of
+"Comparing different clustering algorithms on toy datasets", run on sentence features and
+scored against the labels.
 
 Each algorithm runs in a forked child process, so that one that fails, exhausts memory or
 runs past its time limit is reported as such while the others still run.

@@ -33,7 +33,7 @@ import numpy as np
 from bertlib.errors import UsageError
 from bertlib.modeling import BertConfig
 
-logger = logging.getLogger('bertlib.convert')
+logger = logging.getLogger(__name__)
 
 NPZ_NAME = 'arrays_bert_model.ckpt.npz'
 CONFIG_NAME = 'bert_config.json'

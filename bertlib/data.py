@@ -15,7 +15,7 @@ import numpy as np
 
 from bertlib.errors import UsageError
 
-logger = logging.getLogger('main')
+logger = logging.getLogger(__name__)
 
 # A UTF-8 byte-order mark (Windows editors write one) is not part of the first label.
 BOM = '\ufeff'

@@ -40,7 +40,7 @@ import numpy as np
 
 from bertlib.errors import UsageError
 
-logger = logging.getLogger('main')
+logger = logging.getLogger(__name__)
 
 COMMUNICATORS = ('naive', 'flat', 'pure_nccl')
 # Communicators that move gradients in GPU memory.
@@ -211,25 +211,23 @@ def bcast_model(comm, model):
 
 
 def encode_by_length(comm, encode, id_lists, xp, pieces=None):
-    """`features.encode_by_length` of a training batch, with the work shared by the ranks.
+    """`encoding.encode_by_length` of a training batch, with the work shared by the ranks.
 
     Every rank passes the whole batch and gets the whole (B, D) Variable back, rows in
     the order of `id_lists`, differentiable. The batch is cut into the same length
-    pieces as in one process; each rank encodes a contiguous slice of every piece,
-    padded to the piece's length, with the piece's dropout masks (`dropout.rows`).
+    pieces as in one process (`encoding.cut_by_length`); each rank encodes a contiguous
+    slice of every piece, padded to the piece's length, with the piece's dropout masks
+    (`dropout.rows`).
     """
-    from bertlib import features
-    pieces = pieces or features.length_pieces(xp)
+    from bertlib import encoding  # here, not above: Chainer stays out of start-up (cli)
+    pieces = pieces or encoding.length_pieces(xp)
     if comm is None or comm.size == 1:
-        return features.encode_by_length(encode, id_lists, xp, pieces)
+        return encoding.encode_by_length(encode, id_lists, xp, pieces)
     import chainer.functions as F
     import chainermn.functions
     from bertlib import dropout
-    order = np.argsort([len(ids) for ids in id_lists], kind='stable')
-    size = -(-len(order) // pieces)
     parts, owners = [], [[] for _ in range(comm.size)]
-    for begin in range(0, len(order), size):
-        piece = order[begin:begin + size]
+    for piece in encoding.cut_by_length(id_lists, pieces):
         length = max(len(id_lists[i]) for i in piece)
         for rank in range(comm.size):
             start, stop = share(len(piece), rank, comm.size)
@@ -240,7 +238,7 @@ def encode_by_length(comm, encode, id_lists, xp, pieces=None):
         # (zero) gradients like every other rank's for the all-reduce.
         rows = piece[start:stop] if stop > start else piece[:1]
         window = (start, stop) if stop > start else (0, 1)
-        input_ids, input_mask = features.pad_batch([id_lists[i] for i in rows], xp, length)
+        input_ids, input_mask = encoding.pad_batch([id_lists[i] for i in rows], xp, length)
         with dropout.rows(window[0], window[1], len(piece)):
             encoded = encode(input_ids, input_mask)
         parts.append(encoded if stop > start else encoded[:0])
@@ -254,27 +252,25 @@ def encode_by_length(comm, encode, id_lists, xp, pieces=None):
         gpu = int(local.array.device.id)
         gathered = chainermn.functions.allgather(comm, F.copy(local, -1))
         everything = F.copy(F.concat(gathered, axis=0), gpu)
-    position = np.empty(len(order), dtype=np.int64)
-    position[np.concatenate([np.asarray(o, dtype=np.int64) for o in owners])] = \
-        np.arange(len(order))
-    return F.get_item(everything, xp.asarray(position))
+    rows = [i for owned in owners for i in owned]
+    return encoding.restore_order(rows, everything, xp)
 
 
 # --- evaluation and extraction ----------------------------------------------------------
 
 def encode_sorted(comm, id_lists, encode, batchsize, xp=np, progress=None, to_all=True):
-    """`features.encode_sorted` with the batches dealt out to the ranks round-robin.
+    """`encoding.encode_sorted` with the batches dealt out to the ranks round-robin.
 
     Every rank passes the same `id_lists`; the result, (N, D) float32 in their order, is
     on every rank (`to_all`) or on rank 0 only (None elsewhere). The batches are those
     of one process, so are the vectors."""
-    from bertlib import features
+    from bertlib import encoding  # here, not above: Chainer stays out of start-up (cli)
     if comm is None:
-        return features.encode_sorted(id_lists, encode, batchsize, xp, progress)
-    batches = features.length_batches(id_lists, batchsize)
+        return encoding.encode_sorted(id_lists, encode, batchsize, xp, progress)
+    batches = encoding.length_batches(id_lists, batchsize)
     mine = batches[comm.rank::comm.size]
     rows = [i for batch in mine for i in batch]
-    vectors = features.encode_batches(id_lists, mine, encode, xp, progress)
+    vectors = encoding.encode_batches(id_lists, mine, encode, xp, progress)
     mpi = comm.mpi_comm
     pieces = mpi.allgather((rows, vectors)) if to_all else mpi.gather((rows, vectors))
     if pieces is None:

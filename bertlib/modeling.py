@@ -1,8 +1,8 @@
 """The BERT model (Devlin et al. 2019) as a Chainer `Chain`.
 
 The parameter tree mirrors the npz files written by the widely used Chainer BERT port's
-TensorFlow converter (`arrays_bert_model.ckpt.npz`), so that the checkpoints the seed's
-users already hold load as they are:
+TensorFlow converter (`arrays_bert_model.ckpt.npz`), so that the checkpoints the original
+BERT-DML's users already hold load as they are:
 
     bert/word_embeddings/W                       (vocab_size, hidden)
     bert/position_embeddings/W                   (max_position_embeddings, hidden)
@@ -268,8 +268,8 @@ class BertModel(chainer.Chain):
     def pool(self, sequence, input_mask, pooling):
         """Sentence vectors (batch, hidden) from `sequence` (batch, length, hidden).
 
-        pooling: 'pooled' (the [CLS] pooler, the seed's feature), 'cls' (the raw [CLS]
-        hidden state) or 'mean' (average over real tokens, as sentence-transformers).
+        pooling: 'pooled' (the [CLS] pooler, the original BERT-DML's feature), 'cls' (the
+        raw [CLS] hidden state) or 'mean' (average over real tokens, as sentence-transformers).
         """
         if pooling == 'pooled':
             return F.tanh(self.pooler(sequence[:, 0]))

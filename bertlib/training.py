@@ -1,9 +1,10 @@
 """The fine-tuning loop shared by train_dml.py and train_classifier.py.
 
 A script supplies a `Task` (what a batch is, its loss, how to score a split) and this
-module does the rest as the seed did: Adam with decoupled weight decay on weight matrices,
-gradient clipping at global norm 1, a linear learning-rate decay to 0 (after an optional
-warm-up), one log line per epoch in the seed's format, a plot, and `--resume`. Each
+module does the rest as the original BERT-DML did: Adam with decoupled weight decay on
+weight matrices, gradient clipping at global norm 1, a linear learning-rate decay to 0
+(after an optional warm-up), one log line per epoch in the original's format, a plot,
+and `--resume`. Each
 epoch's `final.model`, `final.state`, improved early-stopped models and JSON-lines log are
 saved as one commit (`save_epoch`): a kill leaves the previous epoch's set or the new one.
 
@@ -26,8 +27,9 @@ import numpy as np
 
 from bertlib import checkpoints, cli, distributed, dropout, fileio, optimization
 from bertlib.errors import UsageError
+from bertlib.progress import Progress
 
-logger = logging.getLogger('main')
+logger = logging.getLogger(__name__)
 
 class TrainingError(Exception):
     """Training cannot go on (e.g. the loss became NaN); the last good model is kept."""
@@ -133,7 +135,7 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
         epoch_start = time.time()
         losses, sentences = [], 0
         # P x K epochs may differ by a batch or so: the total is that of the first epoch.
-        progress = cli.Progress(steps_per_epoch, 'batches', 'epoch %d' % epoch) if root else None
+        progress = Progress(steps_per_epoch, 'batches', 'epoch %d' % epoch) if root else None
         with chainer.using_config('train', True):
             for iteration, batch in enumerate(task.batches(rng)):
                 optimizer.eta = optimization.schedule(step, total_steps, warmup_steps)
@@ -253,7 +255,8 @@ def save_epoch(out, log_name, task, optimizer, records, meta, best):
 
 
 def plot_curves(records, path):
-    """Train/eval loss and acc1/acc2 per epoch, as the seed's results_*.png."""
+    """Train/eval loss and acc1/acc2 per epoch, as the original BERT-DML's
+    results_*.png."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

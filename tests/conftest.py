@@ -1,15 +1,16 @@
-"""Paths shared by the tests: the project root, the demo model and the real data sets."""
+"""What the tests share: the project root, the demo model, the real data sets, a tiny
+random BERT with labelled sentences (fixture `tiny`) and helpers around it."""
 
 import os
-import pathlib
+import xml.etree.ElementTree as ElementTree
 
+import numpy as np
 import pytest
 
 import bertlib  # noqa: F401  before any test imports Chainer: applies bertlib/compat.py
+from bertlib.testing import DATASETS, ROOT, model_flags, write_random_bert  # noqa: F401
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / 'BERT' / 'all-MiniLM-L6-v2'
-DATASETS = ROOT.parent / 'shared' / 'datasets'
 
 
 @pytest.fixture
@@ -22,36 +23,87 @@ def demo_model():
 
 @pytest.fixture
 def datasets():
-    """../shared/datasets; skips the test when absent."""
+    """The real data sets (`bertlib.testing.DATASETS`); skips the test when absent."""
     if not DATASETS.is_dir():
         pytest.skip('%s is absent' % DATASETS)
     return DATASETS
 
 
-def write_tiny_bert(folder, words, seed=0, **shape):
-    """A random BERT as the three files the scripts take: vocab.txt (the special tokens,
-    then `words`), bert_config.json (`shape` overrides a 2-layer, hidden-8 default) and
-    arrays_bert_model.ckpt.npz. Returns `folder`."""
-    import numpy as np
-    from bertlib import modeling
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + list(words)
-    (folder / 'vocab.txt').write_text('\n'.join(vocab) + '\n', encoding='utf-8')
-    settings = dict(hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=16, max_position_embeddings=128, type_vocab_size=2)
-    settings.update(shape)
-    config = modeling.BertConfig(vocab_size=len(vocab), **settings)
-    (folder / 'bert_config.json').write_text(config.to_json_string())
-    np.random.seed(seed)
-    modeling.save_pretrained(modeling.BertModel(config),
-                             str(folder / 'arrays_bert_model.ckpt.npz'))
+# The words of the tiny models' vocabulary and of the labelled sentences they train on.
+WORDS = ['good', 'great', 'fine', 'nice', 'bad', 'awful', 'poor', 'dull', 'the', 'film',
+         'was', 'plot', 'very', 'a', '.']
+
+
+def write_labelled(folder, train=40, evaluation=12, spread=3):
+    """train.txt and eval.txt in `folder`: 'pos'/'neg' lines alternating, 'the film was'
+    and 1 to `spread` words of the class's four (positive or negative) words."""
+    rng = np.random.RandomState(0)
+
+    def sentences(n):
+        lines = []
+        for i in range(n):
+            label = i % 2
+            words = WORDS[:4] if label == 0 else WORDS[4:8]
+            text = ' '.join(['the', 'film', 'was'] + list(rng.choice(words, 1 + i % spread)))
+            lines.append('%s\t%s' % ('pos' if label == 0 else 'neg', text))
+        return '\n'.join(lines) + '\n'
+    (folder / 'train.txt').write_text(sentences(train))
+    (folder / 'eval.txt').write_text(sentences(evaluation))
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A random 1-layer BERT as files (tmp_path/bert), and tmp_path/train.txt (40 lines)
+    and eval.txt (12 lines)."""
+    folder = write_random_bert(tmp_path / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
+                               intermediate_size=32)
+    write_labelled(tmp_path)
     return folder
 
 
-def model_flags(model_dir):
-    return ['--vocab_file', os.fspath(model_dir / 'vocab.txt'),
-            '--bert_config_file', os.fspath(model_dir / 'bert_config.json'),
-            '--init_checkpoint', os.fspath(model_dir / 'arrays_bert_model.ckpt.npz')]
+def train_args(tmp_path, tiny, out, *extra):
+    """train_dml.py's flags for the `tiny` model and data, writing to `out`."""
+    return (['--train', str(tmp_path / 'train.txt'), '--eval', str(tmp_path / 'eval.txt'),
+             '--out', str(out), '--batchsize', '8', '--dim', '8', '--noplot']
+            + model_flags(tiny) + list(extra))
+
+
+def final_arrays(out, name='final.model'):
+    """The arrays of a saved model file, its metadata left out."""
+    with np.load(out / name) as archive:
+        return {k: archive[k] for k in archive.files if k != 'meta/json'}
+
+
+# Labels of four classes in Japanese (with half-width kana and parentheses), for pictures.
+JAPANESE = ['エンジン', '制動装置', '排ｶﾞｽ･騒音', '電動機(モーター)']
+
+
+def write_features(path, sizes=(120, 90, 60, 30), dims=8, seed=0, names=JAPANESE):
+    """Well-separated Gaussian classes as a features TSV; returns the labels."""
+    rng = np.random.default_rng(seed)
+    labels = [names[k] for k, size in enumerate(sizes) for _ in range(size)]
+    centres = 10.0 * rng.normal(size=(len(sizes), dims))
+    rows = np.repeat(centres, sizes, axis=0) + rng.normal(size=(len(labels), dims))
+    with open(path, 'w', encoding='utf-8') as stream:
+        for label, row in zip(labels, rows):
+            stream.write(label + '\t' + '\t'.join('%.6f' % v for v in row) + '\n')
+    return labels
+
+
+def assert_picture(path, kind):
+    """`path` exists and is a complete picture of `kind`."""
+    data = path.read_bytes()
+    if kind == 'png':
+        assert data.startswith(b'\x89PNG\r\n\x1a\n') and data.rstrip().endswith(b'IEND\xaeB`\x82')
+    elif kind == 'pdf':
+        assert data.startswith(b'%PDF-') and b'%%EOF' in data[-32:]
+    else:
+        assert ElementTree.fromstring(data).tag.endswith('svg')
+
+
+def missing_glyph_warnings(caught):
+    """The messages of matplotlib's 'Glyph ... missing from font(s)' warnings."""
+    return [str(w.message) for w in caught if 'missing from font' in str(w.message)]
 
 
 def gpu_usable():

@@ -14,8 +14,7 @@ import cluster_features
 from bertlib import clustering
 from bertlib.errors import UsageError
 
-from test_plot_features import (JAPANESE, assert_picture, missing_glyph_warnings,
-                                write_features)
+from conftest import JAPANESE, assert_picture, missing_glyph_warnings, write_features
 
 
 def read_scores(path):

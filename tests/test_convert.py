@@ -13,12 +13,10 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-from bertlib import convert as convert_module  # noqa: E402
-from bertlib.convert import convert  # noqa: E402
-from bertlib.errors import UsageError  # noqa: E402
+from bertlib import convert as convert_module
+from bertlib.convert import convert
+from bertlib.errors import UsageError
 
 LAYERS, HIDDEN, HEADS, INTERMEDIATE, POSITIONS, TYPES = 2, 8, 2, 16, 16, 2
 VOCAB = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'the', 'cat', 'sat', '##s', 'on',

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import train_dml
-from bertlib import cli, distributed, features, training
+from bertlib import cli, distributed, encoding, features, training
 from bertlib.errors import UsageError
-from conftest import write_tiny_bert, model_flags
+from conftest import write_random_bert, model_flags
 
 WORDS = ['good', 'great', 'fine', 'nice', 'bad', 'awful', 'poor', 'dull', 'the', 'film']
 
@@ -59,8 +59,8 @@ def test_cpu_training_on_a_machine_with_cupy_but_no_gpu(tmp_path, monkeypatch, c
     monkeypatch.setitem(sys.modules, 'cupy', fake_cupy(
         count_error=CudaRuntimeError('no driver'),
         seed_error=CudaRuntimeError('cudaErrorInsufficientDriver')))
-    tiny = write_tiny_bert(tmp_path / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
-                           intermediate_size=32)
+    tiny = write_random_bert(tmp_path / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
+                             intermediate_size=32)
     lines = ''.join('%s\tthe film %s\n' % ('pos' if i % 2 else 'neg', WORDS[i % 8])
                     for i in range(24))
     (tmp_path / 'train.txt').write_text(lines)
@@ -153,8 +153,8 @@ def test_losses_are_checked_in_one_copy():
 
 
 def test_gpu_batches_are_not_cut_by_length():
-    assert features.length_pieces(np) == 4
-    assert features.length_pieces(types.SimpleNamespace()) == 1
+    assert encoding.length_pieces(np) == 4
+    assert encoding.length_pieces(types.SimpleNamespace()) == 1
 
 
 class CountingTokenizer(object):

@@ -17,11 +17,9 @@ import chainer
 import numpy as np
 import pytest
 
-from bertlib import distributed, dml, dropout, features, modeling
-from conftest import ROOT, model_flags, write_tiny_bert
+from bertlib import distributed, dml, dropout, encoding, modeling, training
+from conftest import ROOT, WORDS, final_arrays, model_flags, write_random_bert
 
-WORDS = ['good', 'great', 'fine', 'nice', 'bad', 'awful', 'poor', 'dull', 'the', 'film',
-         'was', 'plot', 'very', 'a', '.']
 TIMEOUT = 180
 
 
@@ -84,8 +82,8 @@ def ok(result):
 @pytest.fixture
 def tiny(tmp_path):
     """A random 1-layer BERT (with BERT's 0.1 dropouts) and small labelled files."""
-    folder = write_tiny_bert(tmp_path / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
-                             intermediate_size=32)
+    folder = write_random_bert(tmp_path / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
+                               intermediate_size=32)
     rng = np.random.RandomState(0)
 
     def sentences(n, classes=2):
@@ -109,22 +107,13 @@ def dml_args(tmp_path, tiny, out, *extra):
              '--learnrate', '1e-3', '--seed', '3'] + model_flags(tiny) + list(extra))
 
 
-def read_log(out):
-    return [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
-
-
-def final_arrays(out, name='final.model'):
-    with np.load(out / name) as archive:
-        return {k: archive[k] for k in archive.files if k != 'meta/json'}
-
-
 def assert_same_training(one, two, rtol=1e-4):
     """The same per-epoch T/loss (and D/loss) to rtol.
 
     Final weights are not compared: where the true gradient is 0 (the output bias under
     a distance loss), Adam turns rounding noise of 1e-9 into steps of the learning rate,
     in one process as in two."""
-    a, b = read_log(one), read_log(two)
+    a, b = training.read_log(str(one / 'log.jsonl')), training.read_log(str(two / 'log.jsonl'))
     assert [r['epoch'] for r in a] == [r['epoch'] for r in b]
     for x, y in zip(a, b):
         for key in ('T/loss', 'D/loss'):
@@ -150,14 +139,14 @@ def wrapper(tmp_path, name, code):
 def test_dropout_rows_replay_the_whole_batch_masks(tmp_path):
     """Three 'ranks' encoding slices of each length piece (one with an empty share, which
     encodes a stand-in row) give the embeddings of one process encoding the batch."""
-    folder = write_tiny_bert(tmp_path / 'bert', WORDS, hidden_size=16, intermediate_size=32)
+    folder = write_random_bert(tmp_path / 'bert', WORDS, hidden_size=16, intermediate_size=32)
     config = modeling.BertConfig.from_json_file(str(folder / 'bert_config.json'))
     model = dml.DMLModel(modeling.BertModel(config), dim=8)
     rng = np.random.RandomState(0)
     ids = [list(rng.randint(5, 20, size=rng.randint(2, 9))) for _ in range(13)]
     with chainer.using_config('train', True):
         dropout.seed(5)
-        whole = features.encode_by_length(model.embed, ids, np).array
+        whole = encoding.encode_by_length(model.embed, ids, np).array
         order = np.argsort([len(x) for x in ids], kind='stable')
         size = -(-len(order) // 4)
         shared = np.full_like(whole, np.nan)
@@ -169,13 +158,13 @@ def test_dropout_rows_replay_the_whole_batch_masks(tmp_path):
                 rows = piece[start:stop] if stop > start else piece[:1]
                 window = (start, stop) if stop > start else (0, 1)
                 length = max(len(ids[i]) for i in piece)
-                input_ids, mask = features.pad_batch([ids[i] for i in rows], np, length)
+                input_ids, mask = encoding.pad_batch([ids[i] for i in rows], np, length)
                 with dropout.rows(window[0], window[1], len(piece)):
                     out = model.embed(input_ids, mask).array
                 if stop > start:
                     shared[rows] = out
         dropout.seed(6)
-        other = features.encode_by_length(model.embed, ids, np).array
+        other = encoding.encode_by_length(model.embed, ids, np).array
     np.testing.assert_allclose(shared, whole, atol=1e-6)
     assert np.abs(other - whole).max() > 1e-3  # dropout is really on
 
@@ -274,7 +263,7 @@ def test_two_processes_train_as_one_batch_hard(tmp_path, tiny):
     result = ok(mpirun([(2, dml_args(tmp_path, tiny, two, '--communicator', 'naive',
                                      *common))]))
     assert_same_training(one, two)
-    log = read_log(two)
+    log = training.read_log(str(two / 'log.jsonl'))
     assert log[0]['T/loss'] != log[1]['T/loss']  # it trains
     assert result.stdout.count('saving final model at epoch 2') == 1
     assert result.stdout.count('"communicator": "naive"') == 1
@@ -330,13 +319,13 @@ def test_resume_under_mpi_ends_as_an_uninterrupted_run(tmp_path, tiny):
         'training.save_epoch = save_then_die'))
     killed = mpirun([(2, [killer] + dml_args(tmp_path, tiny, part, *common))])
     assert killed.returncode != 0
-    assert [r['epoch'] for r in read_log(part)] == [1]
+    assert [r['epoch'] for r in training.read_log(str(part / 'log.jsonl'))] == [1]
     ok(mpirun([(2, dml_args(tmp_path, tiny, part, '--resume', part, *common))]))
     a, b = final_arrays(whole), final_arrays(part)
     assert sorted(a) == sorted(b)
     for key in a:
         assert np.array_equal(a[key], b[key]), key
-    assert [r['epoch'] for r in read_log(part)] == [1, 2]
+    assert [r['epoch'] for r in training.read_log(str(part / 'log.jsonl'))] == [1, 2]
 
 
 @needs_mpi

@@ -91,8 +91,10 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path):
     assert not out.exists()
     with pytest.raises(UsageError, match='2 --train_features for 1 feature files'):
         evaluate_features.main([str(good), '--train_features', str(good), str(good)])
-    with pytest.raises(UsageError, match='does not exist or is not writable'):
+    with pytest.raises(UsageError, match='directory .* does not exist'):
         evaluate_features.main([str(good), '--grid', str(tmp_path / 'no' / 'g.png')])
+    with pytest.raises(UsageError, match=r"g.jpg: cannot tell the picture format .*'\.jpg'"):
+        evaluate_features.main([str(good), '--grid', str(tmp_path / 'g.jpg')])
     few = write_features(tmp_path / 'few.tsv', ['a', 'b'], x[:2])
     with pytest.raises(UsageError, match='2 points for 2 labels'):
         evaluate_features.main([str(few)])

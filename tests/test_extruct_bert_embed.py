@@ -9,7 +9,7 @@ import pytest
 
 import extruct_bert_embed
 from bertlib.errors import UsageError
-from conftest import ROOT, gpu_usable, model_flags, write_tiny_bert
+from conftest import ROOT, gpu_usable, model_flags, write_random_bert
 
 WORDS = ['the', 'movie', 'was', 'good', 'bad', 'very', 'a', 'film', 'plot', 'actor', '.',
          ',', '!', 'not', 'it', 'is']
@@ -18,7 +18,7 @@ WORDS = ['the', 'movie', 'was', 'good', 'bad', 'very', 'a', 'film', 'plot', 'act
 @pytest.fixture
 def tiny_model(tmp_path):
     """A 2-layer random BERT with a 21-entry uncased vocabulary, as files."""
-    return write_tiny_bert(tmp_path / 'tiny', WORDS)
+    return write_random_bert(tmp_path / 'tiny', WORDS)
 
 
 def run_main(argv, capsys):
@@ -42,7 +42,7 @@ def test_rows_in_input_order_with_labels(tiny_model, tmp_path, capsys):
     assert labels == ['0', '1', '', '1', '0']
     assert vectors.shape == (5, 8)
     first = out.splitlines()[0].split('\t')
-    assert all(len(v.split('.')[1]) == 6 for v in first[1:])  # six decimals, as the seed
+    assert all(len(v.split('.')[1]) == 6 for v in first[1:])  # six decimals, as the original
 
     # Each sentence alone gives the same vector as inside a sorted, padded batch.
     for index, text in enumerate([l.split('\t')[-1] for l in lines if l.strip()]):
@@ -170,7 +170,7 @@ def test_max_length_reads_only_the_first_lines(tiny_model, tmp_path, capsys):
 
 def test_join_ellipsis_turns_spaced_dots_into_one_token(tmp_path, capsys):
     """--join_ellipsis: the original's '. . .' -> '…' before tokenising."""
-    model = write_tiny_bert(tmp_path / 'm', WORDS + ['\u2026'])
+    model = write_random_bert(tmp_path / 'm', WORDS + ['\u2026'])
     (tmp_path / 'in.txt').write_text('0\tgood . . . bad\n0\tgood \u2026 bad\n', encoding='utf-8')
     plain, _ = run_main(['--input', str(tmp_path / 'in.txt')] + model_flags(model), capsys)
     joined, _ = run_main(['--input', str(tmp_path / 'in.txt'), '--join_ellipsis']

@@ -20,12 +20,10 @@ import extruct_bert_metrics
 import train_classifier
 import train_dml
 from bertlib import activations, checkpoints, dropout, modeling, normalization, optimization
-from conftest import model_flags, write_tiny_bert
+from conftest import WORDS, model_flags, write_labelled, write_random_bert
 
 pytestmark = pytest.mark.gpu
 
-WORDS = ['good', 'great', 'fine', 'nice', 'bad', 'awful', 'poor', 'dull', 'the', 'film',
-         'was', 'plot', 'very', 'a', '.']
 FEATURE_TOLERANCE = 1e-4  # the issue's bound on CPU vs GPU features
 DRY_RUN = os.environ.get('BERTLIB_GPU_DRY_RUN') == '1'
 GPU = '-1' if DRY_RUN else '0'  # --gpu of the scripts
@@ -50,20 +48,9 @@ def to_cpu(array):
 @pytest.fixture
 def tiny(tmp_path):
     """A random 2-layer BERT as files and two small labelled files."""
-    folder = write_tiny_bert(tmp_path / 'bert', WORDS, hidden_size=32, num_hidden_layers=2,
-                             num_attention_heads=4, intermediate_size=64)
-    rng = np.random.RandomState(0)
-
-    def sentences(n):
-        lines = []
-        for i in range(n):
-            label = i % 2
-            words = WORDS[:4] if label == 0 else WORDS[4:8]
-            text = ' '.join(['the', 'film', 'was'] + list(rng.choice(words, 1 + i % 5)))
-            lines.append('%s\t%s' % ('pos' if label == 0 else 'neg', text))
-        return '\n'.join(lines) + '\n'
-    (tmp_path / 'train.txt').write_text(sentences(48))
-    (tmp_path / 'eval.txt').write_text(sentences(16))
+    folder = write_random_bert(tmp_path / 'bert', WORDS, hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=4, intermediate_size=64)
+    write_labelled(tmp_path, train=48, evaluation=16, spread=5)
     return folder
 
 

@@ -19,8 +19,7 @@ import pytest
 
 import train_dml
 from bertlib import checkpoints
-from test_train_dml import WORDS
-from conftest import model_flags, write_tiny_bert
+from conftest import WORDS, model_flags, write_random_bert
 
 pytestmark = pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
 
@@ -32,8 +31,8 @@ TIMING = ('T/sec', 'T/sentences_per_sec', 'D/sec', 'remaining_sec')
 def setup(tmp_path_factory):
     """A tiny BERT, data, and the reference: an uninterrupted run and its step count."""
     root = tmp_path_factory.mktemp('kill')
-    bert = write_tiny_bert(root / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
-                           intermediate_size=32)
+    bert = write_random_bert(root / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
+                             intermediate_size=32)
     rng = np.random.RandomState(0)
     for name, n in (('train.txt', 32), ('eval.txt', 8)):
         lines = ['%s\t%s' % ('pos' if i % 2 else 'neg',

@@ -15,8 +15,7 @@ import pytest
 import extruct_bert_metrics
 import train_dml
 from bertlib import checkpoints
-from conftest import ROOT, model_flags
-from test_train_dml import WORDS, tiny, train_args  # noqa: F401  (fixture)
+from conftest import ROOT, model_flags, train_args
 
 ORIGINAL_README = ROOT.parent / 'shared' / 'seed' / 'BERT-DML-README.md'
 
@@ -111,13 +110,13 @@ def small_data(folder):
 
 def small_berts(folder):
     """A small random BERT at each of the original's model paths."""
-    from conftest import write_tiny_bert
+    from conftest import write_random_bert
     words = ['the', 'film', 'was', '.', 'bad', 'awful', 'dull', 'poor', 'good', 'great',
              'fine', 'nice', 'エンジン', '停止', 'ブレーキ', '制動', 'ルーフ', '車体', '走行',
              '中', 'に', '。']
     for name in ('uncased_L-12_H-768_A-12', 'Japanese_L-12_H-768_A-12_E-30_BPE'):
-        write_tiny_bert(folder / 'BERT' / name, words, hidden_size=16, num_hidden_layers=1,
-                        intermediate_size=32)
+        write_random_bert(folder / 'BERT' / name, words, hidden_size=16, num_hidden_layers=1,
+                          intermediate_size=32)
 
 
 def run_shell(command, folder):

@@ -5,7 +5,6 @@ stopped with one clear message before anything is written."""
 import subprocess
 import sys
 import warnings
-import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 import pytest
@@ -14,37 +13,7 @@ import plot_features
 from bertlib import projection
 from bertlib.errors import UsageError
 
-from conftest import ROOT
-
-JAPANESE = ['エンジン', '制動装置', '排ｶﾞｽ･騒音', '電動機(モーター)']
-
-
-def write_features(path, sizes=(120, 90, 60, 30), dims=8, seed=0, names=JAPANESE):
-    """Well-separated Gaussian classes as a features TSV; returns the labels."""
-    rng = np.random.default_rng(seed)
-    labels = [names[k] for k, size in enumerate(sizes) for _ in range(size)]
-    centres = 10.0 * rng.normal(size=(len(sizes), dims))
-    rows = np.repeat(centres, sizes, axis=0) + rng.normal(size=(len(labels), dims))
-    with open(path, 'w', encoding='utf-8') as stream:
-        for label, row in zip(labels, rows):
-            stream.write(label + '\t' + '\t'.join('%.6f' % v for v in row) + '\n')
-    return labels
-
-
-def assert_picture(path, kind):
-    """`path` exists and is a complete picture of `kind`."""
-    data = path.read_bytes()
-    if kind == 'png':
-        assert data.startswith(b'\x89PNG\r\n\x1a\n') and data.rstrip().endswith(b'IEND\xaeB`\x82')
-    elif kind == 'pdf':
-        assert data.startswith(b'%PDF-') and b'%%EOF' in data[-32:]
-    else:
-        assert ElementTree.fromstring(data).tag.endswith('svg')
-
-
-def missing_glyph_warnings(caught):
-    return [str(w.message) for w in caught if 'missing from font' in str(w.message)]
-
+from conftest import JAPANESE, ROOT, assert_picture, missing_glyph_warnings, write_features
 
 def test_png_draws_japanese_labels_with_their_glyphs(tmp_path):
     import matplotlib

@@ -7,20 +7,14 @@ transformers, the data sets or the demo vocabulary are missing.
 """
 
 import collections
-import sys
 import unicodedata
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bertlib import tokenization
+from bertlib.errors import UsageError
+from conftest import DATASETS, ROOT
 
-from bertlib import tokenization  # noqa: E402
-from bertlib.errors import UsageError  # noqa: E402
-
-DATASETS = ROOT.parent / "shared" / "datasets"
 # The uncased demo vocabulary, created by `make model`.
 DEMO_VOCAB = ROOT / "BERT" / "all-MiniLM-L6-v2" / "vocab.txt"
 

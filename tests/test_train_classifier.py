@@ -11,8 +11,7 @@ import test_classifier
 import train_classifier
 from bertlib import checkpoints, classifier
 from bertlib.errors import UsageError
-from conftest import model_flags
-from test_train_dml import WORDS, final_arrays, tiny  # noqa: F401  (fixture)
+from conftest import final_arrays, model_flags
 
 
 def train_args(tmp_path, tiny, out, *extra):
@@ -114,10 +113,23 @@ def test_class_weights_and_uar():
 
 
 def test_balanced_class_weight_trains(tmp_path, tiny, capsys):
-    train_classifier.main(train_args(tmp_path, tiny, tmp_path / 'out', '--epoch', '1',
-                                     '--class_weight', 'balanced'))
-    assert checkpoints.load_labels(str(tmp_path / 'out' / 'labels.bin')) == {'pos': 0,
-                                                                            'neg': 1}
+    """On 3:1 data 'balanced' weighs the losses (1/3 of the lines weigh 2, the rest 2/3):
+    the same seed trains to another loss and other weights than without weights."""
+    lines = (tmp_path / 'train.txt').read_text().splitlines()
+    (tmp_path / 'train.txt').write_text('\n'.join(
+        line for i, line in enumerate(lines) if line.startswith('pos') or i % 6 == 1) + '\n')
+    logs, weights = {}, {}
+    for mode in ('none', 'balanced'):
+        out = tmp_path / mode
+        train_classifier.main(train_args(tmp_path, tiny, out, '--epoch', '1',
+                                         '--class_weight', mode))
+        assert checkpoints.load_labels(str(out / 'labels.bin')) == {'pos': 0, 'neg': 1}
+        logs[mode] = json.loads((out / 'log.jsonl').read_text().splitlines()[0])
+        weights[mode] = final_arrays(out)
+    assert logs['none']['T/loss'] != pytest.approx(logs['balanced']['T/loss'], rel=1e-4)
+    assert logs['none']['D/loss'] != pytest.approx(logs['balanced']['D/loss'], rel=1e-4)
+    assert not all(np.array_equal(weights['none'][k], weights['balanced'][k])
+                   for k in weights['none'])
 
 
 def test_curves_and_confusion_pictures_land_beside_out(tmp_path, tiny, capsys):

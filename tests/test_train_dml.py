@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -13,46 +14,11 @@ import extruct_bert_metrics
 import train_dml
 from bertlib import checkpoints
 from bertlib.errors import UsageError
-from conftest import ROOT, model_flags, write_tiny_bert
-
-WORDS = ['good', 'great', 'fine', 'nice', 'bad', 'awful', 'poor', 'dull', 'the', 'film',
-         'was', 'plot', 'very', 'a', '.']
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    """A random 1-layer BERT as files, and two small labelled files."""
-    folder = write_tiny_bert(tmp_path / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
-                             intermediate_size=32)
-    rng = np.random.RandomState(0)
-
-    def sentences(n):
-        lines = []
-        for i in range(n):
-            label = i % 2
-            words = WORDS[:4] if label == 0 else WORDS[4:8]
-            text = ' '.join(['the', 'film', 'was'] + list(rng.choice(words, 1 + i % 3)))
-            lines.append('%s\t%s' % ('pos' if label == 0 else 'neg', text))
-        return '\n'.join(lines) + '\n'
-    (tmp_path / 'train.txt').write_text(sentences(40))
-    (tmp_path / 'eval.txt').write_text(sentences(12))
-    return folder
-
-
-def train_args(tmp_path, tiny, out, *extra):
-    return (['--train', str(tmp_path / 'train.txt'), '--eval', str(tmp_path / 'eval.txt'),
-             '--out', str(out), '--batchsize', '8', '--dim', '8', '--noplot']
-            + model_flags(tiny) + list(extra))
-
-
-def final_arrays(out):
-    with np.load(out / 'final.model') as archive:
-        return {k: archive[k] for k in archive.files if k != 'meta/json'}
-
+from conftest import ROOT, final_arrays, model_flags, train_args
 
 @pytest.mark.parametrize('loss', ['triplet', 'batch_hard', 'multi_similarity', 'arcface',
                                   'supcon'])
-def test_every_loss_trains_and_writes_the_seed_outputs(tmp_path, tiny, loss, capsys):
+def test_every_loss_trains_and_writes_the_original_outputs(tmp_path, tiny, loss, capsys):
     out = tmp_path / 'out'
     train_dml.main(train_args(tmp_path, tiny, out, '--epoch', '2', '--loss', loss,
                               '--triplets', '16', '--samples_per_class', '4'))
@@ -76,18 +42,34 @@ def test_every_loss_trains_and_writes_the_seed_outputs(tmp_path, tiny, loss, cap
     assert ('loss/W' in arrays) == (loss == 'arcface')
 
 
-def test_log_line_has_the_seed_format(tmp_path, tiny, caplog):
+def test_each_loss_is_the_one_trained(tmp_path, tiny):
+    """The same data, seed and model give five different training losses: --loss picks
+    the function that is optimised, not only a name in the log."""
+    first = {}
+    for loss in ('triplet', 'batch_hard', 'multi_similarity', 'arcface', 'supcon'):
+        out = tmp_path / loss
+        train_dml.main(train_args(tmp_path, tiny, out, '--epoch', '1', '--loss', loss,
+                                  '--triplets', '16', '--samples_per_class', '4'))
+        first[loss] = json.loads((out / 'log.jsonl').read_text().splitlines()[0])['T/loss']
+    assert len({round(value, 6) for value in first.values()}) == 5, first
+
+
+def test_log_line_has_the_original_format(tmp_path, tiny, caplog):
     caplog.set_level('INFO')
     train_dml.main(train_args(tmp_path, tiny, tmp_path / 'out', '--epoch', '1',
                               '--triplets', '8'))
     line = [r.getMessage() for r in caplog.records if r.getMessage().startswith('[')][0]
-    assert line.startswith('[  1] T/loss=')
-    for key in ('T/acc1=', 'T/acc2=', 'T/sec= ', 'D/loss=', 'D/acc1=', 'D/acc2=', 'D/sec= ',
-                'lr=', 'eta='):
-        assert key in line
+    # The original BERT-DML's columns, in its order, six decimals each.
+    number = r'(-?\d+\.\d{6})'
+    match = re.fullmatch(r'\[  1\] T/loss=%s T/acc1=%s T/acc2=%s T/sec= %s D/loss=%s '
+                         r'D/acc1=%s D/acc2=%s D/sec= %s lr=%s eta=%s' % ((number,) * 10), line)
+    assert match, line
     # As in the original's log: eta is the learning rate, lr Adam's bias correction.
     record = json.loads((tmp_path / 'out' / 'log.jsonl').read_text().splitlines()[0])
     fields = dict(part.split('=') for part in line.split() if '=' in part)
+    for key in ('T/loss', 'T/acc1', 'T/acc2', 'D/loss', 'D/acc1', 'D/acc2'):
+        assert float(fields[key]) == pytest.approx(record[key], abs=1e-6), key
+    assert record['T/loss'] > 0 and 0 <= record['D/acc1'] <= 1 and 0 <= record['D/acc2'] <= 1
     assert float(fields['eta']) == pytest.approx(record['lr'], abs=1e-6)
     assert 0 < record["lr"] <= 5e-5
     steps = 1  # 8 triplets at batch size 8

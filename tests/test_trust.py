@@ -24,8 +24,7 @@ import train_classifier
 import train_dml
 from bertlib import checkpoints, data, fileio
 from bertlib.errors import UsageError
-from conftest import ROOT, model_flags, write_tiny_bert
-from test_train_dml import WORDS
+from conftest import ROOT, WORDS, model_flags, write_random_bert
 
 
 class Boom(object):
@@ -43,8 +42,8 @@ def world(tmp_path_factory):
     """A tiny BERT, data, and trained folders: supcon after epoch 1 ('s1') and resumed to
     epoch 2 ('s2'), arcface ('arc') and a classifier ('cls'), one epoch each."""
     root = tmp_path_factory.mktemp('trust')
-    bert = write_tiny_bert(root / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
-                           intermediate_size=32)
+    bert = write_random_bert(root / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
+                             intermediate_size=32)
     rng = np.random.RandomState(0)
     for name, n in (('train.txt', 24), ('eval.txt', 8)):
         lines = ['%s\t%s' % ('pos' if i % 2 else 'neg',

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from bertlib import cli, features, modeling  # noqa: E402  (bertlib first: compat)
+from bertlib import cli, encoding, modeling  # noqa: E402  (bertlib first: compat)
 
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        'samples', 'sentences.txt')
@@ -84,8 +84,8 @@ def _token_batches(tokenizer, batchsize, count, max_len=128):
     rows = [line.rstrip('\n').split('\t')[1] for line in open(SAMPLES, encoding='utf-8')
             if line.strip()]
     ids = [tokenizer.encode(rows[i % len(rows)], max_len)[0] for i in range(count)]
-    order = features.length_batches(ids, batchsize)
-    return [features.pad_batch([ids[i] for i in batch]) for batch in order]
+    order = encoding.length_batches(ids, batchsize)
+    return [encoding.pad_batch([ids[i] for i in batch]) for batch in order]
 
 
 def _load(args):

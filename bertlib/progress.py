@@ -1,0 +1,60 @@
+"""A progress line on stderr for the long loops (extraction, training epochs).
+
+Its own module so that the feature pipeline and the training loop can report progress
+without importing the command-line layer (`bertlib.cli`) that sits above them.
+"""
+
+import logging
+import sys
+import time
+
+logger = logging.getLogger(__name__)
+
+
+class Progress(object):
+    """A progress line on stderr: redrawn in place on a terminal, a log line every
+    `log_every` seconds otherwise (so a redirected log stays readable)."""
+
+    def __init__(self, total=None, unit='lines', what='extracting', log_every=30.0):
+        self.total = total
+        self.unit = unit
+        self.what = what
+        self.done = 0
+        self.start = time.time()
+        self.last = 0.0
+        self.tty = sys.stderr.isatty()
+        self.log_every = log_every
+
+    def __call__(self, n=1):
+        self.done += n
+        now = time.time()
+        if now - self.last < (0.5 if self.tty else self.log_every):
+            return
+        self.last = now
+        self._show(now)
+
+    def _show(self, now, end='\r'):
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.done / elapsed
+        text = '%s: %d' % (self.what, self.done)
+        if self.total:
+            text += '/%d %s (%3.0f%%)' % (self.total, self.unit, 100.0 * self.done / self.total)
+            if rate > 0:
+                text += ' eta %s' % _clock((self.total - self.done) / rate)
+        else:
+            text += ' ' + self.unit
+        text += ', %.1f %s/s' % (rate, self.unit)
+        if self.tty:
+            sys.stderr.write(text + '   ' + end)
+            sys.stderr.flush()
+        else:
+            logger.info(text, stacklevel=3)  # name the caller, not _show
+
+    def close(self):
+        if self.tty and self.done:
+            self._show(time.time(), end='\n')
+
+
+def _clock(seconds):
+    seconds = int(seconds)
+    return '%d:%02d:%02d' % (seconds // 3600, seconds // 60 % 60, seconds % 60)

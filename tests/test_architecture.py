@@ -1,0 +1,70 @@
+"""The package's layering: bertlib's modules import one another one way, never in a cycle."""
+
+import ast
+import os
+
+import bertlib
+
+PACKAGE = os.path.dirname(bertlib.__file__)
+
+
+def import_graph():
+    """{module: set of bertlib modules it imports}, function-level imports included."""
+    modules = {name[:-3] for name in os.listdir(PACKAGE) if name.endswith('.py')}
+    graph = {}
+    for module in modules:
+        with open(os.path.join(PACKAGE, module + '.py'), encoding='utf-8') as stream:
+            tree = ast.parse(stream.read())
+        targets = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == 'bertlib':
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or '').startswith('bertlib.'):
+                targets.add(node.module.split('.')[1])
+            elif isinstance(node, ast.Import):
+                targets |= {alias.name.split('.')[1] for alias in node.names
+                            if alias.name.startswith('bertlib.')}
+        graph[module] = (targets & modules) - {module}
+    return graph
+
+
+def find_cycle(graph):
+    """One import cycle as a list of modules [a, b, ..., a], or None."""
+    state = {}  # module -> 'open' while on the path, 'done' after
+
+    def visit(module, path):
+        state[module] = 'open'
+        for target in sorted(graph[module]):
+            if state.get(target) == 'open':
+                return path[path.index(target):] + [target]
+            if target not in state:
+                cycle = visit(target, path + [target])
+                if cycle:
+                    return cycle
+        state[module] = 'done'
+        return None
+    for module in sorted(graph):
+        if module not in state:
+            cycle = visit(module, [module])
+            if cycle:
+                return cycle
+    return None
+
+
+def test_find_cycle_sees_a_cycle():
+    assert find_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
+    assert find_cycle({'a': {'b'}, 'b': set(), 'c': {'a'}}) is None
+
+
+def test_bertlib_has_no_import_cycle():
+    graph = import_graph()
+    assert {'cli', 'distributed', 'features', 'encoding', 'progress'} <= set(graph)
+    assert find_cycle(graph) is None
+
+
+def test_the_engine_and_progress_sit_below_the_pipeline_and_the_command_line():
+    graph = import_graph()
+    assert graph['encoding'] == set()
+    assert graph['progress'] == set()
+    assert 'cli' not in graph['features']
+    assert 'features' not in graph['distributed']
