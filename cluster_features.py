@@ -22,11 +22,16 @@ takes the smallest similarity as preference and finds its exemplars on at most 2
 points; Birch's threshold is half the median nearest-neighbour distance; GaussianMixture
 has diagonal covariances above 16 dimensions. NMI, ARI, homogeneity, completeness and
 V-measure count DBSCAN/OPTICS noise as one more cluster; the silhouette leaves it out and
-uses at most 6,000 points. --plots is the number of panels a row (0: no picture).
+uses at most 6,000 points.
 
-Example:
-    python cluster_features.py --input features/mlit-dml-04-test.txt \\
-        --output results/clustering/plot_mlit-dml-04-test.png
+--samples and --plots mean what they meant in the original BERT-DML's
+scikit-clustering.py: --samples N caps the points clustered (all of them when there are
+fewer), --plots N is the number of points drawn in each panel. The scores table is
+written before any picture, so a picture that fails still leaves the scores.
+
+Example (the original's command line runs as it was):
+    python cluster_features.py --input features/rt-embed-04-test.txt --samples 3000 \\
+        --plots 300 --output results/plot_rt-embed-04-test.png
 """
 
 import argparse
@@ -59,14 +64,15 @@ def main(argv=None):
                 features.shape[1], len(set(labels)))
     labels, features = subsample(labels, features, args)
     n_clusters = check_clusters(labels, args.clusters)
-    xy = tsne(features, args.seed) if args.plots or args.dim2 else None
-    X = clustering.clustering_space(features, xy if args.dim2 else None)
+    xy = tsne(features, args) if args.dim2 else None
+    X = clustering.clustering_space(features, xy)
     logger.info('clustering %d points in %d dimensions (%s) into %d clusters', len(X),
                 X.shape[1], '2-D t-SNE, --dim2' if args.dim2 else 'centred, L2-normalised',
                 n_clusters)
     results = run_all(algorithms, X, labels, n_clusters, args)
     write_scores(results, scores_path(args.output))
-    if args.plots:
+    if args.plots != 0:
+        xy = tsne(features, args) if xy is None else xy
         draw(xy, labels, results, args, X.shape[1])
     logger.info('done in %.1f s', time.time() - started)
 
@@ -102,17 +108,18 @@ def describe(name, outcome):
                outcome.status))
 
 
-def tsne(features, seed):
+def tsne(features, args):
     """(N, 2) t-SNE coordinates of the (N, D) features."""
     start = time.time()
-    xy = projection.project_2d(features, method='tsne', seed=seed)
+    xy = projection.project_2d(features, method='tsne', seed=args.seed, source=args.input)
     logger.info('t-SNE of %d points: %.1f s', len(features), time.time() - start)
     return xy
 
 
 def subsample(labels, features, args):
     """The points to cluster: a stratified sample when --samples (or its default) is
-    smaller than the data. Returns (labels, (n, D) features)."""
+    smaller than the data, all of them otherwise (--samples is a cap, as in the original
+    BERT-DML). Returns (labels, (n, D) features)."""
     total = len(labels)
     if args.samples is None:
         if total <= DEFAULT_SAMPLES:
@@ -122,11 +129,8 @@ def subsample(labels, features, args):
                     'default keeps the N x N distance matrices within 0.5 GB and the grid '
                     'within about 10 minutes on 2 cores (--samples 0: all points)',
                     count, total)
-    elif args.samples == 0 or args.samples == total:
+    elif args.samples == 0 or args.samples >= total:
         return labels, features
-    elif args.samples > total:
-        raise UsageError('--samples %d is larger than the data (%d points)'
-                         % (args.samples, total))
     else:
         count = args.samples
         logger.info('clustering a stratified sample of %d of the %d points (--seed %d)',
@@ -178,17 +182,41 @@ def score_cells(outcome):
 
 
 def draw(xy, labels, results, args, dims):
+    """The picture: the (N, 2) t-SNE points of the N clustered `labels`, --plots of them
+    (a stratified sample) in each panel, --columns panels a row."""
     from matplotlib.figure import Figure
     projection.use_japanese_font()
-    columns = args.plots
-    rows = -(-(len(results) + 1) // columns)
+    shown = shown_points(labels, args.plots, args.seed)
+    panels = len(results) + 1
+    columns = min(args.columns, panels)
+    rows = -(-panels // columns)
     figure = Figure(figsize=(4.2 * columns, 4.4 * rows + 0.6), layout='constrained')
     space = '2-D t-SNE (--dim2)' if args.dim2 else '%d-D features' % dims
     title = '%s: %d points clustered on the %s' % (os.path.basename(args.input), len(xy),
                                                    space)
-    clustering.draw_grid(figure, xy, labels, results, columns, args.timeout, title)
+    if len(shown) < len(xy):
+        title += ', %d drawn' % len(shown)
+    clustering.draw_grid(figure, xy[shown], [labels[i] for i in shown],
+                         [(name, shown_outcome(outcome, shown)) for name, outcome in results],
+                         columns, args.timeout, title)
     projection.save_figure(figure, args.output, dpi=100)
     logger.info('wrote %s', args.output)
+
+
+def shown_points(labels, plots, seed):
+    """Indices of the points drawn in each panel: a stratified sample of `plots`, or all
+    of them when --plots is None or not smaller than the data."""
+    if plots is None or plots >= len(labels):
+        return np.arange(len(labels))
+    return projection.stratified_sample(labels, plots, seed)
+
+
+def shown_outcome(outcome, shown):
+    """An algorithm's Outcome with only the cluster assignments of the `shown` points."""
+    if outcome.value is None:
+        return outcome
+    assignments, seconds, scores = outcome.value
+    return outcome._replace(value=(np.asarray(assignments)[shown], seconds, scores))
 
 
 def check_args(args):
@@ -206,8 +234,10 @@ def check_args(args):
                          % args.samples)
     if args.timeout < 0:
         raise UsageError('--timeout must be 0 (no limit) or positive, got %g' % args.timeout)
-    if args.plots < 0:
+    if args.plots is not None and args.plots < 0:
         raise UsageError('--plots must be 0 (no picture) or positive, got %d' % args.plots)
+    if args.columns < 1:
+        raise UsageError('--columns must be at least 1, got %d' % args.columns)
     if args.clusters is not None and args.clusters < 2:
         raise UsageError('--clusters must be at least 2, got %d' % args.clusters)
     return parse_algorithms(args.algorithms)
@@ -245,12 +275,18 @@ def parse_args(argv=None):
     parser.add_argument('--dim2', action='store_true',
                         help='cluster the 2-D t-SNE coordinates instead of the features')
     parser.add_argument('--samples', type=int, default=None,
-                        help='cluster a stratified sample of N points, each label keeping '
-                             'its share; 0: all points (default: all up to %d points, else '
-                             'a sample of %d)' % (DEFAULT_SAMPLES, DEFAULT_SAMPLES))
-    parser.add_argument('--plots', type=int, default=4,
-                        help='panels per row of the picture; 0: no picture, only the '
-                             'scores table (and no t-SNE unless --dim2) (default: 4)')
+                        help='cluster at most N points: a stratified sample, each label '
+                             'keeping its share, when the data hold more, else all of '
+                             'them; 0: all points (default: all up to %d points, else a '
+                             'sample of %d)' % (DEFAULT_SAMPLES, DEFAULT_SAMPLES))
+    parser.add_argument('--plots', type=int, default=None,
+                        help='points drawn in each panel of the picture: a stratified '
+                             'sample of the clustered points when they are more; 0: no '
+                             'picture, only the scores table (and no t-SNE unless --dim2) '
+                             '(default: all clustered points)')
+    parser.add_argument('--columns', type=int, default=4,
+                        help='panels a row of the picture, at most the number of panels '
+                             '(default: 4)')
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the sample, t-SNE and the algorithms (default: 0)')
     parser.add_argument('--timeout', type=float, default=120.0,

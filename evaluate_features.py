@@ -48,7 +48,7 @@ def main(argv=None):
         logger.info('%s: %d points, precision@1 %.3f, MAP@R %.3f', name, scores['count'],
                     scores['precision_at_1'], scores['map_at_r'])
         if args.grid:
-            panels.append((name, labels, features, scores))
+            panels.append((name, path, labels, features, scores))
     table = evaluation.markdown_table(rows)
     if args.output == '-':
         print(table, end='', flush=True)
@@ -66,12 +66,14 @@ def draw_grid(panels, args):
     import matplotlib.pyplot as plt
     from bertlib import projection
     projection.use_japanese_font()
+    projection.check_picture_size(5 * len(panels), 5, 100, args.grid)
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
-    for ax, (name, labels, features, scores) in zip(axes[0], panels):
+    for ax, (name, path, labels, features, scores) in zip(axes[0], panels):
         chosen = np.arange(len(labels))
         if args.grid_samples and len(labels) > args.grid_samples:
             chosen = projection.stratified_sample(labels, args.grid_samples, args.seed)
-        xy = projection.project_2d(features[chosen], method='tsne', seed=args.seed)
+        xy = projection.project_2d(features[chosen], method='tsne', seed=args.seed,
+                                   source=path)
         projection.scatter(ax, xy, [labels[i] for i in chosen],
                            '%s (P@1 %.3f)' % (name, scores['precision_at_1']))
     figure.tight_layout()

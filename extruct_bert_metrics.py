@@ -4,7 +4,10 @@
 --model is a `final.model` or `early_stopped-*.model` written by train_dml.py and --label
 its `labels.bin`. The features are the model's --dim-dimensional embeddings. Input lines
 are `label<TAB>text` or bare `text`; output lines `label<TAB>f1<TAB>f2...` (six decimals)
-in input order, bare-text lines with an empty label.
+in input order, bare-text lines with an empty label. Input labels outside labels.bin are
+written as they are (classes the model never saw are what metric learning is evaluated
+on). A model written by the original BERT-DML's train_dml.py (no metadata) is read as
+what it trained: pooled output to the stored dimension.
 
 Example:
     python extruct_bert_metrics.py --input datasets/rt-polarity/04-test.txt \\

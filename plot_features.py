@@ -3,7 +3,10 @@
 by label, with a legend of the label names. Japanese labels are drawn with IPAexGothic.
 
 The input is the `label<TAB>f1<TAB>f2...` file that the extraction scripts write. The
-picture format (png, pdf or svg) follows the --output extension. Logs go to stderr.
+picture format (png, pdf or svg) follows the --output extension (default: result.png,
+as in the original BERT-DML). One summary line goes to stdout, as the original printed
+it: `# input: N, class: K, labels: {label: id, ...}` (ids in order of first appearance);
+logs go to stderr.
 
 Example:
     python plot_features.py --input features/mlit-dml-04-test.txt \\
@@ -29,21 +32,28 @@ def main(argv=None):
     labels, features = read_features(args.input)
     logger.info('%s: %d points x %d features, %d labels (%.1f s)', args.input,
                 len(labels), features.shape[1], len(set(labels)), time.time() - start)
+    print(summary_line(labels), flush=True)
     labels, features = subsample(labels, features, args.samples, args.seed)
     start = time.time()
     xy = projection.project_2d(features, method=args.method, perplexity=args.perplexity,
-                               seed=args.seed)
+                               seed=args.seed, source=args.input)
     logger.info('%s of %d points: %.1f s', args.method, len(xy), time.time() - start)
     draw(xy, labels, args)
 
 
+def summary_line(labels):
+    """'# input: N, class: K, labels: {...}', the original's stdout line."""
+    ids = {}
+    for label in labels:
+        ids.setdefault(label, len(ids))
+    return '# input: %d, class: %d, labels: %s' % (len(labels), len(ids), ids)
+
+
 def subsample(labels, features, samples, seed):
-    """A stratified sample of `samples` points (all when None): (labels, (n, D) array)."""
-    if samples is None or samples == len(labels):
+    """A stratified sample of at most `samples` points (all when None or when there are
+    no more than that): (labels, (n, D) array)."""
+    if samples is None or samples >= len(labels):
         return labels, features
-    if samples > len(labels):
-        raise UsageError('--samples %d is larger than the data (%d points)'
-                         % (samples, len(labels)))
     chosen = projection.stratified_sample(labels, samples, seed)
     logger.info('stratified sample of %d of %d points (--samples, --seed %d)',
                 samples, len(labels), seed)
@@ -80,8 +90,8 @@ def parse_args(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--input', '-i', required=True,
                         help='features file, label<TAB>f1<TAB>f2...')
-    parser.add_argument('--output', '-o', required=True,
-                        help='picture to write; .png, .pdf or .svg')
+    parser.add_argument('--output', '-o', default='result.png',
+                        help='picture to write; .png, .pdf or .svg (default: result.png)')
     parser.add_argument('--method', choices=projection.METHODS, default='tsne',
                         help='projection: t-SNE (scikit-learn, on the first 50 principal '
                              'components) or PCA (default: tsne)')
@@ -89,8 +99,8 @@ def parse_args(argv=None):
                         help='t-SNE perplexity; clipped to (N - 1) / 3 for small inputs '
                              '(default: 30)')
     parser.add_argument('--samples', type=int, default=None,
-                        help='plot a stratified sample of N points, each label keeping '
-                             'its share (default: all points)')
+                        help='plot at most N points: a stratified sample, each label '
+                             'keeping its share, when there are more (default: all points)')
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the sample and of t-SNE (default: 0)')
     parser.add_argument('--title', default=None,

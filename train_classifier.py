@@ -5,9 +5,12 @@
 Same command line, log format and outputs as train_dml.py: after every epoch one line
 with T/ and D/ loss, acc1 = accuracy and acc2 = UAR (unweighted average recall); --out
 gets final.model, final.state, labels.bin, early_stopped-loss.model,
-early_stopped-uar.model, log.jsonl and <out>.png. At the end, the confusion matrix (counts
-and rates), UAR and scikit-learn's classification report of the final and the
-early-stopped (UAR) model on --eval are printed.
+early_stopped-uar.model and log.jsonl, and the training curves go to <out>.png beside it.
+At the end, the confusion matrix (counts and rates), UAR and scikit-learn's
+classification report of the final and both early-stopped models (D/loss, D/UAR) on
+--eval are printed, and each confusion matrix is drawn into
+<out>-cm-{final,early_stopped-loss,early_stopped-uar}.png beside --out, as the original
+BERT-DML did (not with --noplot).
 
 Example:
     python train_classifier.py --batchsize 64 --epoch 3 \\
@@ -71,8 +74,7 @@ def main(argv=None):
     weights = classifier.class_weights(train.labels, n_classes, args.class_weight)
     task = classifier.ClassifierTask(model, train, evaluation, n_classes, args.batchsize,
                                      device.xp, weights=weights, seed=args.seed, comm=comm)
-    plot = None if args.noplot else os.path.join(
-        args.out, os.path.basename(os.path.normpath(args.out)) + '.png')
+    plot = None if args.noplot else training.beside_out(args.out, '.png')
     try:
         training.train(task, optimizer, args, os.path.join(args.out, 'log.jsonl'), plot,
                        comm)
@@ -80,15 +82,22 @@ def main(argv=None):
         raise UsageError(str(e))
 
     names = [label for label, _ in sorted(label_to_id.items(), key=lambda item: item[1])]
-    for title, name in (('final model', 'final.model'),
-                        ('early-stopped model (best D/UAR)', 'early_stopped-uar.model')):
+    for title, name in (('final model', 'final'),
+                        ('early-stopped model (best D/loss)', 'early_stopped-loss'),
+                        ('early-stopped model (best D/UAR)', 'early_stopped-uar')):
         # Only rank 0 wrote the files (its node's disk): it reads them and sends the rest.
         if distributed.is_root(comm):
-            checkpoints.load_model(os.path.join(args.out, name), model)
+            checkpoints.load_model(os.path.join(args.out, name + '.model'), model)
         distributed.bcast_model(comm, model)
         predicted = task.logits_of(evaluation).argmax(axis=1)
-        print('\n== %s: %s on %s ==' % (title, name, args.eval))
+        print('\n== %s: %s.model on %s ==' % (title, name, args.eval))
         print(classifier.report(evaluation.labels, predicted, names), flush=True)
+        if not args.noplot and distributed.is_root(comm):
+            classifier.draw_confusion(
+                evaluation.labels, predicted, names,
+                training.beside_out(args.out, '-cm-%s.png' % name),
+                '%s: %s.model on %s' % (os.path.basename(os.path.normpath(args.out)), name,
+                                        os.path.basename(args.eval)))
     logger.info('time spent: %f sec', time.time() - start)
 
 

@@ -5,8 +5,8 @@ Training and evaluation files hold one `label<TAB>text` a line. After every epoc
 line reports T/ (training) and D/ (evaluation) loss, acc1 = precision@1 and acc2 = MAP@R
 of the cosine embeddings (leave-one-out; T/ on a fixed sample of at most 2,000 training
 sentences), and `final.model` / `final.state` are saved (atomically) into --out, with
-`labels.bin`, `early_stopped-loss.model`, `early_stopped-map.model`, `log.jsonl` and the
-curves `<out>.png`.
+`labels.bin`, `early_stopped-loss.model`, `early_stopped-map.model` and `log.jsonl`; the
+curves go to `<out>.png` beside --out, where the original BERT-DML put them.
 
 Example:
     python train_dml.py --batchsize 64 --epoch 100 \\
@@ -26,6 +26,8 @@ import logging
 import math
 import os
 import time
+
+import numpy as np
 
 from bertlib import (checkpoints, cli, data, distributed, dml, losses, modeling,
                      optimization, training)
@@ -50,8 +52,12 @@ def main(argv=None):
         if args.resume else None
     train, label_to_id = data.load_split(args.train, tokenizer, args.max_seq_length, known)
     check_classes(train, label_to_id, args.train)
-    evaluation, _ = data.load_split(args.eval, tokenizer, args.max_seq_length, label_to_id,
-                               closed=True)
+    # Classes unseen in training get ids after the training ones (as the original
+    # BERT-DML gave new labels new ids): retrieval scores and D/loss use the eval set's
+    # own labels, the standard protocol of metric learning on disjoint classes.
+    evaluation, eval_label_to_id = data.load_split(args.eval, tokenizer, args.max_seq_length,
+                                                   label_to_id)
+    report_unseen(evaluation, label_to_id, eval_label_to_id, args.eval)
     print('# train: %d, eval: %d,' % (len(train), len(evaluation)))
     print('# class: %d, labels: %s' % (len(label_to_id), label_to_id))
     print('# vocab: %d' % config.vocab_size, flush=True)
@@ -76,8 +82,7 @@ def main(argv=None):
     task = dml.DMLTask(model, args.loss, train, evaluation, args.batchsize, device.xp,
                        hyper=loss_hyperparameters(args), triplets=args.triplets,
                        samples_per_class=args.samples_per_class, seed=args.seed, comm=comm)
-    plot = None if args.noplot else os.path.join(
-        args.out, os.path.basename(os.path.normpath(args.out)) + '.png')
+    plot = None if args.noplot else training.beside_out(args.out, '.png')
     try:
         training.train(task, optimizer, args, os.path.join(args.out, 'log.jsonl'), plot,
                        comm)
@@ -126,6 +131,16 @@ def check_classes(split, label_to_id, path):
     if single:
         logger.warning('%s: classes with a single sentence cannot be anchors (kept as '
                        'negatives): %s', path, ', '.join(single[:10]))
+
+
+def report_unseen(split, label_to_id, eval_label_to_id, path):
+    """Logs how many of the eval set's classes the training set does not have."""
+    present = set(np.unique(split.labels).tolist())
+    unseen = [label for label, i in eval_label_to_id.items()
+              if label not in label_to_id and i in present]
+    logger.info('%s: %d classes, %d of them unseen in training%s', path, len(present),
+                len(unseen), (' (%s)' % ', '.join(unseen[:10])) if unseen else '')
+    return len(unseen)
 
 
 def parse_args(argv=None):

@@ -105,14 +105,21 @@ class ClassifierTask(training.Task):
         return {'kind': 'classifier', 'classes': self.n_classes}
 
 
+def confusion(y_true, y_pred, k):
+    """(K, K) counts (rows: true, columns: predicted) and their row-normalised rates."""
+    import sklearn.metrics
+    matrix = sklearn.metrics.confusion_matrix(y_true, y_pred, labels=list(range(k)))
+    rows = matrix.sum(axis=1, keepdims=True)
+    rates = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    return matrix, rates
+
+
 def report(y_true, y_pred, names):
     """Confusion matrix (counts and row-normalised rates), UAR and scikit-learn's
     classification report, as text. y_true, y_pred: int arrays; names: label names."""
     import sklearn.metrics
     k = len(names)
-    matrix = sklearn.metrics.confusion_matrix(y_true, y_pred, labels=list(range(k)))
-    rows = matrix.sum(axis=1, keepdims=True)
-    rates = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    matrix, rates = confusion(y_true, y_pred, k)
     width = max(8, max(len(n) for n in names) + 1)
     lines = ['confusion matrix (rows: true, columns: predicted), counts:']
     header = ' ' * width + ''.join('%*s' % (width, n) for n in names)
@@ -130,3 +137,28 @@ def report(y_true, y_pred, names):
         y_true, y_pred, labels=present, target_names=[names[i] for i in present],
         digits=4, zero_division=0))
     return '\n'.join(lines)
+
+
+def draw_confusion(y_true, y_pred, names, path, title):
+    """The confusion matrix as a picture, as the original BERT-DML's
+    `<out>-cm-<model>.png`: rates as colours (rows: true, columns: predicted), each cell
+    annotated with its count. Japanese label names are drawn with their glyphs."""
+    from matplotlib.figure import Figure
+    from bertlib import projection
+    projection.use_japanese_font()
+    matrix, rates = confusion(y_true, y_pred, len(names))
+    side = min(4.0 + 0.45 * len(names), 40.0)
+    figure = Figure(figsize=(side + 1.5, side), layout='constrained')
+    ax = figure.subplots()
+    image = ax.imshow(rates, cmap='Blues', vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=ax, label='rate of the true class')
+    ax.set_xticks(range(len(names)), names, rotation=90)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    if len(names) <= 30:
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(j, i, str(count), ha='center', va='center', fontsize='small',
+                    color='white' if rates[i, j] > 0.5 else 'black')
+    ax.set_title(title)
+    projection.save_figure(figure, path, dpi=100)

@@ -133,7 +133,13 @@ def add_bert_arguments(parser, batchsize=64, communicator=False):
                             'the vocabulary has no upper-case entries (default: auto)')
     group.add_argument('--max_seq_length', type=int, default=128,
                        help='longest input in tokens, [CLS] and [SEP] included; longer '
-                            'sentences are truncated and counted in the log (default: 128)')
+                            'sentences are truncated and counted in the log (default: 128; '
+                            'the original BERT-DML cut at the model\'s 512 positions: '
+                            '--max_seq_length 512)')
+    group.add_argument('--join_ellipsis', action='store_true',
+                       help="turn '. . .' into '…' before tokenising, as the original "
+                            "BERT-DML did (69 of rt-polarity's 1,066 test lines have one); "
+                            "give it to training and extraction alike")
     run_group = parser.add_argument_group('running')
     run_group.add_argument('--gpu', '-g', type=int, default=-1,
                            help='GPU id to run on with CuPy; -1: CPU (default: -1). With '
@@ -251,7 +257,8 @@ def load_bert(args, load_weights=True):
     do_lower_case = tokenization.resolve_do_lower_case(args.do_lower_case, vocab)
     split_cjk = not tokenization.vocab_has_cjk_words(vocab)
     tokenizer = tokenization.FullTokenizer(args.vocab_file, do_lower_case=do_lower_case,
-                                           tokenize_chinese_chars=split_cjk)
+                                           tokenize_chinese_chars=split_cjk,
+                                           join_ellipsis=getattr(args, 'join_ellipsis', False))
     logger.info('vocabulary %s: %d entries, do_lower_case=%s, tokenize_chinese_chars=%s',
                 args.vocab_file, len(vocab), do_lower_case, split_cjk)
     bert = modeling.BertModel(config, random_init=False)

@@ -72,7 +72,7 @@ class DMLTask(training.Task):
         else:
             self.loss_fn = losses.make_loss(loss_name, n_classes=None, dim=None, **hyper)
         # Fixed draws for D/loss and T/ scores, so epochs are comparable.
-        self.eval_batches = list(self._draw(evaluation.labels, np.random.RandomState(seed + 1)))
+        self.eval_batches = self._eval_draw(evaluation.labels, np.random.RandomState(seed + 1))
 
     # --- batches ---------------------------------------------------------------------
     def _draw(self, labels, rng):
@@ -89,6 +89,20 @@ class DMLTask(training.Task):
             per_class = max(per_class, self.batchsize // classes)
             for indices in losses.pk_batches(labels, classes, per_class, rng):
                 yield indices
+
+    def _eval_draw(self, labels, rng):
+        """The fixed D/loss batches. Eval classes unseen in training are fine for the
+        losses that compare sentences; ArcFace scores a sentence against its class's
+        trained proxy, so there only the rows of training classes take part."""
+        rows = np.arange(len(labels))
+        if self.loss_name == 'arcface':
+            rows = np.flatnonzero(labels < self.model.loss.n_classes)
+        if len(np.unique(labels[rows])) < 2:
+            return []
+        batches = self._draw(labels[rows], rng)
+        if self.loss_name == 'triplet':
+            return [tuple(rows[part] for part in batch) for batch in batches]
+        return [rows[batch] for batch in batches]
 
     def batches(self, rng):
         return self._draw(self.train_split.labels, rng)

@@ -11,6 +11,7 @@ batches (the same batches one process would make, so the numbers are the same), 
 rank 0 gathers the vectors and writes them in input order.
 """
 
+import itertools
 import logging
 import os
 import sys
@@ -201,7 +202,19 @@ def add_io_arguments(parser):
     group.add_argument('--output', '-o', default='-',
                        help="features TSV; '-' (default) is standard output. A file is "
                             "written whole or not at all")
+    group.add_argument('--max_length', type=int, default=None,
+                       help='read only the first N lines of --input, as the original '
+                            'BERT-DML\'s flag of that name (default: all lines)')
     return parser
+
+
+def read_examples(args):
+    """The examples of --input, up to line --max_length when it is given."""
+    examples = data.iter_examples(args.input)
+    limit = getattr(args, 'max_length', None)
+    if limit is None:
+        return examples
+    return itertools.takewhile(lambda e: e.line_number <= limit, examples)
 
 
 def check_io(args, comm=None):
@@ -210,8 +223,13 @@ def check_io(args, comm=None):
     reads and writes, so only it checks, and tells the others the count."""
     if comm is not None:
         return comm.mpi_comm.bcast(check_io(args) if comm.rank == 0 else None)
+    limit = getattr(args, 'max_length', None)
+    if limit is not None and limit < 1:
+        raise UsageError('--max_length must be at least 1 line, got %d' % limit)
     total = data.check_input(args.input)
     check_not_input(args.output, [args.input])
+    if total is not None and limit is not None:
+        total = min(total, limit)
     if args.output != '-':
         directory = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(directory):
@@ -233,7 +251,7 @@ def run(args, tokenizer, encode, xp, total=None, comm=None):
         return 0
     progress = cli.Progress(total, unit='lines', what='extracting')
     start = time.time()
-    pairs = extractor(data.iter_examples(args.input), progress)
+    pairs = extractor(read_examples(args), progress)
     if args.output == '-':
         sys.stdout.reconfigure(encoding='utf-8', newline='\n')
         written = write_features(sys.stdout, pairs)

@@ -73,3 +73,12 @@ def schedule(step, total_steps, warmup_steps=0):
         return (step + 1) / warmup_steps
     remaining = total_steps - step
     return max(0.0, remaining / max(1, total_steps - warmup_steps))
+
+
+def adam_step_factor(step, beta1=0.9, beta2=0.999):
+    """Adam's bias correction sqrt(1 - beta2^t) / (1 - beta1^t) after `step` updates:
+    what Chainer's `optimizer.lr` reports for alpha 1, the original BERT-DML log's `lr`
+    column (there alpha was 1 and `eta` the learning rate). 0 before the first update."""
+    if step < 1:
+        return 0.0
+    return math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)

@@ -70,16 +70,18 @@ def _class_quotas(counts, n):
     return quotas
 
 
-def project_2d(X, method='tsne', perplexity=30, seed=0):
+def project_2d(X, method='tsne', perplexity=30, seed=0, source='the features'):
     """(N, D) features -> (N, 2) float64 coordinates by t-SNE or PCA, seeded.
 
     t-SNE is scikit-learn's Barnes-Hut TSNE with PCA initialisation, run on the first
     50 principal components when D > 50. Its perplexity must stay below N: a larger one
-    is clipped to (N - 1) / 3, with a note in the log.
+    is clipped to (N - 1) / 3, with a note in the log. `source` (a file name) is named in
+    the error about degenerate features.
     """
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or len(X) < 2:
         raise UsageError('a 2-D projection needs at least 2 points, got %d' % len(X))
+    check_spread(X, source)
     if method not in METHODS:
         raise ValueError('method must be one of %s, got %r' % (METHODS, method))
     if method == 'tsne' and len(X) < 4:
@@ -87,6 +89,20 @@ def project_2d(X, method='tsne', perplexity=30, seed=0):
     if method == 'pca' or len(X) < 4:
         return _pca(X, 2, seed)
     return _tsne(X, perplexity, seed)
+
+
+def check_spread(X, source):
+    """UsageError when all (N, D) rows are the same point.
+
+    Why: scikit-learn's t-SNE then divides its PCA start by a zero spread and crashes the
+    whole process in native code (segmentation fault), and no projection could show
+    anything. It happens with --max_seq_length 2, where every sentence is [CLS] [SEP].
+    """
+    spread = float(np.ptp(X, axis=0).max()) if X.size else 0.0
+    if spread <= 1e-9 * max(1.0, float(np.abs(X).max()) if X.size else 0.0):
+        raise UsageError('%s: all %d feature rows are the same point, so there is nothing '
+                         'to project (were they extracted with a tiny --max_seq_length, '
+                         'where every sentence is [CLS] [SEP]?)' % (source, len(X)))
 
 
 def _pca(X, dims, seed):
@@ -283,8 +299,24 @@ def check_writable(path, what='--output'):
         raise UsageError('%s %s: directory %s is not writable' % (what, path, directory))
 
 
+# No side of a picture may exceed this many pixels: image viewers and browsers refuse or
+# choke on larger ones (a 126,011-pixel-wide PNG took 139 s to write and opened nowhere).
+MAX_PIXELS = 20000
+
+
+def check_picture_size(width_inches, height_inches, dpi, path):
+    """UsageError when a picture of this size would be too large to open."""
+    width, height = width_inches * dpi, height_inches * dpi
+    if max(width, height) > MAX_PIXELS:
+        raise UsageError('%s: a picture of %d x %d pixels is too large to open (at most '
+                         '%d a side): ask for fewer panels or points' % (path, width, height,
+                                                                         MAX_PIXELS))
+
+
 def save_figure(figure, path, dpi=150):
-    """Writes `figure` to `path` in the format of its extension, complete or not at all."""
+    """Writes `figure` to `path` in the format of its extension, complete or not at all;
+    UsageError, before drawing, when it would be too large to open."""
     from bertlib.fileio import atomic_write
+    check_picture_size(*figure.get_size_inches(), dpi, path)
     with atomic_write(path, 'wb') as stream:
         figure.savefig(stream, format=figure_format(path), dpi=dpi, bbox_inches='tight')

@@ -167,8 +167,12 @@ def whitespace_tokenize(text):
 class FullTokenizer(object):
     """Runs end-to-end tokenization: BasicTokenizer, then WordpieceTokenizer."""
 
-    def __init__(self, vocab_file, do_lower_case=True, tokenize_chinese_chars=True):
+    def __init__(self, vocab_file, do_lower_case=True, tokenize_chinese_chars=True,
+                 join_ellipsis=False):
+        """join_ellipsis: `encode` turns '. . .' into '…' first, as the original BERT-DML
+        did (rt-polarity writes its ellipses spaced out)."""
         self.vocab_file = os.fspath(vocab_file)
+        self.join_ellipsis = join_ellipsis
         self.vocab = load_vocab(self.vocab_file)
         self.inv_vocab = {index: token for token, index in self.vocab.items()}
         if "[UNK]" not in self.vocab:
@@ -207,6 +211,8 @@ class FullTokenizer(object):
             if special not in self.vocab:
                 raise UsageError("%s: the vocabulary has no %s entry"
                                  % (self.vocab_file, special))
+        if self.join_ellipsis:
+            text = text.replace(". . .", "\u2026")
         ids = self.convert_tokens_to_ids(self.tokenize(text))
         room = max_seq_length - 2
         truncated = len(ids) > room

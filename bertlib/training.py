@@ -167,9 +167,10 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
         record['D/acc2'] = eval_scores['acc2']
         record['D/sec'] = time.time() - eval_start
         record['lr'] = lr
+        record['adam_step_factor'] = optimization.adam_step_factor(step)
         elapsed = time.time() - start
         done = epoch - args.start_epoch + 1
-        record['eta'] = elapsed / done * (args.epoch - epoch)
+        record['remaining_sec'] = elapsed / done * (args.epoch - epoch)
         records.append(record)
         if not root:
             continue
@@ -183,11 +184,20 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
 
 
 def format_record(r):
-    """One line in the seed's format."""
+    """One line in the original BERT-DML's format, columns meaning what they meant there:
+    `lr` is Adam's bias correction (Chainer's optimizer.lr at alpha 1) and `eta` the
+    learning rate of the epoch's last step. log.jsonl has them as 'adam_step_factor' and
+    'lr', and the estimated seconds left as 'remaining_sec'."""
     return ('[%3d] T/loss=%.6f T/acc1=%.6f T/acc2=%.6f T/sec= %.6f D/loss=%.6f '
             'D/acc1=%.6f D/acc2=%.6f D/sec= %.6f lr=%.6f eta=%.6f'
             % (r['epoch'], r['T/loss'], r['T/acc1'], r['T/acc2'], r['T/sec'], r['D/loss'],
-               r['D/acc1'], r['D/acc2'], r['D/sec'], r['lr'], r['eta']))
+               r['D/acc1'], r['D/acc2'], r['D/sec'], r['adam_step_factor'], r['lr']))
+
+
+def beside_out(out, suffix):
+    """A file next to the --out folder, named after it: `results_dml` -> `results_dml.png`
+    (where the original BERT-DML wrote its curves and confusion matrices)."""
+    return os.path.normpath(out) + suffix
 
 
 def save_epoch(out, log_name, task, optimizer, records, meta, best):

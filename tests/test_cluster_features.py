@@ -36,7 +36,7 @@ def run(tmp_path, *flags, sizes=(60, 45, 30, 15)):
 
 
 def test_picture_and_one_scores_row_per_algorithm(tmp_path):
-    rows, caught = run(tmp_path, '--algorithms', 'MiniBatchKMeans,ward,DBSCAN', '--plots', '2')
+    rows, caught = run(tmp_path, '--algorithms', 'MiniBatchKMeans,ward,DBSCAN', '--columns', '2')
     assert_picture(tmp_path / 'c.png', 'png')
     assert missing_glyph_warnings(caught) == []
     assert list(rows) == ['MiniBatchKMeans', 'Ward', 'DBSCAN']
@@ -62,7 +62,7 @@ def test_every_algorithm_runs(tmp_path):
 
 
 def test_dim2_clusters_the_projection(tmp_path):
-    rows, _ = run(tmp_path, '--dim2', '--algorithms', 'MeanShift,DBSCAN', '--plots', '3')
+    rows, _ = run(tmp_path, '--dim2', '--algorithms', 'MeanShift,DBSCAN', '--columns', '3')
     assert_picture(tmp_path / 'c.png', 'png')
     assert float(rows['MeanShift']['nmi']) > 0.9
     assert rows['DBSCAN']['status'] == 'ok'
@@ -84,7 +84,7 @@ def test_timeout_and_failure_are_marked_and_the_others_run(tmp_path, monkeypatch
     monkeypatch.setattr(clustering, 'fit_predict', _slow_or_broken)
     start = time.time()
     rows, _ = run(tmp_path, '--algorithms', 'Birch,DBSCAN,MiniBatchKMeans', '--timeout', '2',
-                  '--plots', '2', '--samples', '100')
+                  '--columns', '2', '--samples', '100')
     assert time.time() - start < 30
     assert rows['Birch']['status'] == 'timeout' and rows['Birch']['nmi'] == ''
     assert rows['DBSCAN']['status'] == 'failed: Unable to allocate 9 GiB'
@@ -114,7 +114,7 @@ def test_clustering_space_centres_and_normalises():
 
 
 @pytest.mark.parametrize('text, flags, message', [
-    (None, ['--samples', '500'], '--samples 500 is larger than the data \\(150 points\\)'),
+    (None, ['--columns', '0'], '--columns must be at least 1'),
     (None, ['--clusters', '200'], '150 points are fewer than the 200 clusters'),
     (None, ['--algorithms', 'KMeans'], "unknown algorithm 'KMeans'"),
     (None, ['--output', 'PLACE/no/c.png'], 'does not exist'),
@@ -146,3 +146,50 @@ def test_cluster_colours_follow_the_matching_label():
     assert np.allclose(colours[0], palette[names.index(JAPANESE[0])])
     assert np.allclose(colours[6], palette[names.index(JAPANESE[1])])
     assert np.allclose(colours[-1], clustering.NOISE_COLOR)
+
+
+def test_original_samples_and_plots_cap_and_draw_that_many_points(tmp_path, monkeypatch):
+    """The original scikit-clustering.py's `--samples 3000 --plots 300` on fewer points:
+    all 150 points are clustered, 120 of them drawn in every panel, and the picture has
+    at most as many columns as panels whatever --columns says."""
+    drawn = {}
+    original = clustering.draw_grid
+
+    def spy(figure, xy, labels, results, columns, timeout, title):
+        drawn.update(points=len(xy), labels=len(labels), columns=columns, title=title,
+                     assignments=[len(o.value[0]) for _, o in results if o.value])
+        return original(figure, xy, labels, results, columns, timeout, title)
+    monkeypatch.setattr(clustering, 'draw_grid', spy)
+    rows, _ = run(tmp_path, '--algorithms', 'MiniBatchKMeans,Ward', '--samples', '3000',
+                  '--plots', '120', '--columns', '300', sizes=(60, 50, 40))
+    assert rows['Ward']['status'] == 'ok'
+    assert drawn['points'] == drawn['labels'] == 120
+    assert drawn['assignments'] == [120, 120]
+    assert drawn['columns'] == 3  # ground truth + two algorithms
+    assert '150 points clustered' in drawn['title'] and '120 drawn' in drawn['title']
+    from PIL import Image
+    width, height = Image.open(tmp_path / 'c.png').size
+    assert width < 2000 and height < 1000
+
+
+def test_a_picture_too_large_to_open_is_refused_before_drawing(tmp_path):
+    from matplotlib.figure import Figure
+    from bertlib import projection
+    with pytest.raises(UsageError, match='too large to open'):
+        projection.save_figure(Figure(figsize=(1300, 5)), str(tmp_path / 'big.png'),
+                               dpi=100)
+    assert not (tmp_path / 'big.png').exists()
+
+
+def test_identical_rows_write_the_scores_then_a_clear_error(tmp_path):
+    """What --max_seq_length 2 produces: every row the same point. t-SNE used to kill the
+    process (segmentation fault) before the scores table was written."""
+    source = tmp_path / 'same.tsv'
+    source.write_text(''.join('%s\t0.5\t-1.25\t2.0\n' % ('a' if i % 2 else 'b')
+                              for i in range(40)), encoding='utf-8')
+    argv = ['--input', str(source), '--output', str(tmp_path / 'c.png'),
+            '--algorithms', 'MiniBatchKMeans']
+    with pytest.raises(UsageError, match='same.tsv: all 40 feature rows are the same point'):
+        cluster_features.main(argv)
+    assert [r['algorithm'] for r in read_scores(tmp_path / 'c.tsv')] == ['MiniBatchKMeans']
+    assert not (tmp_path / 'c.png').exists()

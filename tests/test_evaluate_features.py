@@ -96,3 +96,15 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path):
     few = write_features(tmp_path / 'few.tsv', ['a', 'b'], x[:2])
     with pytest.raises(UsageError, match='2 points for 2 labels'):
         evaluate_features.main([str(few)])
+
+
+def test_grid_of_identical_rows_keeps_the_table_and_names_the_file(tmp_path):
+    """--max_seq_length 2 features (every row alike): the table is written first, then
+    one clear error instead of a t-SNE segmentation fault."""
+    labels = ['a', 'b'] * 10
+    same = write_features(tmp_path / 'same.tsv', labels, np.tile([[0.5, -1.0, 2.0]], (20, 1)))
+    out, grid = tmp_path / 'table.md', tmp_path / 'grid.png'
+    with pytest.raises(UsageError, match='same.tsv: all 20 feature rows are the same point'):
+        evaluate_features.main([str(same), '--output', str(out), '--grid', str(grid)])
+    assert out.read_text().splitlines()[2].startswith('| same |')
+    assert not grid.exists()

@@ -149,3 +149,31 @@ def test_demo_model_on_stdin(demo_model):
     assert result.returncode == 0, result.stderr
     labels, vectors = parse_tsv(result.stdout)
     assert labels == ['pos', ''] and vectors.shape == (2, 384)
+
+
+def test_max_length_reads_only_the_first_lines(tiny_model, tmp_path, capsys):
+    """The original extractors' --max_length: lines past the N-th are not read (the
+    original counted empty lines too)."""
+    lines = ['0\tgood', '', '1\tbad', '0\tthe movie', '1\tnot good']
+    (tmp_path / 'in.txt').write_text('\n'.join(lines) + '\n', encoding='utf-8')
+    out, _ = run_main(['--input', str(tmp_path / 'in.txt'), '--max_length', '3']
+                      + model_flags(tiny_model), capsys)
+    whole, _ = run_main(['--input', str(tmp_path / 'in.txt')] + model_flags(tiny_model),
+                        capsys)
+    assert parse_tsv(out)[0] == ['0', '1']
+    assert out.splitlines() == whole.splitlines()[:2]
+    with pytest.raises(UsageError, match='--max_length must be at least 1'):
+        run_main(['--input', str(tmp_path / 'in.txt'), '--max_length', '0']
+                 + model_flags(tiny_model), capsys)
+
+
+def test_join_ellipsis_turns_spaced_dots_into_one_token(tmp_path, capsys):
+    """--join_ellipsis: the original's '. . .' -> '…' before tokenising."""
+    model = write_tiny_bert(tmp_path / 'm', WORDS + ['\u2026'])
+    (tmp_path / 'in.txt').write_text('0\tgood . . . bad\n0\tgood \u2026 bad\n', encoding='utf-8')
+    plain, _ = run_main(['--input', str(tmp_path / 'in.txt')] + model_flags(model), capsys)
+    joined, _ = run_main(['--input', str(tmp_path / 'in.txt'), '--join_ellipsis']
+                         + model_flags(model), capsys)
+    plain, joined = parse_tsv(plain)[1], parse_tsv(joined)[1]
+    assert np.abs(plain[0] - plain[1]).max() > 1e-4  # three '.' tokens vs one '…'
+    assert np.array_equal(joined[0], joined[1]) and np.array_equal(joined[1], plain[1])

@@ -139,7 +139,7 @@ def test_bad_rows_name_file_and_line_and_write_nothing(tmp_path, text, where):
 
 
 @pytest.mark.parametrize('flags, message', [
-    (['--samples', '1000'], '--samples 1000 is larger than the data \\(300 points\\)'),
+    (['--samples', '1'], '--samples must be at least 2'),
     (['--output', 'PLACE/p.gif'], 'picture format'),
     (['--output', 'PLACE/missing/p.png'], 'does not exist'),
     (['--perplexity', '0'], 'perplexity'),
@@ -162,5 +162,34 @@ def test_script_reports_one_line_and_exit_status_2(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.startswith('error: %s, line 2' % source)
+    assert 'Traceback' not in result.stderr
+    assert not (tmp_path / 'p.png').exists()
+
+
+def test_original_stdout_line_default_output_and_samples_cap(tmp_path):
+    """As the original plot script: a summary line on stdout (users tee it into logs),
+    result.png when no --output is given, and --samples larger than the data plots all."""
+    source = tmp_path / 'f.tsv'
+    write_features(source, sizes=(20, 10))
+    result = subprocess.run([sys.executable, str(ROOT / 'plot_features.py'), '--input',
+                             str(source), '--samples', '3000', '--method', 'pca'],
+                            capture_output=True, text=True, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "# input: 30, class: 2, labels: {'%s': 0, '%s': 1}\n" % (
+        JAPANESE[0], JAPANESE[1])
+    assert_picture(tmp_path / 'result.png', 'png')
+
+
+def test_identical_rows_are_a_clear_error_not_a_crash(tmp_path):
+    """Features of --max_seq_length 2 (all rows alike) killed t-SNE with a segmentation
+    fault (exit 139); now one error line and exit 2."""
+    source = tmp_path / 'same.tsv'
+    source.write_text(''.join('%s\t0.5\t-1.25\n' % 'ab'[i % 2] for i in range(30)))
+    result = subprocess.run([sys.executable, str(ROOT / 'plot_features.py'), '--input',
+                             str(source), '--output', str(tmp_path / 'p.png')],
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        'error: %s: all 30 feature rows are the same point' % source)
     assert 'Traceback' not in result.stderr
     assert not (tmp_path / 'p.png').exists()

@@ -36,6 +36,7 @@ def test_outputs_and_final_report(trained):
         assert (out / name).is_file(), name
     assert '# class: 2, labels: {\'pos\': 0, \'neg\': 1}' in printed
     assert '== final model: final.model on' in printed
+    assert '== early-stopped model (best D/loss): early_stopped-loss.model on' in printed
     assert '== early-stopped model (best D/UAR): early_stopped-uar.model on' in printed
     assert 'confusion matrix (rows: true, columns: predicted), counts:' in printed
     assert 'UAR: ' in printed and 'precision' in printed and 'recall' in printed
@@ -117,3 +118,27 @@ def test_balanced_class_weight_trains(tmp_path, tiny, capsys):
                                      '--class_weight', 'balanced'))
     assert checkpoints.load_labels(str(tmp_path / 'out' / 'labels.bin')) == {'pos': 0,
                                                                             'neg': 1}
+
+
+def test_curves_and_confusion_pictures_land_beside_out(tmp_path, tiny, capsys):
+    """Where the original BERT-DML put them: <out>.png and <out>-cm-<model>.png next to
+    the --out folder, not inside it."""
+    from PIL import Image
+    out = tmp_path / 'results_clsed-rt'
+    args = [a for a in train_args(tmp_path, tiny, out, '--epoch', '2') if a != '--noplot']
+    train_classifier.main(args)
+    assert Image.open(tmp_path / 'results_clsed-rt.png').size[0] > 300
+    for name in ('final', 'early_stopped-loss', 'early_stopped-uar'):
+        picture = tmp_path / ('results_clsed-rt-cm-%s.png' % name)
+        assert Image.open(picture).format == 'PNG', name
+    assert not list(out.glob('*.png'))
+
+
+def test_confusion_picture_colours_the_rates(tmp_path):
+    from PIL import Image
+    path = tmp_path / 'cm.png'
+    classifier.draw_confusion(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 1]),
+                              ['エンジン', '制動装置'], str(path), 'title')
+    pixels = np.asarray(Image.open(path).convert('RGB'), dtype=np.float64)
+    # A dark cell (rate 1.0: true エンジン) and a pale one (rate 0.0) are both there.
+    assert (pixels.sum(axis=2) < 200).any() and (pixels.sum(axis=2) > 700).any()

@@ -85,6 +85,14 @@ def test_log_line_has_the_seed_format(tmp_path, tiny, caplog):
     for key in ('T/acc1=', 'T/acc2=', 'T/sec= ', 'D/loss=', 'D/acc1=', 'D/acc2=', 'D/sec= ',
                 'lr=', 'eta='):
         assert key in line
+    # As in the original's log: eta is the learning rate, lr Adam's bias correction.
+    record = json.loads((tmp_path / 'out' / 'log.jsonl').read_text().splitlines()[0])
+    fields = dict(part.split('=') for part in line.split() if '=' in part)
+    assert float(fields['eta']) == pytest.approx(record['lr'], abs=1e-6)
+    assert 0 < record["lr"] <= 5e-5
+    steps = 1  # 8 triplets at batch size 8
+    assert float(fields['lr']) == pytest.approx((1 - 0.999 ** steps) ** 0.5 / (1 - 0.9 ** steps),
+                                                abs=1e-6)
     # An epoch shows its progress before its log line (on a pipe: every 30 s, the first
     # batch included).
     messages = [r.getMessage() for r in caplog.records]
@@ -143,11 +151,28 @@ def test_bad_training_files(tmp_path, tiny, content, message):
         train_dml.main(train_args(tmp_path, tiny, tmp_path / 'out', '--epoch', '1'))
 
 
-def test_eval_labels_never_seen_in_training(tmp_path, tiny):
-    (tmp_path / 'eval.txt').write_text('pos\tgood\nmixed\tgood bad\n')
-    with pytest.raises(UsageError, match=r"eval.txt: labels never seen in training: "
-                                         r"'mixed' \(line 2\)"):
-        train_dml.main(train_args(tmp_path, tiny, tmp_path / 'out', '--epoch', '1'))
+@pytest.mark.parametrize('loss', ['triplet', 'supcon', 'arcface'])
+def test_eval_classes_unseen_in_training_are_scored(tmp_path, tiny, loss, caplog):
+    """Disjoint classes (deep metric learning's protocol): eval labels outside labels.bin
+    get their own ids, precision@1 and MAP@R use them, and the log counts them."""
+    caplog.set_level('INFO')
+    eval_lines = ['pos\tgood film', 'pos\tnice film', 'mixed\tgood bad', 'mixed\tgreat dull',
+                  'other\tthe plot', 'other\tthe plot was']
+    (tmp_path / 'eval.txt').write_text('\n'.join(eval_lines) + '\n')
+    out = tmp_path / 'out'
+    train_dml.main(train_args(tmp_path, tiny, out, '--epoch', '1', '--loss', loss,
+                              '--triplets', '8', '--samples_per_class', '2'))
+    assert 'eval.txt: 3 classes, 2 of them unseen in training (mixed, other)' in caplog.text
+    records = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
+    # Every eval sentence has a same-class neighbour, so the scores are real numbers.
+    assert 0.0 <= records[0]['D/acc1'] <= 1.0 and 0.0 <= records[0]['D/acc2'] <= 1.0
+    if loss == 'arcface':
+        # Only 'pos' has a trained proxy: one class cannot make a D/loss.
+        assert np.isnan(records[0]['D/loss'])
+    else:
+        assert np.isfinite(records[0]['D/loss'])
+    # labels.bin keeps the training classes only; the model is still a 2-class one.
+    assert checkpoints.load_labels(str(out / 'labels.bin')) == {'pos': 0, 'neg': 1}
 
 
 def test_single_sentence_class_is_a_warning(tmp_path, tiny, caplog):
@@ -211,9 +236,19 @@ def test_help_of_both_scripts():
                                             '--start_epoch', '--noplot', '--seed', '--loss',
                                             '--pooling', '--dim', '--triplets']),
                           ('extruct_bert_metrics.py', ['--input', '--model', '--label',
-                                                      '--gpu', '--batchsize'])):
+                                                      '--gpu', '--batchsize', '--max_length',
+                                                      '--join_ellipsis'])):
         result = subprocess.run([sys.executable, str(ROOT / script), '--help'],
                                 capture_output=True, text=True, cwd=str(ROOT))
         assert result.returncode == 0
         for flag in flags:
             assert flag in result.stdout, (script, flag)
+
+
+def test_curves_go_to_out_png_beside_out(tmp_path, tiny):
+    out = tmp_path / 'results_dml-rt'
+    args = [a for a in train_args(tmp_path, tiny, out, '--epoch', '1', '--triplets', '8')
+            if a != '--noplot']
+    train_dml.main(args)
+    assert (tmp_path / 'results_dml-rt.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert not list(out.glob('*.png'))

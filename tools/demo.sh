@@ -45,11 +45,11 @@ step "train_dml.py: $TRAIN, $EPOCHS epochs, the recommended recipe (supcon at te
 $PY train_dml.py "${BERT[@]}" --train "$TRAIN" --eval "$TEST" --epoch "$EPOCHS" \
     --loss supcon --pooling mean --learnrate 1e-4 --temperature 0.3 --out "$DML" 2>&1 \
     | tee "$RESULTS/train_dml-$NAME.log"
-cp "$DML/$NAME.png" "$RESULTS/results_dml-$NAME.png"
+cp "$DML.png" "$RESULTS/results_dml-$NAME.png"
 step "train_classifier.py: $TRAIN, $EPOCHS epochs"
 $PY train_classifier.py "${BERT[@]}" --train "$TRAIN" --eval "$TEST" --epoch "$EPOCHS" \
     --out "$CLS" 2>&1 | tee "$RESULTS/train_classifier-$NAME.log"
-cp "$CLS/$NAME.png" "$RESULTS/results_clsed-$NAME.png"
+cp "$CLS.png" "$RESULTS/results_clsed-$NAME.png"
 
 step "extracting the three feature sets of $TEST"
 FEATURES=$OUT/features/$NAME
