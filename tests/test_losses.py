@@ -423,7 +423,8 @@ def test_shape_mismatch_is_reported():
 
 
 def test_losses_names():
-    assert losses.LOSSES == ('triplet', 'batch_hard', 'multi_similarity', 'arcface', 'supcon')
+    assert losses.LOSSES == ('triplet', 'batch_hard', 'multi_similarity', 'arcface', 'supcon',
+                             'supcon_ce')
 
 
 @pytest.mark.parametrize('name', BATCH_LOSSES)
