@@ -3,11 +3,18 @@
 
 Two stages, so that no choice is made on the test set:
   --stage validation  trains on 90% of 04-train.txt and scores the other 10% (every 10th
-                      line) after each epoch; use it to choose the loss and its settings.
+                      line) after each epoch; the features of those 10% are then
+                      extracted from final.model and scored with standard errors. Use it
+                      to choose the loss and its settings.
   --stage test        trains on all of 04-train.txt with the chosen settings, extracts the
-                      features of 04-test.txt from final.model with extruct_bert_metrics.py
-                      and scores them (precision@1, MAP@R, R-precision).
-Each run is one call of train_dml.py; its figures, the training speed (sentences/s,
+                      features of 04-test.txt and 04-train.txt from final.model with
+                      extruct_bert_metrics.py and scores the test ones: precision@1,
+                      MAP@R, R-precision, k-means NMI and the accuracy of a logistic
+                      regression fitted on the training features (the probe).
+Features are those extruct_bert_metrics.py writes by default (centred on the stored
+training mean); `--no_centre` after `--` scores the raw ones. Each run is one call of
+train_dml.py; its figures with one standard error (over the queries: p(1 - p) / n for
+precision@1, the spread of the per-query AP for MAP@R), the training speed (sentences/s,
 forward + backward + update) and the wall time go to results/dml-quality.jsonl, and a
 Markdown table of every run so far is printed.
 
@@ -52,23 +59,51 @@ def read_log(out):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def score_test_features(out, extra, script='extruct_bert_metrics.py', model='final.model'):
-    """Extracts 04-test.txt features with `script` from out/`model` and scores them."""
-    sys.path.insert(0, str(ROOT))
+# Flags of train_dml.py that extraction takes too.
+_EXTRACTION_FLAGS = {'--max_seq_length': 1, '--no_centre': 0}
+
+
+def extract(out, source, extra, script='extruct_bert_metrics.py', model='final.model'):
+    """Features of the file `source` from out/`model`: (labels, (N, D) float32)."""
     import numpy as np
-    from bertlib.metrics import retrieval_metrics
-    features = out / 'features-04-test.tsv'
+    features = out / ('features-%s.tsv' % source.stem)
     command = [sys.executable, str(ROOT / script),
-               '--input', str(DATA / '04-test.txt'), '--output', str(features),
+               '--input', str(source), '--output', str(features),
                '--model', str(out / model), '--label', str(out / 'labels.bin')]
     command += model_flags()
-    if '--max_seq_length' in extra:
-        command += ['--max_seq_length', extra[extra.index('--max_seq_length') + 1]]
+    for flag, values in _EXTRACTION_FLAGS.items():
+        if flag in extra:
+            at = extra.index(flag)
+            command += extra[at:at + 1 + values]
     subprocess.run(command, check=True)
     rows = [line.split('\t') for line in features.read_text().splitlines()]
     labels = np.array([r[0] for r in rows])
     vectors = np.array([[float(v) for v in r[1:]] for r in rows], dtype=np.float32)
-    return retrieval_metrics(vectors, labels)
+    return labels, vectors
+
+
+def retrieval_with_errors(labels, vectors):
+    """precision@1, MAP@R, R-precision and their standard errors over the queries."""
+    sys.path.insert(0, str(ROOT))
+    from bertlib.metrics import retrieval_metrics
+    scores = retrieval_metrics(vectors, labels, per_query=True)
+    per_query = scores.pop('per_query')
+    for name, values in per_query.items():
+        scores[name + '_se'] = float(values.std(ddof=1) / len(values) ** 0.5)
+    return scores
+
+
+def score_test_features(out, extra, script='extruct_bert_metrics.py', model='final.model'):
+    """Extracts 04-test.txt and 04-train.txt features with `script` from out/`model`;
+    retrieval scores, k-means NMI and the probe's accuracy on the test ones."""
+    sys.path.insert(0, str(ROOT))
+    from bertlib.evaluation import score_features
+    labels, vectors = extract(out, DATA / '04-test.txt', extra, script, model)
+    train = extract(out, DATA / '04-train.txt', extra, script, model)
+    scores = retrieval_with_errors(labels, vectors)
+    others = score_features(list(labels), vectors, train=(list(train[0]), train[1]))
+    scores.update({k: others[k] for k in ('kmeans_nmi', 'probe_accuracy')})
+    return scores
 
 
 def main():
@@ -83,6 +118,9 @@ def main():
     parser.add_argument('--loss', required=True)
     parser.add_argument('--epoch', type=int, default=1)
     parser.add_argument('--name', default=None, help='run name (default: stage-loss)')
+    parser.add_argument('--score_only', action='store_true',
+                        help='do not train: score the model a finished run left in '
+                             'results/dml/NAME')
     args = parser.parse_args(argv)
     if not (DATA / '04-train.txt').exists():
         print('skipped: %s is absent' % DATA)
@@ -97,7 +135,8 @@ def main():
                '--eval', str(evaluation), '--out', str(out), '--loss', args.loss,
                '--epoch', str(args.epoch)] + model_flags() + extra
     start = time.time()
-    subprocess.run(command, check=True)
+    if not args.score_only:
+        subprocess.run(command, check=True)
     minutes = (time.time() - start) / 60.0
     log = read_log(out)
     last = log[-1]
@@ -112,8 +151,8 @@ def main():
         scores = score_test_features(out, extra)
         record.update({k: round(v, 4) for k, v in scores.items() if k != 'count'})
     else:
-        record.update({'precision_at_1': round(last['D/acc1'], 4),
-                       'map_at_r': round(last['D/acc2'], 4)})
+        scores = retrieval_with_errors(*extract(out, evaluation, extra))
+        record.update({k: round(v, 4) for k, v in scores.items() if k != 'count'})
     RESULTS.mkdir(exist_ok=True)
     with open(RESULTS / 'dml-quality.jsonl', 'a', encoding='utf-8') as f:
         f.write(json.dumps(record) + '\n')
@@ -121,14 +160,25 @@ def main():
 
 
 def print_table(path):
-    print('| run | loss | flags | epochs | train min | sentences/s | P@1 | MAP@R |')
-    print('|---|---|---|---|---|---|---|---|')
+    print('| run | stage | loss | flags | epochs | train min | sentences/s | P@1 | MAP@R '
+          '| NMI | probe |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        print('| %s | %s | %s | %d | %.1f | %.1f | %.3f | %.3f |'
-              % (r['name'], r['loss'], ' '.join(r['flags']), r['epochs'],
-                 r['train_minutes'], r['sentences_per_sec'], r['precision_at_1'],
-                 r['map_at_r']))
+        print('| %s | %s | %s | %s | %d | %.1f | %.1f | %s | %s | %s | %s |'
+              % (r['name'], r.get('stage', ''), r['loss'], ' '.join(r['flags']),
+                 r['epochs'], r['train_minutes'], r['sentences_per_sec'],
+                 with_error(r, 'precision_at_1'), with_error(r, 'map_at_r'),
+                 with_error(r, 'kmeans_nmi'), with_error(r, 'probe_accuracy')))
+
+
+def with_error(record, key):
+    """'0.824 ± 0.012', '0.824' for records without an error, '' without the figure."""
+    if key not in record:
+        return ''
+    if key + '_se' in record:
+        return '%.3f ± %.3f' % (record[key], record[key + '_se'])
+    return '%.3f' % record[key]
 
 
 if __name__ == '__main__':

@@ -378,7 +378,7 @@ def supcon_loss(x, t, temperature=0.1, memory=None):
     return -F.sum(mean_positive * valid.astype(x.dtype)) / n_valid
 
 
-class SupConCE(chainer.Link):
+class SupConCE(chainer.Chain):
     """Supervised contrastive loss plus softmax cross-entropy (Gunel, Du, Conneau and
     Stoyanov 2021, for fine-tuning pre-trained language models):
         L = weight * supcon(x, t) + (1 - weight) * CE(classifier(x), t)
