@@ -19,7 +19,11 @@ forward + backward + update) and the wall time go to results/dml-quality.jsonl, 
 Markdown table of every run so far is printed.
 
     python bench/dml_quality.py --stage validation --loss supcon --epoch 1 -- --pooling mean
-Arguments after `--` go to train_dml.py as they are.
+    python bench/dml_quality.py --grid          # the ablation of issue 16 (GRID)
+    python bench/dml_quality.py --stage validation --loss supcon --epoch 3 --name v-headnone \\
+        --score_only -- --no_centre              # rescore a finished run, raw features
+Arguments after `--` go to train_dml.py as they are (`--no_centre`, `--max_seq_length`
+to extruct_bert_metrics.py too).
 """
 
 import argparse
@@ -106,6 +110,23 @@ def score_test_features(out, extra, script='extruct_bert_metrics.py', model='fin
     return scores
 
 
+# The recipe the README recommended before issue 16, and the ablation of issue 16 on the
+# validation split (`--grid` runs those not yet in results/dml-quality.jsonl, in order:
+# the most informative first).
+RECIPE = ['--pooling', 'mean', '--learnrate', '1e-4', '--temperature', '0.3']
+HEAD_FREE = RECIPE + ['--head', 'none']
+GRID = [
+    ('v-headnone', 'supcon', 3, HEAD_FREE),
+    ('v-recipe', 'supcon', 3, RECIPE),
+    ('v-headnone-ema', 'supcon', 3, HEAD_FREE + ['--ema', '0.99']),
+    ('v-headnone-memory', 'supcon', 3, HEAD_FREE + ['--memory_size', '1024']),
+    ('v-headnone-supcon_ce', 'supcon_ce', 3, HEAD_FREE + ['--supcon_weight', '0.9']),
+    ('v-headnone-random', 'supcon', 3, HEAD_FREE + ['--sampling', 'random']),
+    ('v-recipe-dim128', 'supcon', 3, RECIPE + ['--dim', '128']),
+    ('v-recipe-dim768', 'supcon', 3, RECIPE + ['--dim', '768']),
+]
+
+
 def main():
     argv = sys.argv[1:]
     extra = []
@@ -114,45 +135,62 @@ def main():
         argv = argv[:argv.index('--')]
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--stage', choices=('validation', 'test'), required=True)
-    parser.add_argument('--loss', required=True)
+    parser.add_argument('--stage', choices=('validation', 'test'))
+    parser.add_argument('--loss')
     parser.add_argument('--epoch', type=int, default=1)
     parser.add_argument('--name', default=None, help='run name (default: stage-loss)')
     parser.add_argument('--score_only', action='store_true',
                         help='do not train: score the model a finished run left in '
                              'results/dml/NAME')
+    parser.add_argument('--grid', action='store_true',
+                        help='run the validation settings of GRID not yet recorded')
     args = parser.parse_args(argv)
     if not (DATA / '04-train.txt').exists():
         print('skipped: %s is absent' % DATA)
         return
-    name = args.name or '%s-%s' % (args.stage, args.loss)
+    if args.grid:
+        done = set()
+        if (RESULTS / 'dml-quality.jsonl').exists():
+            done = {json.loads(line)['name'] for line in
+                    (RESULTS / 'dml-quality.jsonl').read_text().splitlines()}
+        for name, loss, epochs, flags in GRID:
+            if name not in done:
+                run('validation', loss, epochs, name, flags + extra)
+        return
+    if not (args.stage and args.loss):
+        parser.error('--stage and --loss are needed without --grid')
+    run(args.stage, args.loss, args.epoch, args.name or '%s-%s' % (args.stage, args.loss),
+        extra, args.score_only)
+
+
+def run(stage, loss, epochs, name, extra, score_only=False):
+    """Trains (unless score_only) and scores one setting; appends its record."""
     out = RESULTS / 'dml' / name
-    if args.stage == 'validation':
+    if stage == 'validation':
         train, evaluation = carve_validation()
     else:
         train, evaluation = DATA / '04-train.txt', DATA / '04-test.txt'
+    training_flags = [f for f in extra if f != '--no_centre']  # an extraction flag
     command = [sys.executable, str(ROOT / 'train_dml.py'), '--train', str(train),
-               '--eval', str(evaluation), '--out', str(out), '--loss', args.loss,
-               '--epoch', str(args.epoch)] + model_flags() + extra
+               '--eval', str(evaluation), '--out', str(out), '--loss', loss,
+               '--epoch', str(epochs)] + model_flags() + training_flags
     start = time.time()
-    if not args.score_only:
+    if not score_only:
         subprocess.run(command, check=True)
     minutes = (time.time() - start) / 60.0
     log = read_log(out)
-    last = log[-1]
-    record = {'name': name, 'stage': args.stage, 'loss': args.loss, 'epochs': args.epoch,
-              'flags': extra, 'minutes': round(minutes, 1),
+    record = {'name': name + (' (raw)' if '--no_centre' in extra else ''), 'stage': stage,
+              'loss': loss, 'epochs': epochs, 'flags': extra, 'minutes': round(minutes, 1),
               'train_minutes': round(sum(r['T/sec'] for r in log) / 60.0, 1),
               'sentences_per_sec': round(sum(r['T/sentences_per_sec'] for r in log)
                                          / len(log), 1),
               'per_epoch': [{'epoch': r['epoch'], 'precision_at_1': round(r['D/acc1'], 4),
                              'map_at_r': round(r['D/acc2'], 4)} for r in log]}
-    if args.stage == 'test':
+    if stage == 'test':
         scores = score_test_features(out, extra)
-        record.update({k: round(v, 4) for k, v in scores.items() if k != 'count'})
     else:
         scores = retrieval_with_errors(*extract(out, evaluation, extra))
-        record.update({k: round(v, 4) for k, v in scores.items() if k != 'count'})
+    record.update({k: round(v, 4) for k, v in scores.items() if k != 'count'})
     RESULTS.mkdir(exist_ok=True)
     with open(RESULTS / 'dml-quality.jsonl', 'a', encoding='utf-8') as f:
         f.write(json.dumps(record) + '\n')
