@@ -2,7 +2,10 @@
 """Metric-learned (DML) features of each input line, as TSV on stdout.
 
 --model is a `final.model` or `early_stopped-*.model` written by train_dml.py and --label
-its `labels.bin`. The features are the model's --dim-dimensional embeddings. Input lines
+its `labels.bin`. The features are the model's --dim-dimensional embeddings (the BERT
+sentence vector itself for a model trained with --head none). A model that stores a
+centre (the mean of its unit-length training embeddings; train_dml.py saves one) gives
+unit-length features with the centre subtracted, unless --no_centre. Input lines
 are `label<TAB>text` or bare `text`; output lines `label<TAB>f1<TAB>f2...` (six decimals)
 in input order, bare-text lines with an empty label. Input labels outside labels.bin are
 written as they are (classes the model never saw are what metric learning is evaluated
@@ -36,16 +39,23 @@ def main(argv=None):
     device = cli.select_device(args.gpu, comm)
     checkpoints.load_model_labels(args.model, args.label, 'dml')
     meta = checkpoints.read_meta(args.model)
+    head = meta.get('head', 'linear')
+    if head not in dml.HEADS:
+        raise UsageError('%s: model metadata head is %r, not one of %s'
+                         % (args.model, head, ', '.join(dml.HEADS)))
     shape = checkpoints.array_shape(args.model, 'output/W')
-    if shape is None:
+    if shape is None and head == 'linear':
         raise UsageError('%s has no embedding layer (output/W): not a train_dml.py model'
                          % args.model)
     config, tokenizer, bert = cli.load_bert(args, load_weights=False)
     pooling = args.pooling or meta.get('pooling', 'pooled')
-    model = dml.DMLModel(bert, dim=shape[0], pooling=pooling)
+    dim = shape[0] if head == 'linear' else config.hidden_size
+    model = dml.DMLModel(bert, dim=dim, pooling=pooling, head=head)
     checkpoints.load_model(args.model, model, ignore_prefixes=('loss/',))
+    if not args.no_centre:
+        model.centre = dml.read_centre(meta, dim, args.model)
     model.to_device(device)
-    features.run(args, tokenizer, model.embed, device.xp, total, comm)
+    features.run(args, tokenizer, model.features, device.xp, total, comm)
 
 
 def parse_args(argv=None):
@@ -60,6 +70,9 @@ def parse_args(argv=None):
     group.add_argument('--pooling', choices=modeling.POOLINGS, default=None,
                        help='override the pooling recorded in the model (default: as '
                             'trained)')
+    group.add_argument('--no_centre', action='store_true',
+                       help='write the raw embeddings, without subtracting the centre the '
+                            'model stores (models without one always give raw ones)')
     return parser.parse_args(argv)
 
 

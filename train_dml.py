@@ -42,7 +42,10 @@ def main(argv=None):
     comm = distributed.setup(args)
     print(json.dumps(vars(args), indent=2), flush=True)
     check_args(args)
-    training.check_args(args, 'dml', same=('dim', 'pooling', 'loss'), comm=comm)
+    # With --head none the dimension is BERT's hidden size, whatever --dim says.
+    same = ('pooling', 'loss', 'head', 'ema', 'memory_size') + (
+        ('dim',) if args.head == 'linear' else ())
+    training.check_args(args, 'dml', same=same, comm=comm)
     distributed.check_same_files(comm, [('--train', args.train), ('--eval', args.eval)])
     device = cli.select_device(args.gpu, comm)
     config, tokenizer, bert = cli.load_bert(args)
@@ -63,12 +66,24 @@ def main(argv=None):
     print('# vocab: %d' % config.vocab_size, flush=True)
 
     training.seed_everything(args.seed, 0)  # the new layers' initial weights
+    dim = args.dim if args.head == 'linear' else config.hidden_size
     loss_link = None
     if args.loss == 'arcface':
-        loss_link = losses.ArcFace(len(label_to_id), args.dim, scale=args.scale,
+        loss_link = losses.ArcFace(len(label_to_id), dim, scale=args.scale,
                                    margin=args.margin)
-    model = dml.DMLModel(bert, dim=args.dim, pooling=args.pooling, loss_link=loss_link)
+    elif args.loss == 'supcon_ce':
+        loss_link = losses.SupConCE(len(label_to_id), dim, temperature=args.temperature,
+                                    weight=args.supcon_weight)
+    model = dml.DMLModel(bert, dim=dim, pooling=args.pooling, loss_link=loss_link,
+                         head=args.head)
     optimizer = optimization.make_optimizer(model, args.learnrate, args.weightdecay)
+    memory = None
+    if args.memory_size:
+        memory = losses.CrossBatchMemory(args.memory_size, dim, args.memory_warmup)
+        optimization.keep_state(optimizer, memory)
+    if args.ema:
+        # Before loading final.state, which holds the training weights it keeps.
+        optimization.add_weight_average(optimizer, model, args.ema)
     if args.resume:
         checkpoints.load_model(os.path.join(args.resume, 'final.model'), model)
         checkpoints.load_state(os.path.join(args.resume, 'final.state'), optimizer)
@@ -81,7 +96,9 @@ def main(argv=None):
         checkpoints.save_labels(labels_path, label_to_id)
     task = dml.DMLTask(model, args.loss, train, evaluation, args.batchsize, device.xp,
                        hyper=loss_hyperparameters(args), triplets=args.triplets,
-                       samples_per_class=args.samples_per_class, seed=args.seed, comm=comm)
+                       samples_per_class=args.samples_per_class, seed=args.seed, comm=comm,
+                       sampling=args.sampling, memory=memory,
+                       settings={'ema': args.ema, 'memory_size': args.memory_size})
     plot = None if args.noplot else training.beside_out(args.out, '.png')
     try:
         training.train(task, optimizer, args, os.path.join(args.out, 'log.jsonl'), plot,
@@ -97,7 +114,7 @@ def loss_hyperparameters(args):
         return {'margin': args.margin}
     if args.loss == 'supcon':
         return {'temperature': args.temperature}
-    return {}
+    return {}  # supcon_ce and arcface take theirs in their Link
 
 
 def check_args(args):
@@ -120,6 +137,18 @@ def check_args(args):
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise UsageError('--temperature must be a positive number, got %s'
                          % args.temperature)
+    if not 0 <= args.supcon_weight <= 1:
+        raise UsageError('--supcon_weight must be between 0 and 1, got %s'
+                         % args.supcon_weight)
+    if args.memory_size < 0 or args.memory_warmup < 0:
+        raise UsageError('--memory_size and --memory_warmup must be 0 or more, got %d '
+                         'and %d' % (args.memory_size, args.memory_warmup))
+    if args.memory_size and args.loss not in losses.MEMORY_LOSSES:
+        raise UsageError('--memory_size works with --loss %s, not %s'
+                         % (', '.join(losses.MEMORY_LOSSES), args.loss))
+    if args.ema is not None and not 0 < args.ema < 1:
+        raise UsageError('--ema is a decay between 0 and 1 (e.g. 0.999), got %s'
+                         % args.ema)
 
 
 def check_classes(split, label_to_id, path):
@@ -151,8 +180,12 @@ def parse_args(argv=None):
     model.add_argument('--pooling', choices=modeling.POOLINGS, default='pooled',
                        help='BERT sentence vector fed to the embedding layer (default: '
                             'pooled, the seed\'s)')
+    model.add_argument('--head', choices=dml.HEADS, default='linear',
+                       help='linear: dropout 0.1 and a Linear layer to --dim on the '
+                            'sentence vector (the original\'s); none: the loss and the '
+                            'features use the sentence vector itself (default: linear)')
     model.add_argument('--dim', type=int, default=512,
-                       help='embedding dimension (default: 512)')
+                       help='embedding dimension of --head linear (default: 512)')
     model.add_argument('--loss', choices=losses.LOSSES, default='triplet',
                        help='metric loss (default: triplet, the seed\'s)')
     model.add_argument('--triplets', type=int, default=1000,
@@ -167,7 +200,28 @@ def parse_args(argv=None):
     model.add_argument('--scale', type=float, default=30.0,
                        help='arcface: logit scale (default: 30)')
     model.add_argument('--temperature', type=float, default=0.1,
-                       help='supcon: temperature (default: 0.1)')
+                       help='supcon, supcon_ce: temperature (default: 0.1)')
+    model.add_argument('--supcon_weight', type=float, default=0.9,
+                       help='supcon_ce: weight of the supcon term; the cross-entropy of '
+                            'a linear classifier on the embedding gets 1 - it (default: '
+                            '0.9, Gunel et al.\'s)')
+    model.add_argument('--sampling', choices=('pk', 'random'), default='pk',
+                       help='batches of the batch losses: pk, P classes x K sentences '
+                            '(--samples_per_class); random, shuffled sentences '
+                            '(default: pk)')
+    model.add_argument('--memory_size', type=int, default=0,
+                       help='multi_similarity, supcon, supcon_ce: cross-batch memory of '
+                            'the last M training embeddings, extra positives and '
+                            'negatives of every anchor (Wang et al. 2020); 0: off '
+                            '(default: 0)')
+    model.add_argument('--memory_warmup', type=int, default=100,
+                       help='training steps before the memory is filled and used '
+                            '(default: 100)')
+    model.add_argument('--ema', type=float, default=None, metavar='DECAY',
+                       help='keep an exponential moving average of the weights with this '
+                            'decay (e.g. 0.999); the averaged weights are scored and saved '
+                            'in the models, the training weights in final.state (default: '
+                            'off)')
     args = parser.parse_args(argv)
     if args.margin is None:
         args.margin = 0.3 if args.loss == 'arcface' else 0.2

@@ -3,16 +3,27 @@
 
 Two stages, so that no choice is made on the test set:
   --stage validation  trains on 90% of 04-train.txt and scores the other 10% (every 10th
-                      line) after each epoch; use it to choose the loss and its settings.
+                      line) after each epoch; the features of those 10% are then
+                      extracted from final.model and scored with standard errors. Use it
+                      to choose the loss and its settings.
   --stage test        trains on all of 04-train.txt with the chosen settings, extracts the
-                      features of 04-test.txt from final.model with extruct_bert_metrics.py
-                      and scores them (precision@1, MAP@R, R-precision).
-Each run is one call of train_dml.py; its figures, the training speed (sentences/s,
+                      features of 04-test.txt and 04-train.txt from final.model with
+                      extruct_bert_metrics.py and scores the test ones: precision@1,
+                      MAP@R, R-precision, k-means NMI and the accuracy of a logistic
+                      regression fitted on the training features (the probe).
+Features are those extruct_bert_metrics.py writes by default (centred on the stored
+training mean); `--no_centre` after `--` scores the raw ones. Each run is one call of
+train_dml.py; its figures with one standard error (over the queries: p(1 - p) / n for
+precision@1, the spread of the per-query AP for MAP@R), the training speed (sentences/s,
 forward + backward + update) and the wall time go to results/dml-quality.jsonl, and a
 Markdown table of every run so far is printed.
 
     python bench/dml_quality.py --stage validation --loss supcon --epoch 1 -- --pooling mean
-Arguments after `--` go to train_dml.py as they are.
+    python bench/dml_quality.py --grid          # the ablation of issue 16 (GRID)
+    python bench/dml_quality.py --stage validation --loss supcon --epoch 3 --name v-headnone \\
+        --score_only -- --no_centre              # rescore a finished run, raw features
+Arguments after `--` go to train_dml.py as they are (`--no_centre`, `--max_seq_length`
+to extruct_bert_metrics.py too).
 """
 
 import argparse
@@ -52,23 +63,68 @@ def read_log(out):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def score_test_features(out, extra, script='extruct_bert_metrics.py', model='final.model'):
-    """Extracts 04-test.txt features with `script` from out/`model` and scores them."""
-    sys.path.insert(0, str(ROOT))
+# Flags of train_dml.py that extraction takes too.
+_EXTRACTION_FLAGS = {'--max_seq_length': 1, '--no_centre': 0}
+
+
+def extract(out, source, extra, script='extruct_bert_metrics.py', model='final.model'):
+    """Features of the file `source` from out/`model`: (labels, (N, D) float32)."""
     import numpy as np
-    from bertlib.metrics import retrieval_metrics
-    features = out / 'features-04-test.tsv'
+    features = out / ('features-%s.tsv' % source.stem)
     command = [sys.executable, str(ROOT / script),
-               '--input', str(DATA / '04-test.txt'), '--output', str(features),
+               '--input', str(source), '--output', str(features),
                '--model', str(out / model), '--label', str(out / 'labels.bin')]
     command += model_flags()
-    if '--max_seq_length' in extra:
-        command += ['--max_seq_length', extra[extra.index('--max_seq_length') + 1]]
+    for flag, values in _EXTRACTION_FLAGS.items():
+        if flag in extra:
+            at = extra.index(flag)
+            command += extra[at:at + 1 + values]
     subprocess.run(command, check=True)
     rows = [line.split('\t') for line in features.read_text().splitlines()]
     labels = np.array([r[0] for r in rows])
     vectors = np.array([[float(v) for v in r[1:]] for r in rows], dtype=np.float32)
-    return retrieval_metrics(vectors, labels)
+    return labels, vectors
+
+
+def retrieval_with_errors(labels, vectors):
+    """precision@1, MAP@R, R-precision and their standard errors over the queries."""
+    sys.path.insert(0, str(ROOT))
+    from bertlib.metrics import retrieval_metrics
+    scores = retrieval_metrics(vectors, labels, per_query=True)
+    per_query = scores.pop('per_query')
+    for name, values in per_query.items():
+        scores[name + '_se'] = float(values.std(ddof=1) / len(values) ** 0.5)
+    return scores
+
+
+def score_test_features(out, extra, script='extruct_bert_metrics.py', model='final.model'):
+    """Extracts 04-test.txt and 04-train.txt features with `script` from out/`model`;
+    retrieval scores, k-means NMI and the probe's accuracy on the test ones."""
+    sys.path.insert(0, str(ROOT))
+    from bertlib.evaluation import score_features
+    labels, vectors = extract(out, DATA / '04-test.txt', extra, script, model)
+    train = extract(out, DATA / '04-train.txt', extra, script, model)
+    scores = retrieval_with_errors(labels, vectors)
+    others = score_features(list(labels), vectors, train=(list(train[0]), train[1]))
+    scores.update({k: others[k] for k in ('kmeans_nmi', 'probe_accuracy')})
+    return scores
+
+
+# The recipe the README recommended before issue 16, and the ablation of issue 16 on the
+# validation split (`--grid` runs those not yet in results/dml-quality.jsonl, in order:
+# the most informative first).
+RECIPE = ['--pooling', 'mean', '--learnrate', '1e-4', '--temperature', '0.3']
+HEAD_FREE = RECIPE + ['--head', 'none']
+GRID = [
+    ('v-headnone', 'supcon', 3, HEAD_FREE),
+    ('v-recipe', 'supcon', 3, RECIPE),
+    ('v-headnone-ema', 'supcon', 3, HEAD_FREE + ['--ema', '0.99']),
+    ('v-headnone-supcon_ce', 'supcon_ce', 3, HEAD_FREE + ['--supcon_weight', '0.9']),
+    ('v-headnone-memory', 'supcon', 3, HEAD_FREE + ['--memory_size', '1024']),
+    ('v-headnone-random', 'supcon', 3, HEAD_FREE + ['--sampling', 'random']),
+    ('v-recipe-dim128', 'supcon', 3, RECIPE + ['--dim', '128']),
+    ('v-recipe-dim768', 'supcon', 3, RECIPE + ['--dim', '768']),
+]
 
 
 def main():
@@ -79,41 +135,62 @@ def main():
         argv = argv[:argv.index('--')]
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--stage', choices=('validation', 'test'), required=True)
-    parser.add_argument('--loss', required=True)
+    parser.add_argument('--stage', choices=('validation', 'test'))
+    parser.add_argument('--loss')
     parser.add_argument('--epoch', type=int, default=1)
     parser.add_argument('--name', default=None, help='run name (default: stage-loss)')
+    parser.add_argument('--score_only', action='store_true',
+                        help='do not train: score the model a finished run left in '
+                             'results/dml/NAME')
+    parser.add_argument('--grid', action='store_true',
+                        help='run the validation settings of GRID not yet recorded')
     args = parser.parse_args(argv)
     if not (DATA / '04-train.txt').exists():
         print('skipped: %s is absent' % DATA)
         return
-    name = args.name or '%s-%s' % (args.stage, args.loss)
+    if args.grid:
+        done = set()
+        if (RESULTS / 'dml-quality.jsonl').exists():
+            done = {json.loads(line)['name'] for line in
+                    (RESULTS / 'dml-quality.jsonl').read_text().splitlines()}
+        for name, loss, epochs, flags in GRID:
+            if name not in done:
+                run('validation', loss, epochs, name, flags + extra)
+        return
+    if not (args.stage and args.loss):
+        parser.error('--stage and --loss are needed without --grid')
+    run(args.stage, args.loss, args.epoch, args.name or '%s-%s' % (args.stage, args.loss),
+        extra, args.score_only)
+
+
+def run(stage, loss, epochs, name, extra, score_only=False):
+    """Trains (unless score_only) and scores one setting; appends its record."""
     out = RESULTS / 'dml' / name
-    if args.stage == 'validation':
+    if stage == 'validation':
         train, evaluation = carve_validation()
     else:
         train, evaluation = DATA / '04-train.txt', DATA / '04-test.txt'
+    training_flags = [f for f in extra if f != '--no_centre']  # an extraction flag
     command = [sys.executable, str(ROOT / 'train_dml.py'), '--train', str(train),
-               '--eval', str(evaluation), '--out', str(out), '--loss', args.loss,
-               '--epoch', str(args.epoch)] + model_flags() + extra
+               '--eval', str(evaluation), '--out', str(out), '--loss', loss,
+               '--epoch', str(epochs)] + model_flags() + training_flags
     start = time.time()
-    subprocess.run(command, check=True)
+    if not score_only:
+        subprocess.run(command, check=True)
     minutes = (time.time() - start) / 60.0
     log = read_log(out)
-    last = log[-1]
-    record = {'name': name, 'stage': args.stage, 'loss': args.loss, 'epochs': args.epoch,
-              'flags': extra, 'minutes': round(minutes, 1),
+    record = {'name': name + (' (raw)' if '--no_centre' in extra else ''), 'stage': stage,
+              'loss': loss, 'epochs': epochs, 'flags': extra, 'minutes': round(minutes, 1),
               'train_minutes': round(sum(r['T/sec'] for r in log) / 60.0, 1),
               'sentences_per_sec': round(sum(r['T/sentences_per_sec'] for r in log)
                                          / len(log), 1),
               'per_epoch': [{'epoch': r['epoch'], 'precision_at_1': round(r['D/acc1'], 4),
                              'map_at_r': round(r['D/acc2'], 4)} for r in log]}
-    if args.stage == 'test':
+    if stage == 'test':
         scores = score_test_features(out, extra)
-        record.update({k: round(v, 4) for k, v in scores.items() if k != 'count'})
     else:
-        record.update({'precision_at_1': round(last['D/acc1'], 4),
-                       'map_at_r': round(last['D/acc2'], 4)})
+        scores = retrieval_with_errors(*extract(out, evaluation, extra))
+    record.update({k: round(v, 4) for k, v in scores.items() if k != 'count'})
     RESULTS.mkdir(exist_ok=True)
     with open(RESULTS / 'dml-quality.jsonl', 'a', encoding='utf-8') as f:
         f.write(json.dumps(record) + '\n')
@@ -121,14 +198,25 @@ def main():
 
 
 def print_table(path):
-    print('| run | loss | flags | epochs | train min | sentences/s | P@1 | MAP@R |')
-    print('|---|---|---|---|---|---|---|---|')
+    print('| run | stage | loss | flags | epochs | train min | sentences/s | P@1 | MAP@R '
+          '| NMI | probe |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        print('| %s | %s | %s | %d | %.1f | %.1f | %.3f | %.3f |'
-              % (r['name'], r['loss'], ' '.join(r['flags']), r['epochs'],
-                 r['train_minutes'], r['sentences_per_sec'], r['precision_at_1'],
-                 r['map_at_r']))
+        print('| %s | %s | %s | %s | %d | %.1f | %.1f | %s | %s | %s | %s |'
+              % (r['name'], r.get('stage', ''), r['loss'], ' '.join(r['flags']),
+                 r['epochs'], r['train_minutes'], r['sentences_per_sec'],
+                 with_error(r, 'precision_at_1'), with_error(r, 'map_at_r'),
+                 with_error(r, 'kmeans_nmi'), with_error(r, 'probe_accuracy')))
+
+
+def with_error(record, key):
+    """'0.824 ± 0.012', '0.824' for records without an error, '' without the figure."""
+    if key not in record:
+        return ''
+    if key + '_se' in record:
+        return '%.3f ± %.3f' % (record[key], record[key + '_se'])
+    return '%.3f' % record[key]
 
 
 if __name__ == '__main__':

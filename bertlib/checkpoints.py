@@ -197,6 +197,9 @@ def load_state(path, optimizer):
             expected[name + '/t'] = ()
             for key in _STATE_ARRAYS:
                 expected[name + '/' + key] = tuple(param.shape)
+        # State kept beside Adam's (optimization.keep_state: --ema, --memory_size).
+        extra = getattr(optimizer, 'extra_state', dict)()
+        expected.update((name, tuple(array.shape)) for name, array in extra.items())
         missing = sorted(set(expected) - set(archive.files))
         unexpected = sorted(set(archive.files) - set(expected))
         mismatched = ['%s: state %s, model %s' % (n, archive.shape(n), expected[n])

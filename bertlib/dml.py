@@ -1,17 +1,28 @@
 """Deep metric learning on BERT: the embedding model and its training task.
 
-The model is the seed's: BERT sentence vector (`--pooling`) -> dropout 0.1 -> Linear to
-`--dim`. The task feeds `bertlib.training.train` with batches for the chosen `--loss`:
-anchor/positive/negative triples for `triplet`, P classes x K sentences for the others.
+The model is by default the original BERT-DML's: BERT sentence vector (`--pooling`) ->
+dropout 0.1 -> Linear to `--dim` (`--head linear`); `--head none` trains the loss on the
+sentence vector itself. The task feeds `bertlib.training.train` with batches for the chosen
+`--loss`: anchor/positive/negative triples for `triplet`, P classes x K sentences (or
+random batches, `--sampling random`) for the others.
+
+After every epoch the mean of the fixed training sample's unit-length embeddings, the
+*centre*, is saved in the model's metadata; `centred` subtracts it and re-normalises, which
+is what extraction and the logged T/ and D/ scores use (unit-length embeddings of a
+fine-tuned model share a large common component that cosine retrieval does not need).
 """
 
 import logging
 
+import math
+
 import chainer
+import chainer.functions as F
 import chainer.links as L
 import numpy as np
 
 from bertlib import distributed, dropout, losses, metrics, training
+from bertlib.errors import UsageError
 
 logger = logging.getLogger('main')
 
@@ -19,28 +30,87 @@ logger = logging.getLogger('main')
 TRAIN_SAMPLE = 2000
 
 
-class DMLModel(chainer.Chain):
-    """Sentence embedding: BERT -> dropout -> Linear(hidden, dim).
+HEADS = ('linear', 'none')
 
-    Parameters: `bert/...` (the BERT tree), `output/{W,b}`, and `loss/...` when the loss
-    has parameters of its own (ArcFace's class proxies), which extraction ignores.
+
+class DMLModel(chainer.Chain):
+    """Sentence embedding: BERT -> dropout -> Linear(hidden, dim) (head 'linear', the
+    original's), or the BERT sentence vector itself (head 'none', dim = hidden size).
+
+    Parameters: `bert/...` (the BERT tree), `output/{W,b}` with the linear head, and
+    `loss/...` when the loss has parameters of its own (ArcFace's class proxies, the
+    classifier of supcon_ce), which extraction ignores. `centre` ((dim,) float32 or None)
+    is what `features` subtracts from the unit-length embeddings.
     """
 
-    def __init__(self, bert, dim=512, pooling='pooled', loss_link=None, dropout=0.1):
+    def __init__(self, bert, dim=512, pooling='pooled', loss_link=None, dropout=0.1,
+                 head='linear'):
         super(DMLModel, self).__init__()
+        if head not in HEADS:
+            raise ValueError('head must be one of %s, got %r' % (HEADS, head))
         self.pooling = pooling
         self.dropout = dropout
+        self.head = head
+        self.centre = None
         with self.init_scope():
             self.bert = bert
-            self.output = L.Linear(bert.config.hidden_size, dim,
-                                   initialW=chainer.initializers.Normal(0.02))
+            if head == 'linear':
+                self.output = L.Linear(bert.config.hidden_size, dim,
+                                       initialW=chainer.initializers.Normal(0.02))
             if loss_link is not None:
                 self.loss = loss_link
 
+    @property
+    def dim(self):
+        if self.head == 'none':
+            return self.bert.config.hidden_size
+        return int(self.output.W.shape[0])
+
     def embed(self, input_ids, input_mask):
-        """(B, T) token ids and mask -> (B, dim) embeddings."""
+        """(B, T) token ids and mask -> (B, dim) embeddings, what the loss is trained on."""
         sentence = self.bert.encode(input_ids, input_mask, pooling=self.pooling)
+        if self.head == 'none':
+            return sentence
         return self.output(dropout.dropout(sentence, self.dropout))
+
+    def features(self, input_ids, input_mask):
+        """(B, T) -> (B, dim) features for extraction: the embeddings, centred on
+        `centre` and re-normalised when the model has one."""
+        x = self.embed(input_ids, input_mask)
+        if self.centre is None:
+            return x
+        z = F.normalize(x, eps=1e-12, axis=1) - self.xp.asarray(self.centre)
+        return F.normalize(z, eps=1e-12, axis=1)
+
+
+def unit_rows(x):
+    """(N, D) -> (N, D) rows of unit length (zero rows stay zero), float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms == 0, 1, norms)
+
+
+def centre_of(embeddings):
+    """(N, D) embeddings -> (D,) float32 mean of their unit-length rows."""
+    return unit_rows(embeddings).mean(axis=0).astype(np.float32)
+
+
+def centred(embeddings, centre):
+    """(N, D) embeddings and a (D,) centre -> (N, D) unit rows of normalise(x) - centre."""
+    return unit_rows(unit_rows(embeddings) - centre)
+
+
+def read_centre(meta, dim, path):
+    """The (dim,) float32 centre saved in a model's metadata, or None without one."""
+    value = meta.get('centre')
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != dim
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and math.isfinite(v) for v in value)):
+        raise UsageError('%s: model metadata centre is not a list of %d finite numbers'
+                         % (path, dim))
+    return np.array(value, dtype=np.float32)
 
 
 class DMLTask(training.Task):
@@ -49,10 +119,17 @@ class DMLTask(training.Task):
     early_stopping = {'loss': ('D/loss', 'min'), 'map': ('D/acc2', 'max')}
 
     def __init__(self, model, loss_name, train, evaluation, batchsize, xp, hyper,
-                 triplets=1000, samples_per_class=8, seed=0, comm=None):
+                 triplets=1000, samples_per_class=8, seed=0, comm=None, sampling='pk',
+                 memory=None, settings=None):
         """comm: a ChainerMN communicator to share every batch with (the loss is still
-        that of the whole batch: see bertlib/distributed.py), or None."""
+        that of the whole batch: see bertlib/distributed.py), or None. sampling: 'pk'
+        (P classes x K sentences) or 'random' batches for the batch losses. memory: a
+        `losses.CrossBatchMemory` read and filled by the training steps, or None.
+        settings: further facts for the models' metadata (e.g. {'ema': 0.999})."""
+        self.settings = dict(settings or {})
         self.model = model
+        self.sampling = sampling
+        self.memory = memory
         self.comm = comm
         self.loss_name = loss_name
         self.train_split = train
@@ -67,7 +144,7 @@ class DMLTask(training.Task):
         self.train_sample = train.subset(np.sort(sample))
         if loss_name == 'triplet':
             self.loss_fn = None
-        elif loss_name == 'arcface':
+        elif loss_name in ('arcface', 'supcon_ce'):
             self.loss_fn = model.loss
         else:
             self.loss_fn = losses.make_loss(loss_name, n_classes=None, dim=None, **hyper)
@@ -81,6 +158,10 @@ class DMLTask(training.Task):
             for start in range(0, len(anchors), self.batchsize):
                 stop = start + self.batchsize
                 yield anchors[start:stop], positives[start:stop], negatives[start:stop]
+        elif self.sampling == 'random':
+            order = rng.permutation(len(labels))
+            for start in range(0, len(order), self.batchsize):
+                yield order[start:start + self.batchsize]
         else:
             # P classes x K sentences; with fewer classes than batchsize / K (rt-polarity
             # has two), K grows so that a batch still holds about batchsize sentences.
@@ -117,7 +198,13 @@ class DMLTask(training.Task):
             n = len(batch[0])
             return losses.triplet_loss(embeddings[:n], embeddings[n:2 * n],
                                        embeddings[2 * n:], margin=self.hyper['margin'])
-        return self.loss_fn(embeddings, self.xp.asarray(labels[batch]))
+        t = self.xp.asarray(labels[batch])
+        if self.memory is None or not chainer.config.train:
+            return self.loss_fn(embeddings, t)
+        # The memory holds earlier batches only; this one is enqueued after its loss.
+        loss = self.loss_fn(embeddings, t, memory=self.memory.contents(self.xp))
+        self.memory.push(embeddings.array, labels[batch])
+        return loss
 
     def loss(self, batch):
         if self.loss_name == 'triplet':
@@ -134,9 +221,14 @@ class DMLTask(training.Task):
                                          self.batchsize * 2, self.xp)
 
     def evaluate(self, which):
+        """Scores of the centred embeddings (as extraction writes them); the training
+        sample, scored first, sets the centre."""
         split = self.train_sample if which == 'train' else self.eval_split
         embeddings = self.embed_split(split)
-        scores = metrics.retrieval_metrics(embeddings, split.labels)
+        if which == 'train':
+            self.model.centre = centre_of(embeddings)
+        scores = metrics.retrieval_metrics(centred(embeddings, self.model.centre),
+                                           split.labels)
         result = {'acc1': scores['precision_at_1'], 'acc2': scores['map_at_r'], 'loss': None}
         if which == 'eval':
             result['loss'] = self._fixed_loss(embeddings, split.labels)
@@ -157,6 +249,10 @@ class DMLTask(training.Task):
         return float(np.mean(values)) if values else float('nan')
 
     def meta(self):
-        return {'kind': 'dml', 'pooling': self.model.pooling,
-                'dim': int(self.model.output.W.shape[0]), 'loss': self.loss_name,
+        meta = {'kind': 'dml', 'pooling': self.model.pooling, 'dim': self.model.dim,
+                'head': self.model.head, 'loss': self.loss_name,
                 'classes': int(self.train_split.labels.max()) + 1}
+        meta.update(self.settings)
+        if self.model.centre is not None:
+            meta['centre'] = [float(v) for v in self.model.centre]
+        return meta

@@ -11,6 +11,7 @@ integer labels `t` ((B,)), on NumPy or CuPy, and returns a scalar Variable. Only
     'multi_similarity'   mined pairs, soft-weighted by similarity         Wang et al. 2019
     'arcface'            additive angular margin to learned proxies       Deng et al. 2019
     'supcon'             supervised contrastive, L_out                    Khosla et al. 2020
+    'supcon_ce'          weighted supcon + softmax cross-entropy          Gunel et al. 2021
 
 `make_loss(name, n_classes, dim, **hyper)` builds a batch loss as a `chainer.Link` (the
 ArcFace one holds the class proxies), so a training script registers it as a child of its
@@ -18,6 +19,10 @@ model and the proxies are updated, moved to the GPU and saved with the model. 't
 is not a batch loss: the seed's training draws index triples over the whole training set
 with `sample_triplets` and feeds them to `triplet_loss`. Batch losses want batches that
 hold several examples of each class: `pk_batches` yields them (P classes x K examples).
+
+`supcon` and `multi_similarity` (and `supcon_ce`'s supcon part) also take `memory`: the
+unit-length embeddings and labels of earlier batches (`CrossBatchMemory`, Wang et al.
+2020), constants that serve as extra positives and negatives of every anchor.
 """
 
 import inspect
@@ -28,7 +33,10 @@ import chainer.functions as F
 import numpy as np
 
 
-LOSSES = ('triplet', 'batch_hard', 'multi_similarity', 'arcface', 'supcon')
+LOSSES = ('triplet', 'batch_hard', 'multi_similarity', 'arcface', 'supcon', 'supcon_ce')
+
+# The losses that take a cross-batch memory.
+MEMORY_LOSSES = ('multi_similarity', 'supcon', 'supcon_ce')
 
 # F.normalize divides by |x| + eps. Sentence embeddings have norms around 1 to 20, so
 # 1e-12 leaves z exact even in float64; an all-zero row still gives 0, not NaN.
@@ -74,6 +82,27 @@ def _cosine_similarity(x):
     """(B, D) -> (B, B) cosine similarities of the rows."""
     z = _l2_normalize(x)
     return F.matmul(z, z, transb=True)
+
+
+def _with_memory(x, t, xp, memory):
+    """Cosine similarities of the batch's rows to the batch and the memory, and masks.
+
+    x: (B, D) Variable; t: (B,) labels; memory: None or (z, labels), (M, D) unit rows and
+    (M,) labels on x's device, constants. Returns s (B, B + M) Variable, positive and
+    negative masks (B, B + M) bool (an anchor is never its own positive) and `others`
+    (every column but the anchor itself).
+    """
+    if memory is None:
+        positive, negative = _pair_masks(t, xp)
+        return _cosine_similarity(x), positive, negative, ~xp.eye(t.shape[0], dtype=bool)
+    z_memory, t_memory = memory
+    z = _l2_normalize(x)
+    columns = F.concat([z, xp.asarray(z_memory, dtype=x.dtype)], axis=0)
+    t_all = xp.concatenate([t, xp.asarray(t_memory, dtype=t.dtype)])
+    b, m = t.shape[0], t_memory.shape[0]
+    others = xp.concatenate([~xp.eye(b, dtype=bool), xp.ones((b, m), dtype=bool)], axis=1)
+    same = t[:, None] == t_all[None, :]
+    return F.matmul(z, columns, transb=True), same & others, ~same, others
 
 
 # ---------------------------------------------------------------------------------------
@@ -205,7 +234,7 @@ def _log1p_sum_exp(a, mask):
     return m[:, 0] + F.log(xp.exp(-m[:, 0]) + total)
 
 
-def multi_similarity_loss(x, t, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1):
+def multi_similarity_loss(x, t, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1, memory=None):
     """Multi-similarity loss: (B, D) embeddings, (B,) labels -> scalar.
 
     S_ij is the cosine similarity. Pair mining, per anchor i (on the values):
@@ -223,10 +252,12 @@ def multi_similarity_loss(x, t, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1):
     For an anchor with both positives and negatives the two kept sets are empty
     together (both mean min_pos S - epsilon >= max_neg S), so the paper's formula and
     the reference code's skipping of such anchors agree.
+
+    memory: None or ((M, D) unit rows, (M,) labels) of earlier batches, mined and
+    weighted as further pairs of each anchor (the sum is still divided by B).
     """
     x, t, xp = _inputs(x, t)
-    positive, negative = _pair_masks(t, xp)
-    s = _cosine_similarity(x)
+    s, positive, negative, _ = _with_memory(x, t, xp, memory)
     sa = s.array
     hardest_negative = xp.where(negative, sa, -xp.inf).max(axis=1, keepdims=True)
     hardest_positive = xp.where(positive, sa, xp.inf).min(axis=1, keepdims=True)
@@ -312,7 +343,7 @@ class ArcFace(chainer.Link):
 # 5. Supervised contrastive loss, L_out (Khosla et al. 2020)
 
 
-def supcon_loss(x, t, temperature=0.1):
+def supcon_loss(x, t, temperature=0.1, memory=None):
     """Supervised contrastive loss: (B, D) embeddings, (B,) labels -> scalar.
 
     z = normalise(x). For each anchor i with positives P(i) (same label, not i):
@@ -320,17 +351,19 @@ def supcon_loss(x, t, temperature=0.1):
     averaged over the anchors that have positives; 0 if none has. The batch holds one
     view per sentence (no augmentation), so positives are the other sentences of the
     class. tau = 0.1 is the paper's value.
+
+    memory: None or ((M, D) unit rows, (M,) labels) of earlier batches: further columns,
+    positives where their label is the anchor's, in the denominator in any case.
     """
     x, t, xp = _inputs(x, t)
-    positive, _ = _pair_masks(t, xp)
+    similarity, positive, _, others = _with_memory(x, t, xp, memory)
     n_positive = positive.sum(axis=1)
     valid = n_positive > 0
     n_valid = int(valid.sum())
     if n_valid == 0:
         return _zero_loss(x)
 
-    logits = _cosine_similarity(x) / temperature
-    others = ~xp.eye(x.shape[0], dtype=bool)
+    logits = similarity / temperature
     # Subtracting each row's largest off-diagonal logit (a constant: it cancels between
     # numerator and denominator) keeps exp <= 1 and the denominator >= 1.
     row_max = xp.where(others, logits.array, -xp.inf).max(axis=1, keepdims=True)
@@ -343,6 +376,91 @@ def supcon_loss(x, t, temperature=0.1):
     mean_positive = (F.sum(log_prob * positive.astype(x.dtype), axis=1)
                      / xp.maximum(n_positive, 1).astype(x.dtype))
     return -F.sum(mean_positive * valid.astype(x.dtype)) / n_valid
+
+
+class SupConCE(chainer.Chain):
+    """Supervised contrastive loss plus softmax cross-entropy (Gunel, Du, Conneau and
+    Stoyanov 2021, for fine-tuning pre-trained language models):
+        L = weight * supcon(x, t) + (1 - weight) * CE(classifier(x), t)
+    `classifier` (Linear(dim, n_classes), saved under loss/ and ignored by extraction)
+    reads the same embedding the supcon term normalises. Rows whose label is not a
+    training class (eval classes unseen in training) take part in the supcon term only.
+    The paper's best settings are weight 0.9 and temperature 0.3.
+    """
+
+    def __init__(self, n_classes, dim, temperature=0.3, weight=0.9):
+        super(SupConCE, self).__init__()
+        if not 0 <= weight <= 1:
+            raise ValueError('weight must be between 0 and 1, got %r' % weight)
+        self.n_classes = n_classes
+        self.temperature = temperature
+        self.weight = weight
+        with self.init_scope():
+            self.classifier = chainer.links.Linear(
+                dim, n_classes, initialW=chainer.initializers.Normal(0.02))
+
+    def forward(self, x, t, memory=None):
+        """(B, dim) embeddings, (B,) labels -> scalar loss."""
+        x, t, xp = _inputs(x, t)
+        contrastive = supcon_loss(x, t, self.temperature, memory=memory)
+        known = xp.flatnonzero(t < self.n_classes)
+        if len(known) == 0 or self.weight == 1:
+            return contrastive
+        logits = self.classifier(x[known]) if len(known) < len(t) else self.classifier(x)
+        cross_entropy = F.softmax_cross_entropy(logits, t[known])
+        return self.weight * contrastive + (1.0 - self.weight) * cross_entropy
+
+
+class CrossBatchMemory(object):
+    """The unit-length embeddings and labels of the last `size` training sentences
+    (Wang, Zhang, Huang and Scott 2020, "Cross-Batch Memory for Embedding Learning"), a
+    ring buffer on the host. The paper starts the memory once the embeddings have
+    stopped drifting fast: for the first `warmup` steps it is neither read nor filled.
+
+    `state()` ({name: array}) is saved in final.state with the optimizer and restored in
+    place, so a resumed run sees the same memory.
+    """
+
+    def __init__(self, size, dim, warmup=0):
+        if size < 1 or warmup < 0:
+            raise ValueError('size must be >= 1 and warmup >= 0, got %r, %r'
+                             % (size, warmup))
+        self.size = size
+        self.warmup = warmup
+        self.embeddings = np.zeros((size, dim), dtype=np.float32)
+        self.labels = np.full(size, -1, dtype=np.int32)  # -1: empty slot
+        self.counters = np.zeros(2, dtype=np.int64)  # steps seen, next slot
+
+    def state(self):
+        return {'memory/embeddings': self.embeddings, 'memory/labels': self.labels,
+                'memory/counters': self.counters}
+
+    def contents(self, xp=np):
+        """((M, D) unit rows, (M,) labels) on xp, oldest first, or None before the
+        warm-up ends or while empty."""
+        filled = self.labels >= 0
+        if self.counters[0] < self.warmup or not filled.any():
+            return None
+        order = np.roll(np.arange(self.size), -int(self.counters[1]))
+        order = order[filled[order]]
+        return xp.asarray(self.embeddings[order]), xp.asarray(self.labels[order])
+
+    def push(self, x, t):
+        """Counts a step and, after the warm-up, enqueues the batch's (B, D) embeddings
+        (any array; normalised here) and (B,) labels, dropping the oldest."""
+        self.counters[0] += 1
+        if self.counters[0] <= self.warmup:
+            return
+        x = chainer.backend.CpuDevice().send(getattr(x, 'array', x)).astype(np.float32)
+        t = chainer.backend.CpuDevice().send(getattr(t, 'array', t)).astype(np.int32)
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x = x / np.maximum(norms, _NORM_EPS)
+        if len(t) > self.size:
+            x, t = x[-self.size:], t[-self.size:]
+        slots = (int(self.counters[1]) + np.arange(len(t))) % self.size
+        self.embeddings[slots] = x
+        self.labels[slots] = t
+        self.counters[1] = (int(self.counters[1]) + len(t)) % self.size
 
 
 # ---------------------------------------------------------------------------------------
@@ -376,16 +494,19 @@ class MetricLoss(chainer.Link):
         self.hyper = dict(hyper)
         self._function = function
 
-    def forward(self, x, t):
-        """(B, D) embeddings, (B,) labels -> scalar loss."""
-        return self._function(x, t, **self.hyper)
+    def forward(self, x, t, memory=None):
+        """(B, D) embeddings, (B,) labels -> scalar loss; memory: see `supcon_loss`."""
+        if memory is None:
+            return self._function(x, t, **self.hyper)
+        return self._function(x, t, memory=memory, **self.hyper)
 
 
 def make_loss(name, n_classes=None, dim=None, **hyper):
     """The batch loss `name` as a Link: `loss(x, t)` -> scalar Variable.
 
-    name: 'batch_hard', 'multi_similarity', 'supcon' (hyper: their keyword arguments) or
-    'arcface' (needs n_classes and dim, the embedding size; hyper: scale, margin).
+    name: 'batch_hard', 'multi_similarity', 'supcon' (hyper: their keyword arguments),
+    'arcface' (needs n_classes and dim, the embedding size; hyper: scale, margin) or
+    'supcon_ce' (needs n_classes and dim; hyper: temperature, weight).
     'triplet' raises ValueError: it is trained on sampled triples, see `sample_triplets`
     and `triplet_loss`.
     """
@@ -396,6 +517,10 @@ def make_loss(name, n_classes=None, dim=None, **hyper):
         if n_classes is None or dim is None:
             raise ValueError("'arcface' needs n_classes and dim (the embedding size)")
         return ArcFace(n_classes, dim, **hyper)
+    if name == 'supcon_ce':
+        if n_classes is None or dim is None:
+            raise ValueError("'supcon_ce' needs n_classes and dim (the embedding size)")
+        return SupConCE(n_classes, dim, **hyper)
     if name not in _BATCH_LOSSES:
         raise ValueError('unknown loss %r; choose from %s' % (name, ', '.join(LOSSES)))
     return MetricLoss(name, **hyper)

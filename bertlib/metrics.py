@@ -31,7 +31,7 @@ except ImportError:  # NumPy input needs nothing else
     chainer = None
 
 
-def retrieval_metrics(embeddings, labels, batch_size=1024, workers=None):
+def retrieval_metrics(embeddings, labels, batch_size=1024, workers=None, per_query=False):
     """Precision@1, R-precision and MAP@R of leave-one-out cosine retrieval.
 
     embeddings: (N, D) float array (NumPy, or CuPy when Chainer is importable).
@@ -42,7 +42,9 @@ def retrieval_metrics(embeddings, labels, batch_size=1024, workers=None):
         the BLAS product's own threads leave to one core.
 
     Returns {'precision_at_1', 'r_precision', 'map_at_r': float, 'count': int}, where
-    count is the number of queries averaged over (items whose class has another member).
+    count is the number of queries averaged over (items whose class has another member);
+    per_query: also 'per_query', {metric name: (count,) float64 values}, e.g. for
+    standard errors.
     Singleton classes are excluded as queries; when every class is a singleton, count is
     0 and the three metrics are NaN. A zero vector has similarity 0 to everything.
     """
@@ -71,8 +73,12 @@ def retrieval_metrics(embeddings, labels, batch_size=1024, workers=None):
     # Averaging the concatenated per-query values (not per-block sums) keeps the rounding
     # of the averages independent of batch_size.
     p1, r_precision, map_at_r = (np.concatenate(s) for s in zip(*scores))
-    return {'precision_at_1': float(p1.mean()), 'r_precision': float(r_precision.mean()),
-            'map_at_r': float(map_at_r.mean()), 'count': int(queries.size)}
+    result = {'precision_at_1': float(p1.mean()), 'r_precision': float(r_precision.mean()),
+              'map_at_r': float(map_at_r.mean()), 'count': int(queries.size)}
+    if per_query:
+        result['per_query'] = {'precision_at_1': p1, 'r_precision': r_precision,
+                               'map_at_r': map_at_r}
+    return result
 
 
 def _to_numpy(embeddings):

@@ -4,6 +4,10 @@ As Google's `optimization.py`: Adam with decoupled weight decay on weight matric
 (not biases or LayerNorm), eps 1e-6, gradients clipped to global norm 1, the learning
 rate warmed up linearly (optionally) and then decayed linearly to 0. The CPU update is one
 fused loop per parameter (Chainer's makes six NumPy passes over 22M numbers a step).
+
+Training state kept beside the optimizer's (the raw weights of `WeightAverage`, the
+queue of a cross-batch memory) is registered with `keep_state` and saved in and restored
+from `final.state` with Adam's moments, so a resumed run stays bit-exact.
 """
 
 import math
@@ -44,10 +48,100 @@ class FusedAdamRule(adam.AdamRule):
 
 
 class AdamW(chainer.optimizers.AdamW):
-    """chainer.optimizers.AdamW with `FusedAdamRule`."""
+    """chainer.optimizers.AdamW with `FusedAdamRule`, whose serialisation also covers
+    the arrays of the objects registered with `keep_state`."""
 
     def create_update_rule(self):
         return FusedAdamRule(self.hyperparam)
+
+    def extra_state(self):
+        """{name: array} of the registered objects' state (saved in place, restored in
+        place: a deserializer copies into these very arrays)."""
+        arrays = {}
+        for owner in getattr(self, 'state_owners', ()):
+            arrays.update(owner.state())
+        return arrays
+
+    def serialize(self, serializer):
+        super(AdamW, self).serialize(serializer)
+        for name, array in sorted(self.extra_state().items()):
+            serializer(name, array)
+
+
+def keep_state(optimizer, owner):
+    """Saves and restores `owner.state()` ({name: host or device array}, names not
+    clashing with parameter names) with the optimizer's own state."""
+    if not hasattr(optimizer, 'state_owners'):
+        optimizer.state_owners = []
+    optimizer.state_owners.append(owner)
+
+
+class WeightAverage(object):
+    """Exponential moving average of a model's parameters, updated after every step:
+    average = decay * average + (1 - decay) * weights (Polyak averaging, as in
+    timm's ModelEmaV2).
+
+    The model holds either the training weights or the average; the other copy lives
+    here, and `swap` exchanges them. At rest (on creation, while scoring and saving) the
+    model holds the average, so final.model and the early-stopped models are averaged
+    and final.state keeps the training weights (`state`, under 'ema/'). On creation
+    both copies are the model's weights; after `--resume` the state restores the
+    training weights here, so the same `use_training_weights` then continues exactly.
+    """
+
+    timing = 'post'
+
+    def __init__(self, model, decay):
+        if not 0 < decay < 1:
+            raise ValueError('decay must be between 0 and 1, got %r' % decay)
+        self.decay = decay
+        self.params = sorted(model.namedparams())
+        self.other = {name: param.array.copy() for name, param in self.params}
+        self.holds_average = True  # the model holds the average
+
+    def state(self):
+        """The copy that is not in the model: the training weights, at rest."""
+        return {'ema' + name: self.other[name] for name, _ in self.params}
+
+    def swap(self):
+        for name, param in self.params:
+            param.array, self.other[name] = self.other[name], param.array
+        self.holds_average = not self.holds_average
+
+    def __call__(self, optimizer):
+        """The post-update hook: fold the new training weights into the average."""
+        if self.holds_average:
+            raise RuntimeError('the model holds the averaged weights during training')
+        for name, param in self.params:
+            average = self.other[name]
+            average *= self.decay
+            average += (1.0 - self.decay) * param.array
+
+
+def add_weight_average(optimizer, model, decay):
+    """Keeps an exponential moving average of `model`'s weights with `optimizer` (see
+    `WeightAverage`); call before loading a final.state."""
+    average = WeightAverage(model, decay)
+    optimizer.add_hook(average, name='ema', timing='post')
+    keep_state(optimizer, average)
+    optimizer.weight_average = average
+    return average
+
+
+def use_training_weights(optimizer):
+    """Before an epoch's steps: the model gets the training weights (no-op without an
+    average)."""
+    average = getattr(optimizer, 'weight_average', None)
+    if average is not None and average.holds_average:
+        average.swap()
+
+
+def use_averaged_weights(optimizer):
+    """Before scoring and saving: the model gets the averaged weights (no-op without an
+    average)."""
+    average = getattr(optimizer, 'weight_average', None)
+    if average is not None and not average.holds_average:
+        average.swap()
 
 
 def make_optimizer(model, learnrate, weightdecay):

@@ -132,6 +132,7 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
     for epoch in range(args.start_epoch, args.epoch + 1):
         rng = seed_everything(args.seed, epoch, 0 if comm is None else comm.rank,
                               gpu=xp is not np)
+        optimization.use_training_weights(optimizer)  # --ema: averaged at rest
         epoch_start = time.time()
         losses, sentences = [], 0
         # P x K epochs may differ by a batch or so: the total is that of the first epoch.
@@ -158,6 +159,7 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
         train_seconds = time.time() - epoch_start
         lr = args.learnrate * optimization.schedule(max(step - 1, 0), total_steps, warmup_steps)
 
+        optimization.use_averaged_weights(optimizer)  # --ema: score and save the average
         record = {'epoch': epoch}
         eval_start = time.time()
         train_scores = task.evaluate('train')
