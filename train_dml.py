@@ -33,7 +33,7 @@ from bertlib import (checkpoints, cli, data, distributed, dml, losses, modeling,
                      optimization, training)
 from bertlib.errors import UsageError
 
-logger = logging.getLogger('main')
+logger = logging.getLogger(__name__)
 
 
 def main(argv=None):
@@ -179,7 +179,7 @@ def parse_args(argv=None):
     model = parser.add_argument_group('model and loss')
     model.add_argument('--pooling', choices=modeling.POOLINGS, default='pooled',
                        help='BERT sentence vector fed to the embedding layer (default: '
-                            'pooled, the seed\'s)')
+                            'pooled, the original\'s)')
     model.add_argument('--head', choices=dml.HEADS, default='linear',
                        help='linear: dropout 0.1 and a Linear layer to --dim on the '
                             'sentence vector (the original\'s); none: the loss and the '
@@ -187,7 +187,7 @@ def parse_args(argv=None):
     model.add_argument('--dim', type=int, default=512,
                        help='embedding dimension of --head linear (default: 512)')
     model.add_argument('--loss', choices=losses.LOSSES, default='triplet',
-                       help='metric loss (default: triplet, the seed\'s)')
+                       help='metric loss (default: triplet, the original\'s)')
     model.add_argument('--triplets', type=int, default=1000,
                        help='triplet: triples drawn per epoch; 0: one per training '
                             'sentence (default: 1000)')

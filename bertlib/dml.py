@@ -24,7 +24,7 @@ import numpy as np
 from bertlib import distributed, dropout, losses, metrics, training
 from bertlib.errors import UsageError
 
-logger = logging.getLogger('main')
+logger = logging.getLogger(__name__)
 
 # At most this many training sentences are embedded after each epoch for T/acc1, T/acc2.
 TRAIN_SAMPLE = 2000

@@ -6,7 +6,7 @@ integer labels `t` ((B,)), on NumPy or CuPy, and returns a scalar Variable. Only
 "mining") is decided on the array values, with no gradient through the decision.
 
     name                 what                                            reference
-    'triplet'            F.triplet on sampled (a, p, n) sentence triples  the seed's method
+    'triplet'            F.triplet on sampled (a, p, n) sentence triples  the original's method
     'batch_hard'         hardest positive / negative per anchor           Hermans et al. 2017
     'multi_similarity'   mined pairs, soft-weighted by similarity         Wang et al. 2019
     'arcface'            additive angular margin to learned proxies       Deng et al. 2019
@@ -16,7 +16,7 @@ integer labels `t` ((B,)), on NumPy or CuPy, and returns a scalar Variable. Only
 `make_loss(name, n_classes, dim, **hyper)` builds a batch loss as a `chainer.Link` (the
 ArcFace one holds the class proxies), so a training script registers it as a child of its
 model and the proxies are updated, moved to the GPU and saved with the model. 'triplet'
-is not a batch loss: the seed's training draws index triples over the whole training set
+is not a batch loss: the original BERT-DML's training draws index triples over the whole training set
 with `sample_triplets` and feeds them to `triplet_loss`. Batch losses want batches that
 hold several examples of each class: `pk_batches` yields them (P classes x K examples).
 
@@ -106,7 +106,7 @@ def _with_memory(x, t, xp, memory):
 
 
 # ---------------------------------------------------------------------------------------
-# 1. Triplet loss on sampled triples (the seed's method)
+# 1. Triplet loss on sampled triples (the original BERT-DML's method)
 
 
 def triplet_loss(anchor, positive, negative, margin=0.2):
