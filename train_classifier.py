@@ -86,8 +86,15 @@ def main(argv=None):
                         ('early-stopped model (best D/loss)', 'early_stopped-loss'),
                         ('early-stopped model (best D/UAR)', 'early_stopped-uar')):
         # Only rank 0 wrote the files (its node's disk): it reads them and sends the rest.
+        path = os.path.join(args.out, name + '.model')
+        present = os.path.isfile(path) if distributed.is_root(comm) else None
+        if comm is not None:
+            present = comm.mpi_comm.bcast(present)
+        if not present:  # e.g. D/loss was never finite, so nothing was early-stopped on it
+            logger.warning('%s was not written: no report for the %s', path, title)
+            continue
         if distributed.is_root(comm):
-            checkpoints.load_model(os.path.join(args.out, name + '.model'), model)
+            checkpoints.load_model(path, model)
         distributed.bcast_model(comm, model)
         predicted = task.logits_of(evaluation).argmax(axis=1)
         print('\n== %s: %s.model on %s ==' % (title, name, args.eval))

@@ -154,3 +154,19 @@ def test_confusion_picture_colours_the_rates(tmp_path):
     pixels = np.asarray(Image.open(path).convert('RGB'), dtype=np.float64)
     # A dark cell (rate 1.0: true エンジン) and a pale one (rate 0.0) are both there.
     assert (pixels.sum(axis=2) < 200).any() and (pixels.sum(axis=2) > 700).any()
+
+
+def test_a_missing_early_stopped_model_skips_its_report(tmp_path, tiny, capsys, monkeypatch,
+                                                        caplog):
+    """When no epoch ever improved D/loss (e.g. it was never finite), there is no
+    early_stopped-loss.model: the run still ends with the other reports."""
+    monkeypatch.setattr(classifier.ClassifierTask, 'early_stopping',
+                        {'uar': ('D/acc2', 'max')})
+    out = tmp_path / 'out'
+    train_classifier.main(train_args(tmp_path, tiny, out, '--epoch', '1'))
+    printed = capsys.readouterr().out
+    assert not (out / 'early_stopped-loss.model').exists()
+    assert '== final model: final.model on' in printed
+    assert '== early-stopped model (best D/UAR): early_stopped-uar.model on' in printed
+    assert 'early_stopped-loss.model on' not in printed
+    assert 'early_stopped-loss.model was not written' in caplog.text
