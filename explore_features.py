@@ -27,7 +27,7 @@ import logging
 import os
 import time
 
-from bertlib import cli, explorer, metrics, projection
+from bertlib import cli, explorer, figures, metrics, projection
 from bertlib.errors import UsageError
 from bertlib.featurefile import read_features
 
@@ -84,7 +84,7 @@ def check_args(args):
     if args.output:
         if os.path.splitext(args.output)[1].lower() not in ('.html', '.htm'):
             raise UsageError('--output %s: the page must be an .html file' % args.output)
-        projection.check_writable(args.output)
+        figures.check_writable(args.output)
     if args.projector:
         explorer.check_projector_dir(args.projector)
     if args.neighbours < 1:
