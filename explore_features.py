@@ -56,8 +56,9 @@ def main(argv=None):
 
 def write_page(args, labels, features, texts):
     start = time.time()
-    neighbours, similarities = metrics.nearest_neighbours(features, args.neighbours)
-    summary = explorer.summarise(labels, features, neighbours)
+    scores, neighbours, similarities = metrics.retrieval_and_neighbours(
+        features, labels, args.neighbours)
+    summary = explorer.summarise(labels, scores, neighbours)
     logger.info('%d nearest neighbours of %d points, precision@1 %s, MAP@R %s (%.1f s)',
                 neighbours.shape[1], len(labels), _fixed(summary['precision_at_1']),
                 _fixed(summary['map_at_r']), time.time() - start)

@@ -4,11 +4,11 @@ a TensorBoard Projector export of it.
 The page (template: explorer.html beside this file) shows the 2-D map of
 `projection.project_2d` with plotly.js, embedded, drawing WebGL scatters; hovering a
 point shows its sentence, clicking it lists its k nearest neighbours in the full feature
-space, computed here by `metrics.nearest_neighbours` (cosine, ranked as the retrieval
-metrics rank), so the page ships k indices per point instead of every vector. Every
-label and sentence goes into the page as JSON inside a <script type="application/json">
-block, with `<`, `>` and `&` written as \\u escapes, and the page's script inserts them
-with textContent: text is never parsed as markup.
+space, found with the retrieval figures in one pass over the cosine similarities
+(`metrics.retrieval_and_neighbours`), so the page ships k indices per point instead of
+every vector. Every label and sentence goes into the page as JSON inside a
+<script type="application/json"> block, with `<`, `>` and `&` written as \\u escapes,
+and the page's script inserts them with textContent: text is never parsed as markup.
 """
 
 import json
@@ -53,15 +53,15 @@ def read_texts(text_path, features_path, labels):
     return texts
 
 
-def summarise(labels, features, neighbours):
+def summarise(labels, scores, neighbours):
     """Retrieval figures of the file for the page's summary panel.
 
-    labels: N strings; features: (N, D); neighbours: (N, k) from nearest_neighbours.
-    Returns a dict of precision_at_1, map_at_r and queries (as `retrieval_metrics`; NaN
-    becomes None) and per_label: {display name: (count, precision@1 or None)}, where
-    precision@1 is over the label's items that have another item of their label.
+    labels: N strings; scores, neighbours: the file's retrieval scores and (N, k)
+    nearest neighbours, from `metrics.retrieval_and_neighbours`. Returns a dict of
+    precision_at_1, map_at_r and queries (NaN becomes None) and per_label: {display
+    name: (count, precision@1 or None)}, where precision@1 is over the label's items that
+    have another item of their label.
     """
-    scores = metrics.retrieval_metrics(features, labels)
     labels = np.asarray(labels, dtype=object)
     hit = labels[neighbours[:, 0]] == labels
     per_label = {}
