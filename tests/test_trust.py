@@ -188,21 +188,28 @@ def test_truncated_model_file(world, tmp_path):
         extruct_bert_metrics.main(extract_args(world, model, folder / 'labels.bin'))
 
 
+def rewrite_member(path, member, damage):
+    """Rewrites the npz `path` with array `member` replaced by a hostile one:
+    damage(array) -> (the npy header dict to write, the bytes to write after it)."""
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    with zipfile.ZipFile(path, 'w') as z:
+        for name, array in arrays.items():
+            with z.open(name + '.npy', 'w') as f:
+                if name == member:
+                    header, data = damage(array)
+                    np.lib.format.write_array_header_1_0(f, header)
+                    f.write(data)
+                else:
+                    np.lib.format.write_array(f, array)
+
+
 def test_damaged_array_data(world, tmp_path):
     """A zip whose member is cut short: the header is fine, the data is not."""
     folder = copy_folder(world, 'arc', tmp_path)
     model = folder / 'final.model'
-    with np.load(model) as archive:
-        arrays = {k: archive[k] for k in archive.files}
-    with zipfile.ZipFile(model, 'w') as z:
-        for name, array in arrays.items():
-            with z.open(name + '.npy', 'w') as f:
-                if name == 'output/W':
-                    np.lib.format.write_array_header_1_0(
-                        f, np.lib.format.header_data_from_array_1_0(array))
-                    f.write(array.tobytes()[:10])
-                else:
-                    np.lib.format.write_array(f, array)
+    rewrite_member(model, 'output/W', lambda array: (
+        np.lib.format.header_data_from_array_1_0(array), array.tobytes()[:10]))
     with pytest.raises(UsageError, match="final.model: damaged array 'output/W'"):
         extruct_bert_metrics.main(extract_args(world, model, folder / 'labels.bin'))
 
@@ -242,17 +249,8 @@ def test_declared_shapes_are_checked_before_any_data_is_read(world, tmp_path):
     bert = tmp_path / 'bert'
     shutil.copytree(world['bert'], bert)
     path = bert / 'arrays_bert_model.ckpt.npz'
-    with np.load(path) as archive:
-        arrays = {k: archive[k] for k in archive.files}
-    with zipfile.ZipFile(path, 'w') as z:
-        for name, array in arrays.items():
-            with z.open(name + '.npy', 'w') as f:
-                if name == 'bert/pooler/W':
-                    np.lib.format.write_array_header_1_0(
-                        f, {'descr': '<f4', 'fortran_order': False, 'shape': (1 << 27,)})
-                    f.write(b'\0' * 64)
-                else:
-                    np.lib.format.write_array(f, array)
+    rewrite_member(path, 'bert/pooler/W', lambda array: (
+        {'descr': '<f4', 'fortran_order': False, 'shape': (1 << 27,)}, b'\0' * 64))
     with pytest.raises(UsageError, match=r'bert/pooler/W: checkpoint \(134217728,\), '
                                          r'model \(16, 16\)'):
         extruct_bert_embed.main(['--input', str(world['root'] / 'in.txt')]
