@@ -245,8 +245,9 @@ def draw_grid(figure, xy, labels, results, columns, timeout, title):
     """The comparison figure: the ground truth, then one panel per algorithm, on the
     (N, 2) coordinates `xy`, `columns` panels a row.
 
-    results: list of (name, Outcome) from run_guarded(evaluate, ...). The label legend
-    takes the first free slot of the grid, or sits right of the last column.
+    results: list of (name, Outcome) from clustering.run_guarded(clustering.evaluate,
+    ...). The label legend takes the first free slot of the grid, or sits right of the
+    last column.
     """
     panels = len(results) + 1
     rows = -(-panels // columns)

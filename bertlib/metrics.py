@@ -70,12 +70,14 @@ def retrieval_and_neighbours(embeddings, labels, k, batch_size=1024, workers=Non
 
     Arguments as those two functions'. Returns (scores, indices, similarities): the
     scores as retrieval_metrics returns them (equal up to rounding in the last bit, as
-    at another batch_size), the (N, k) neighbours exactly as nearest_neighbours.
+    at another batch_size) and the (N, k) neighbours as nearest_neighbours does.
     """
     x = _to_numpy(embeddings)
     codes = _encode_labels(labels, len(x))
     n_relevant = np.bincount(codes)[codes] - 1            # (N,) R of every item
-    k = _neighbour_count(k, len(x))
+    k = min(int(k), len(x) - 1)
+    if k < 1:
+        raise ValueError('nearest neighbours need k >= 1 and at least 2 items')
     unit, column = _unique_unit_rows(x)
     indices = np.empty((len(x), k), dtype=np.int64)
     similarities = np.empty((len(x), k), dtype=np.float64)
@@ -241,27 +243,10 @@ def nearest_neighbours(embeddings, k, batch_size=1024, workers=None):
     (N, k) int64 and (N, k) float64, nearest first, each item itself left out. So
     labels[indices[:, 0]] == labels is the per-query precision@1 of `retrieval_metrics`.
     """
-    x = _to_numpy(embeddings)
-    k = _neighbour_count(k, len(x))
-    unit, column = _unique_unit_rows(x)
-    indices = np.empty((len(x), k), dtype=np.int64)
-    similarities = np.empty((len(x), k), dtype=np.float64)
-
-    def block(start):
-        rows = np.arange(start, min(start + batch_size, len(x)))
-        indices[rows], similarities[rows] = _block_neighbours(
-            _similarity_rows(unit, column, rows), k)
-
-    _map_blocks(block, len(x), batch_size, workers)
+    # Every item its own class: there is no query to score, only neighbours to find.
+    _, indices, similarities = retrieval_and_neighbours(
+        embeddings, np.arange(len(embeddings)), k, batch_size, workers)
     return indices, similarities
-
-
-def _neighbour_count(k, n):
-    """k clipped to the n - 1 other items; ValueError when there is no neighbour."""
-    k = min(int(k), n - 1)
-    if k < 1:
-        raise ValueError('nearest neighbours need k >= 1 and at least 2 items')
-    return k
 
 
 def _block_neighbours(sims, k):
