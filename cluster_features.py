@@ -41,7 +41,7 @@ import time
 
 import numpy as np
 
-from bertlib import cli, clustering, projection
+from bertlib import cli, clustering, figures, projection
 from bertlib.errors import UsageError
 from bertlib.featurefile import read_features
 from bertlib.fileio import atomic_write
@@ -185,7 +185,7 @@ def draw(xy, labels, results, args, dims):
     """The picture: the (N, 2) t-SNE points of the N clustered `labels`, --plots of them
     (a stratified sample) in each panel, --columns panels a row."""
     from matplotlib.figure import Figure
-    projection.use_japanese_font()
+    figures.use_japanese_font()
     shown = shown_points(labels, args.plots, args.seed)
     panels = len(results) + 1
     columns = min(args.columns, panels)
@@ -196,10 +196,10 @@ def draw(xy, labels, results, args, dims):
                                                    space)
     if len(shown) < len(xy):
         title += ', %d drawn' % len(shown)
-    clustering.draw_grid(figure, xy[shown], [labels[i] for i in shown],
+    figures.draw_grid(figure, xy[shown], [labels[i] for i in shown],
                          [(name, shown_outcome(outcome, shown)) for name, outcome in results],
                          columns, args.timeout, title)
-    projection.save_figure(figure, args.output, dpi=100)
+    figures.save_figure(figure, args.output, dpi=100)
     logger.info('wrote %s', args.output)
 
 
@@ -223,9 +223,9 @@ def check_args(args):
     """Every flag and path is checked here, before the slow work. Returns the algorithm
     names to run."""
     cli.check_file(args.input, 'features file')
-    projection.figure_format(args.output)
-    projection.check_writable(args.output)
-    projection.check_writable(scores_path(args.output), 'the scores table')
+    figures.figure_format(args.output)
+    figures.check_writable(args.output)
+    figures.check_writable(scores_path(args.output), 'the scores table')
     if _same_file(scores_path(args.output), args.input):
         raise UsageError('--output %s would write its scores table over the input %s: '
                          'name the picture differently' % (args.output, args.input))

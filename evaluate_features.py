@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from bertlib import cli, evaluation, featurefile, fileio, projection
+from bertlib import cli, evaluation, featurefile, figures, fileio, projection
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
@@ -65,8 +65,8 @@ def draw_grid(panels, args):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    projection.use_japanese_font()
-    projection.check_picture_size(5 * len(panels), 5, 100, args.grid)
+    figures.use_japanese_font()
+    figures.check_picture_size(5 * len(panels), 5, 100, args.grid)
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
     for ax, (name, path, labels, features, scores) in zip(axes[0], panels):
         chosen = np.arange(len(labels))
@@ -74,10 +74,10 @@ def draw_grid(panels, args):
             chosen = projection.stratified_sample(labels, args.grid_samples, args.seed)
         xy = projection.project_2d(features[chosen], method='tsne', seed=args.seed,
                                    source=path)
-        projection.scatter(ax, xy, [labels[i] for i in chosen],
+        figures.scatter(ax, xy, [labels[i] for i in chosen],
                            '%s (P@1 %.3f)' % (name, scores['precision_at_1']))
     figure.tight_layout()
-    projection.save_figure(figure, args.grid, dpi=100)
+    figures.save_figure(figure, args.grid, dpi=100)
     plt.close(figure)
     logger.info('comparison picture: %s', args.grid)
 
@@ -96,9 +96,9 @@ def check_args(args):
     for path, what in ((args.output, '--output'), (args.grid, '--grid')):
         fileio.check_not_input(path, args.features + (args.train_features or []), what)
         if path and path != '-':
-            projection.check_writable(path, what)
+            figures.check_writable(path, what)
     if args.grid:
-        projection.figure_format(args.grid)
+        figures.figure_format(args.grid)
     if args.silhouette_samples < 2:
         raise UsageError('--silhouette_samples must be at least 2')
     return names

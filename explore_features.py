@@ -27,7 +27,7 @@ import logging
 import os
 import time
 
-from bertlib import cli, explorer, metrics, projection
+from bertlib import cli, explorer, figures, metrics, projection
 from bertlib.errors import UsageError
 from bertlib.featurefile import read_features
 
@@ -56,8 +56,9 @@ def main(argv=None):
 
 def write_page(args, labels, features, texts):
     start = time.time()
-    neighbours, similarities = metrics.nearest_neighbours(features, args.neighbours)
-    summary = explorer.summarise(labels, features, neighbours)
+    scores, neighbours, similarities = metrics.retrieval_and_neighbours(
+        features, labels, args.neighbours)
+    summary = explorer.summarise(labels, scores, neighbours)
     logger.info('%d nearest neighbours of %d points, precision@1 %s, MAP@R %s (%.1f s)',
                 neighbours.shape[1], len(labels), _fixed(summary['precision_at_1']),
                 _fixed(summary['map_at_r']), time.time() - start)
@@ -84,7 +85,7 @@ def check_args(args):
     if args.output:
         if os.path.splitext(args.output)[1].lower() not in ('.html', '.htm'):
             raise UsageError('--output %s: the page must be an .html file' % args.output)
-        projection.check_writable(args.output)
+        figures.check_writable(args.output)
     if args.projector:
         explorer.check_projector_dir(args.projector)
     if args.neighbours < 1:

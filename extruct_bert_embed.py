@@ -16,20 +16,16 @@ On N processes (each encodes its share, rank 0 reads --input and writes, in inpu
     mpiexec -n N python extruct_bert_embed.py --communicator naive ...
 """
 
-import argparse
 import logging
 
-from bertlib import cli, distributed, features, modeling
+from bertlib import cli, extraction, features, modeling
 
 logger = logging.getLogger(__name__)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    comm = distributed.setup(args)
-    cli.check_bert_arguments(args)
-    total = features.check_io(args, comm)
-    device = cli.select_device(args.gpu, comm)
+    comm, total, device = extraction.start(args)
     config, tokenizer, bert = cli.load_bert(args)
     bert.to_device(device)
 
@@ -40,10 +36,7 @@ def main(argv=None):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    features.add_io_arguments(parser)
-    cli.add_bert_arguments(parser, communicator=True)
+    parser = extraction.argument_parser(__doc__)
     parser.add_argument('--pooling', choices=modeling.POOLINGS, default='pooled',
                         help="sentence vector: 'pooled' is tanh(W h_[CLS]), the original "
                              "BERT-DML's feature; 'cls' the raw [CLS] state; 'mean' the "

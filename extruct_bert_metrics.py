@@ -25,18 +25,13 @@ On N processes (each encodes its share, rank 0 reads --input and writes, in inpu
     mpiexec -n N python extruct_bert_metrics.py --communicator naive ...
 """
 
-import argparse
-
-from bertlib import checkpoints, cli, distributed, dml, features, modeling
+from bertlib import checkpoints, cli, dml, extraction, features, modeling
 from bertlib.errors import UsageError
 
 
 def main(argv=None):
     args = parse_args(argv)
-    comm = distributed.setup(args)
-    cli.check_bert_arguments(args)
-    total = features.check_io(args, comm)
-    device = cli.select_device(args.gpu, comm)
+    comm, total, device = extraction.start(args)
     checkpoints.load_model_labels(args.model, args.label, 'dml')
     meta = checkpoints.read_meta(args.model)
     head = meta.get('head', 'linear')
@@ -59,10 +54,7 @@ def main(argv=None):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    features.add_io_arguments(parser)
-    cli.add_bert_arguments(parser, communicator=True)
+    parser = extraction.argument_parser(__doc__)
     group = parser.add_argument_group('fine-tuned model')
     group.add_argument('--model', required=True,
                        help='final.model or early_stopped-*.model from train_dml.py')

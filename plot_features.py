@@ -18,7 +18,7 @@ import logging
 import os
 import time
 
-from bertlib import cli, projection
+from bertlib import cli, figures, projection
 from bertlib.errors import UsageError
 from bertlib.featurefile import read_features
 
@@ -64,19 +64,19 @@ def draw(xy, labels, args):
     """Draws the (N, 2) points and writes the picture to --output."""
     from matplotlib.figure import Figure
     start = time.time()
-    projection.use_japanese_font()
+    figures.use_japanese_font()
     many = len(set(labels)) > 10
     figure = Figure(figsize=(10 if many else 8, 7))
-    projection.scatter(figure.subplots(), xy, labels, args.title)
-    projection.save_figure(figure, args.output)
+    figures.scatter(figure.subplots(), xy, labels, args.title)
+    figures.save_figure(figure, args.output)
     logger.info('wrote %s (%.1f s)', args.output, time.time() - start)
 
 
 def check_args(args):
     """Every flag and path is checked here, before the slow work."""
     cli.check_file(args.input, 'features file')
-    projection.figure_format(args.output)
-    projection.check_writable(args.output)
+    figures.figure_format(args.output)
+    figures.check_writable(args.output)
     if args.perplexity <= 0:
         raise UsageError('--perplexity must be positive, got %g' % args.perplexity)
     if args.samples is not None and args.samples < 2:

@@ -16,13 +16,13 @@ import subprocess
 import sys
 import time
 
-from dml_quality import DATA, RESULTS, ROOT, model_flags, read_log, score_test_features  # noqa
+from bertlib.testing import model_flags
+from dml_quality import (DATA, MODEL, RESULTS, ROOT, read_log, score_test_features,
+                         split_extra)
 
 
 def main():
-    argv = sys.argv[1:]
-    extra = argv[argv.index('--') + 1:] if '--' in argv else []
-    argv = argv[:argv.index('--')] if '--' in argv else argv
+    argv, extra = split_extra(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--epoch', type=int, default=3)
@@ -35,7 +35,7 @@ def main():
     start = time.time()
     subprocess.run([sys.executable, str(ROOT / 'train_classifier.py'),
                     '--train', str(DATA / '04-train.txt'), '--eval', str(DATA / '04-test.txt'),
-                    '--out', str(out), '--epoch', str(args.epoch)] + model_flags() + extra,
+                    '--out', str(out), '--epoch', str(args.epoch)] + model_flags(MODEL) + extra,
                    check=True)
     log = read_log(out)
     scores = score_test_features(out, extra, script='extruct_bert_classified.py')

@@ -28,22 +28,22 @@ to extruct_bert_metrics.py too).
 
 import argparse
 import json
-import os
-import pathlib
 import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / 'shared' / 'datasets' / 'rt-polarity'
+from bertlib.testing import DATASETS, ROOT, model_flags
+
+DATA = DATASETS / 'rt-polarity'
 MODEL = ROOT / 'BERT' / 'all-MiniLM-L6-v2'
 RESULTS = ROOT / 'results'
 
 
-def model_flags():
-    return ['--vocab_file', str(MODEL / 'vocab.txt'),
-            '--bert_config_file', str(MODEL / 'bert_config.json'),
-            '--init_checkpoint', str(MODEL / 'arrays_bert_model.ckpt.npz')]
+def split_extra(argv):
+    """(the benchmark's own arguments, the arguments after `--` for the scripts)."""
+    if '--' not in argv:
+        return argv, []
+    return argv[:argv.index('--')], argv[argv.index('--') + 1:]
 
 
 def carve_validation():
@@ -59,8 +59,9 @@ def carve_validation():
 
 
 def read_log(out):
-    with open(out / 'log.jsonl', encoding='utf-8') as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The per-epoch records of the training run in folder `out`."""
+    from bertlib.training import read_log
+    return read_log(str(out / 'log.jsonl'))
 
 
 # Flags of train_dml.py that extraction takes too.
@@ -70,25 +71,23 @@ _EXTRACTION_FLAGS = {'--max_seq_length': 1, '--no_centre': 0}
 def extract(out, source, extra, script='extruct_bert_metrics.py', model='final.model'):
     """Features of the file `source` from out/`model`: (labels, (N, D) float32)."""
     import numpy as np
+    from bertlib.featurefile import read_features
     features = out / ('features-%s.tsv' % source.stem)
     command = [sys.executable, str(ROOT / script),
                '--input', str(source), '--output', str(features),
                '--model', str(out / model), '--label', str(out / 'labels.bin')]
-    command += model_flags()
+    command += model_flags(MODEL)
     for flag, values in _EXTRACTION_FLAGS.items():
         if flag in extra:
             at = extra.index(flag)
             command += extra[at:at + 1 + values]
     subprocess.run(command, check=True)
-    rows = [line.split('\t') for line in features.read_text().splitlines()]
-    labels = np.array([r[0] for r in rows])
-    vectors = np.array([[float(v) for v in r[1:]] for r in rows], dtype=np.float32)
-    return labels, vectors
+    labels, vectors = read_features(str(features))
+    return np.array(labels), vectors
 
 
 def retrieval_with_errors(labels, vectors):
     """precision@1, MAP@R, R-precision and their standard errors over the queries."""
-    sys.path.insert(0, str(ROOT))
     from bertlib.metrics import retrieval_metrics
     scores = retrieval_metrics(vectors, labels, per_query=True)
     per_query = scores.pop('per_query')
@@ -100,7 +99,6 @@ def retrieval_with_errors(labels, vectors):
 def score_test_features(out, extra, script='extruct_bert_metrics.py', model='final.model'):
     """Extracts 04-test.txt and 04-train.txt features with `script` from out/`model`;
     retrieval scores, k-means NMI and the probe's accuracy on the test ones."""
-    sys.path.insert(0, str(ROOT))
     from bertlib.evaluation import score_features
     labels, vectors = extract(out, DATA / '04-test.txt', extra, script, model)
     train = extract(out, DATA / '04-train.txt', extra, script, model)
@@ -128,11 +126,7 @@ GRID = [
 
 
 def main():
-    argv = sys.argv[1:]
-    extra = []
-    if '--' in argv:
-        extra = argv[argv.index('--') + 1:]
-        argv = argv[:argv.index('--')]
+    argv, extra = split_extra(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--stage', choices=('validation', 'test'))
@@ -173,7 +167,7 @@ def run(stage, loss, epochs, name, extra, score_only=False):
     training_flags = [f for f in extra if f != '--no_centre']  # an extraction flag
     command = [sys.executable, str(ROOT / 'train_dml.py'), '--train', str(train),
                '--eval', str(evaluation), '--out', str(out), '--loss', loss,
-               '--epoch', str(epochs)] + model_flags() + training_flags
+               '--epoch', str(epochs)] + model_flags(MODEL) + training_flags
     start = time.time()
     if not score_only:
         subprocess.run(command, check=True)

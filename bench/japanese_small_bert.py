@@ -19,6 +19,7 @@ import numpy as np
 
 from bertlib.featurefile import read_features
 from bertlib.testing import DATASETS, ROOT, model_flags, write_random_bert
+from dml_quality import split_extra
 
 DATA = DATASETS / 'mlit'
 WORK = ROOT / 'results' / 'japanese'
@@ -45,9 +46,7 @@ def baselines():
 
 
 def main():
-    argv = sys.argv[1:]
-    extra = argv[argv.index('--') + 1:] if '--' in argv else []
-    argv = argv[:argv.index('--')] if '--' in argv else argv
+    argv, extra = split_extra(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--epoch', type=int, default=30)

@@ -4,11 +4,11 @@ a TensorBoard Projector export of it.
 The page (template: explorer.html beside this file) shows the 2-D map of
 `projection.project_2d` with plotly.js, embedded, drawing WebGL scatters; hovering a
 point shows its sentence, clicking it lists its k nearest neighbours in the full feature
-space, computed here by `metrics.nearest_neighbours` (cosine, ranked as the retrieval
-metrics rank), so the page ships k indices per point instead of every vector. Every
-label and sentence goes into the page as JSON inside a <script type="application/json">
-block, with `<`, `>` and `&` written as \\u escapes, and the page's script inserts them
-with textContent: text is never parsed as markup.
+space, found with the retrieval figures in one pass over the cosine similarities
+(`metrics.retrieval_and_neighbours`), so the page ships k indices per point instead of
+every vector. Every label and sentence goes into the page as JSON inside a
+<script type="application/json"> block, with `<`, `>` and `&` written as \\u escapes,
+and the page's script inserts them with textContent: text is never parsed as markup.
 """
 
 import json
@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from bertlib import data, metrics, projection
+from bertlib import data, figures, metrics
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
@@ -53,15 +53,15 @@ def read_texts(text_path, features_path, labels):
     return texts
 
 
-def summarise(labels, features, neighbours):
+def summarise(labels, scores, neighbours):
     """Retrieval figures of the file for the page's summary panel.
 
-    labels: N strings; features: (N, D); neighbours: (N, k) from nearest_neighbours.
-    Returns a dict of precision_at_1, map_at_r and queries (as `retrieval_metrics`; NaN
-    becomes None) and per_label: {display name: (count, precision@1 or None)}, where
-    precision@1 is over the label's items that have another item of their label.
+    labels: N strings; scores, neighbours: the file's retrieval scores and (N, k)
+    nearest neighbours, from `metrics.retrieval_and_neighbours`. Returns a dict of
+    precision_at_1, map_at_r and queries (NaN becomes None) and per_label: {display
+    name: (count, precision@1 or None)}, where precision@1 is over the label's items that
+    have another item of their label.
     """
-    scores = metrics.retrieval_metrics(features, labels)
     labels = np.asarray(labels, dtype=object)
     hit = labels[neighbours[:, 0]] == labels
     per_label = {}
@@ -69,7 +69,7 @@ def summarise(labels, features, neighbours):
         members = labels == label
         count = int(members.sum())
         p1 = float(hit[members].mean()) if count > 1 else None
-        per_label[projection.display_name(label)] = (count, p1)
+        per_label[figures.display_name(label)] = (count, p1)
     return {'precision_at_1': _finite(scores['precision_at_1']),
             'map_at_r': _finite(scores['map_at_r']), 'queries': scores['count'],
             'per_label': per_label}
@@ -82,14 +82,14 @@ def page_data(labels, texts, xy, neighbours, similarities, summary, title, metho
     (N, k); summary: from `summarise`. Labels become codes into `names` (largest class
     first, coloured as plot_features.py colours them); arrays are flattened row-major.
     """
-    names, colors = projection.label_palette(labels)
+    names, colors = figures.label_palette(labels)
     code = {name: i for i, name in enumerate(names)}
     per_label = summary['per_label']
     return {
         'title': title, 'method': METHOD_NAMES[method], 'count': len(labels),
         'k': int(neighbours.shape[1]),
         'names': names, 'colors': [_hex(c) for c in colors[:len(names)]],
-        'label': [code[projection.display_name(label)] for label in labels],
+        'label': [code[figures.display_name(label)] for label in labels],
         'x': _rounded(xy[:, 0]), 'y': _rounded(xy[:, 1]), 'text': list(texts),
         'neighbours': neighbours.ravel().tolist(),
         'similarity': np.round(similarities.ravel(), 3).tolist(),
@@ -145,7 +145,7 @@ def write_projector(directory, name, labels, features, texts):
     with atomic_write(os.path.join(directory, 'metadata.tsv')) as stream:
         stream.write('label\tsentence\n')
         for label, text in zip(labels, texts):
-            stream.write('%s\t%s\n' % (_tsv_cell(projection.display_name(label)),
+            stream.write('%s\t%s\n' % (_tsv_cell(figures.display_name(label)),
                                        _tsv_cell(text)))
     with atomic_write(os.path.join(directory, 'projector_config.pbtxt')) as stream:
         stream.write('embeddings {\n  tensor_name: %s\n  tensor_path: "tensors.tsv"\n'

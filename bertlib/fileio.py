@@ -103,20 +103,33 @@ def atomic_write(path, mode='w', encoding='utf-8'):
             raise
         return
     target = os.path.realpath(path)
+
+    def replace(tmp):
+        os.replace(tmp, target)
+
+    with _temporary(target, mode, encoding, path, replace) as stream:
+        yield stream
+
+
+@contextlib.contextmanager
+def _temporary(target, mode, encoding, shown, finish=lambda tmp: None):
+    """Writes a new temporary file beside `target`: yields its stream; when the block
+    ends, syncs it to disk and calls finish(temporary path). On any error the temporary
+    is removed, and an OSError of the writing becomes write_error(shown)."""
     try:
         fd, tmp = _create_temp(target)
     except OSError as e:
-        raise write_error(path, e)
+        raise write_error(shown, e)
     try:
         with _open(fd, mode, encoding) as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(tmp, target)
+        finish(tmp)
     except OSError as e:
         _unlink(tmp)
         if e.errno in _WRITE_ERRORS and e.filename in (None, tmp, target):
-            raise write_error(path, e)
+            raise write_error(shown, e)
         raise
     except BaseException:
         _unlink(tmp)
@@ -154,24 +167,12 @@ class Commit(object):
     @contextlib.contextmanager
     def open(self, name, mode='wb', encoding='utf-8'):
         target = os.path.join(self.directory, name)
-        try:
-            fd, tmp = _create_temp(target)
-        except OSError as e:
-            raise write_error(target, e)
-        try:
-            with _open(fd, mode, encoding) as stream:
-                yield stream
-                stream.flush()
-                os.fsync(stream.fileno())
-        except OSError as e:
-            _unlink(tmp)
-            if e.errno in _WRITE_ERRORS and e.filename in (None, tmp):
-                raise write_error(target, e)
-            raise
-        except BaseException:
-            _unlink(tmp)
-            raise
-        self.pending[name] = os.path.basename(tmp)
+
+        def keep(tmp):
+            self.pending[name] = os.path.basename(tmp)
+
+        with _temporary(target, mode, encoding, target, keep) as stream:
+            yield stream
 
     def apply(self):
         """Moves every file written with `open` into place, as one unit."""

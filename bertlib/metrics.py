@@ -54,31 +54,72 @@ def retrieval_metrics(embeddings, labels, batch_size=1024, workers=None, per_que
         raise ValueError('batch_size must be positive, got %r' % (batch_size,))
     n_relevant = np.bincount(codes)[codes] - 1            # (N,) R of every item
     queries = np.flatnonzero(n_relevant > 0)
-    if queries.size == 0:
+    unit, column = _unique_unit_rows(x)
+
+    def score(start):
+        block = queries[start:start + batch_size]
+        sims = _similarity_rows(unit, column, block)
+        return _block_scores(sims, codes, n_relevant, block)
+
+    return _averages(_map_blocks(score, queries.size, batch_size, workers), per_query)
+
+
+def retrieval_and_neighbours(embeddings, labels, k, batch_size=1024, workers=None):
+    """`retrieval_metrics` and `nearest_neighbours` in one pass: each block of the
+    similarity product serves both, so the (N, N) product is computed once, not twice.
+
+    Arguments as those two functions'. Returns (scores, indices, similarities): the
+    scores as retrieval_metrics returns them (equal up to rounding in the last bit, as
+    at another batch_size) and the (N, k) neighbours as nearest_neighbours does.
+    """
+    x = _to_numpy(embeddings)
+    codes = _encode_labels(labels, len(x))
+    n_relevant = np.bincount(codes)[codes] - 1            # (N,) R of every item
+    k = min(int(k), len(x) - 1)
+    if k < 1:
+        raise ValueError('nearest neighbours need k >= 1 and at least 2 items')
+    unit, column = _unique_unit_rows(x)
+    indices = np.empty((len(x), k), dtype=np.int64)
+    similarities = np.empty((len(x), k), dtype=np.float64)
+
+    def block(start):
+        rows = np.arange(start, min(start + batch_size, len(x)))
+        sims = _similarity_rows(unit, column, rows)
+        indices[rows], similarities[rows] = _block_neighbours(sims, k)
+        is_query = n_relevant[rows] > 0
+        return _block_scores(sims[is_query], codes, n_relevant, rows[is_query])
+
+    scores = _averages(_map_blocks(block, len(x), batch_size, workers))
+    return scores, indices, similarities
+
+
+def _averages(blocks, per_query=False):
+    """Per-block (precision@1, R-precision, MAP@R) arrays -> the result dict of
+    retrieval_metrics (NaN averages and count 0 when there is no query)."""
+    p1, r_precision, map_at_r = ((np.concatenate(s) for s in zip(*blocks)) if blocks
+                                 else (np.zeros(0),) * 3)
+    if p1.size == 0:
         nan = float('nan')
         return {'precision_at_1': nan, 'r_precision': nan, 'map_at_r': nan, 'count': 0}
-
-    unit, column = _unique_unit_rows(x)
-    workers = workers or min(os.cpu_count() or 1, 4)
-    starts = range(0, queries.size, batch_size)
-
-    def score(i):
-        return _block_scores(unit, column, codes, n_relevant, queries[i:i + batch_size])
-
-    if workers > 1 and len(starts) > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            scores = list(pool.map(score, starts))
-    else:
-        scores = [score(i) for i in starts]
     # Averaging the concatenated per-query values (not per-block sums) keeps the rounding
     # of the averages independent of batch_size.
-    p1, r_precision, map_at_r = (np.concatenate(s) for s in zip(*scores))
     result = {'precision_at_1': float(p1.mean()), 'r_precision': float(r_precision.mean()),
-              'map_at_r': float(map_at_r.mean()), 'count': int(queries.size)}
+              'map_at_r': float(map_at_r.mean()), 'count': int(p1.size)}
     if per_query:
         result['per_query'] = {'precision_at_1': p1, 'r_precision': r_precision,
                                'map_at_r': map_at_r}
     return result
+
+
+def _map_blocks(function, count, batch_size, workers):
+    """[function(start) for each block start of `count` items], in threads when there
+    are several blocks (default workers: the CPU count, at most 4)."""
+    workers = workers or min(os.cpu_count() or 1, 4)
+    starts = range(0, count, batch_size)
+    if workers > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(function, starts))
+    return [function(start) for start in starts]
 
 
 def _to_numpy(embeddings):
@@ -124,18 +165,26 @@ def _unique_unit_rows(x):
     return distinct / norms[:, None], column
 
 
-def _block_scores(unit, column, codes, n_relevant, queries):
-    """Per-query precision@1, R-precision, MAP@R of one block of B queries.
-
-    unit: (U, D) distinct unit rows; column: (N,) row of each item in unit;
-    codes: (N,) class codes; n_relevant: (N,) R per item; queries: (B,) item indices,
-    all with R >= 1. Returns three (B,) float64 arrays.
-    """
-    b = np.arange(queries.size)
-    sims = unit[column[queries]] @ unit.T                  # (B, U): one product per block
+def _similarity_rows(unit, column, rows):
+    """(B, N) cosine similarities of the B items `rows` to every item, each to itself
+    -inf (left out). unit: (U, D) distinct unit rows; column: (N,) row of each item in
+    unit. One matrix product per block; duplicates share a column of it."""
+    sims = unit[column[rows]] @ unit.T                     # (B, U)
     if unit.shape[0] < column.size:
         sims = sims[:, column]                             # (B, N)
-    sims[b, queries] = -np.inf                             # leave the query itself out
+    sims[np.arange(rows.size), rows] = -np.inf
+    return sims
+
+
+def _block_scores(sims, codes, n_relevant, queries):
+    """Per-query precision@1, R-precision, MAP@R of one block of B queries.
+
+    sims: (B, N) from _similarity_rows; codes: (N,) class codes; n_relevant: (N,) R per
+    item; queries: (B,) item indices, all with R >= 1. Returns three (B,) float64 arrays.
+    """
+    if queries.size == 0:  # a block of retrieval_and_neighbours without a query
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    b = np.arange(queries.size)
     r = n_relevant[queries]                                # (B,)
     k = int(r.max())                                       # enough ranks for every row
     keep = _top_k_mask(sims, k)                            # (B, N), k True per row
@@ -194,34 +243,18 @@ def nearest_neighbours(embeddings, k, batch_size=1024, workers=None):
     (N, k) int64 and (N, k) float64, nearest first, each item itself left out. So
     labels[indices[:, 0]] == labels is the per-query precision@1 of `retrieval_metrics`.
     """
-    x = _to_numpy(embeddings)
-    n = len(x)
-    k = min(int(k), n - 1)
-    if k < 1:
-        raise ValueError('nearest neighbours need k >= 1 and at least 2 items')
-    unit, column = _unique_unit_rows(x)
-    indices = np.empty((n, k), dtype=np.int64)
-    similarities = np.empty((n, k), dtype=np.float64)
-
-    def block(start):
-        queries = np.arange(start, min(start + batch_size, n))
-        sims = unit[column[queries]] @ unit.T                  # (B, U)
-        if unit.shape[0] < n:
-            sims = sims[:, column]                             # (B, N)
-        sims[np.arange(queries.size), queries] = -np.inf       # not its own neighbour
-        keep = _top_k_mask(sims, k)
-        columns = np.nonzero(keep)[1].reshape(-1, k)           # (B, k) in column order
-        values = sims[keep].reshape(-1, k)
-        order = _rank_order(values)
-        indices[queries] = np.take_along_axis(columns, order, axis=1)
-        similarities[queries] = np.take_along_axis(values, order, axis=1)
-
-    workers = workers or min(os.cpu_count() or 1, 4)
-    starts = range(0, n, batch_size)
-    if workers > 1 and len(starts) > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(block, starts))
-    else:
-        for start in starts:
-            block(start)
+    # Every item its own class: there is no query to score, only neighbours to find.
+    _, indices, similarities = retrieval_and_neighbours(
+        embeddings, np.arange(len(embeddings)), k, batch_size, workers)
     return indices, similarities
+
+
+def _block_neighbours(sims, k):
+    """(B, N) similarities -> the (B, k) indices and similarities of each row's k
+    nearest, ranked by (-similarity, index)."""
+    keep = _top_k_mask(sims, k)
+    columns = np.nonzero(keep)[1].reshape(-1, k)               # (B, k) in column order
+    values = sims[keep].reshape(-1, k)
+    order = _rank_order(values)
+    return (np.take_along_axis(columns, order, axis=1),
+            np.take_along_axis(values, order, axis=1))

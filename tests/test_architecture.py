@@ -68,3 +68,25 @@ def test_the_engine_and_progress_sit_below_the_pipeline_and_the_command_line():
     assert graph['progress'] == set()
     assert 'cli' not in graph['features']
     assert 'features' not in graph['distributed']
+
+
+def test_computing_and_drawing_are_separate_modules():
+    """figures draws what projection, clustering and training compute, and needs none of
+    them; they do not draw."""
+    graph = import_graph()
+    assert graph['figures'] <= {'errors', 'fileio'}
+    assert 'figures' not in graph['clustering']
+    assert 'figures' in graph['training']
+
+
+def test_the_extractors_and_the_drawing_module_do_not_load_matplotlib():
+    """matplotlib costs a second of start-up: only drawing calls import it."""
+    import subprocess
+    import sys
+    code = ('import sys, bertlib.figures, bertlib.projection, bertlib.clustering, '
+            'extruct_bert_embed, extruct_bert_metrics, extruct_bert_classified; '
+            'print("matplotlib" in sys.modules)')
+    root = os.path.dirname(PACKAGE)
+    result = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == 'False'

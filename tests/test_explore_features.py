@@ -82,11 +82,33 @@ def test_neighbours_rank_as_the_retrieval_metrics_do():
     assert metrics.nearest_neighbours(x[:4], 10)[0].shape == (4, 3)  # k clipped to N - 1
 
 
+def test_one_pass_gives_the_retrieval_figures_and_the_neighbours(monkeypatch):
+    """retrieval_and_neighbours: the exact neighbour lists and retrieval_metrics' figures,
+    from one similarity row per item (a singleton and duplicates included)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 4))
+    x[7] = x[2]
+    labels = list(rng.integers(0, 3, size=49)) + [9]
+    expected = metrics.retrieval_metrics(x, labels, per_query=False)
+    rows = []
+    real = metrics._similarity_rows
+    monkeypatch.setattr(metrics, '_similarity_rows',
+                        lambda unit, column, block: rows.append(len(block)) or
+                        real(unit, column, block))
+    scores, indices, sims = metrics.retrieval_and_neighbours(x, labels, 6, batch_size=16)
+    assert sum(rows) == 50            # each item's similarities computed once
+    assert scores['count'] == expected['count'] == 49
+    for key in ('precision_at_1', 'r_precision', 'map_at_r'):
+        assert abs(scores[key] - expected[key]) <= 1e-12
+    np.testing.assert_array_equal(indices, brute_force_neighbours(x, 6))
+    assert (np.diff(sims, axis=1) <= 0).all()
+
+
 def test_summary_per_label_precision_adds_up_to_the_file_figure(tmp_path):
     _, _, labels, _, vectors = make_data(tmp_path)
     labels[-1] = 'alone'              # a singleton: no precision@1 of its own
-    neighbours, _ = metrics.nearest_neighbours(vectors, 5)
-    summary = explorer.summarise(labels, vectors, neighbours)
+    scores, neighbours, _ = metrics.retrieval_and_neighbours(vectors, labels, 5)
+    summary = explorer.summarise(labels, scores, neighbours)
     counts = {name: count for name, (count, _) in summary['per_label'].items()}
     assert counts == {'<b>bold</b>': 40, 'plain': 40, '日本': 39, 'alone': 1}
     assert summary['per_label']['alone'][1] is None

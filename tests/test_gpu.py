@@ -20,7 +20,8 @@ import extruct_bert_metrics
 import train_classifier
 import train_dml
 from bertlib import activations, checkpoints, dropout, modeling, normalization, optimization
-from conftest import WORDS, model_flags, write_labelled, write_random_bert
+from conftest import (WORDS, model_flags, mpi_missing, mpirun, write_labelled,
+                      write_random_bert)
 
 pytestmark = pytest.mark.gpu
 
@@ -248,9 +249,8 @@ def test_two_process_pure_nccl_training(tmp_path, tiny):
     import cupy
     if cupy.cuda.runtime.getDeviceCount() < 2:
         pytest.skip('needs two visible GPUs')
-    from test_distributed import _mpi_missing, mpirun
-    if _mpi_missing():
-        pytest.skip(_mpi_missing())
+    if mpi_missing():
+        pytest.skip(mpi_missing())
     out = tmp_path / 'out'
     result = mpirun([(2, ['train_dml.py'] + dml_args(tmp_path, tiny, out, '--epoch', '1',
                                                      '--gpu', GPU, '--communicator',

@@ -19,7 +19,7 @@ import pytest
 
 import train_dml
 from bertlib import checkpoints
-from conftest import WORDS, model_flags, write_random_bert
+from conftest import WORDS, model_flags, write_random_bert, write_random_lines
 
 pytestmark = pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
 
@@ -33,11 +33,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp('kill')
     bert = write_random_bert(root / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
                              intermediate_size=32)
-    rng = np.random.RandomState(0)
-    for name, n in (('train.txt', 32), ('eval.txt', 8)):
-        lines = ['%s\t%s' % ('pos' if i % 2 else 'neg',
-                             ' '.join(rng.choice(WORDS, 2 + i % 3))) for i in range(n)]
-        (root / name).write_text('\n'.join(lines) + '\n')
+    write_random_lines(root, (('train.txt', 32), ('eval.txt', 8)))
     counter = root / 'steps'
     whole = root / 'whole'
     assert run(root, bert, whole, count_into=counter) == 0

@@ -1,6 +1,6 @@
-"""plot_features.py and bertlib/projection.py: valid pictures in each format, Japanese
-labels drawn with a font that has their glyphs, stratified samples, and bad input
-stopped with one clear message before anything is written."""
+"""plot_features.py, bertlib/projection.py and bertlib/figures.py: valid pictures in each
+format, Japanese labels drawn with a font that has their glyphs, stratified samples, and
+bad input stopped with one clear message before anything is written."""
 
 import subprocess
 import sys
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import plot_features
-from bertlib import projection
+from bertlib import figures, projection
 from bertlib.errors import UsageError
 
 from conftest import JAPANESE, ROOT, assert_picture, missing_glyph_warnings, write_features
@@ -33,7 +33,7 @@ def test_png_draws_japanese_labels_with_their_glyphs(tmp_path):
 def test_japanese_font_has_every_label_glyph():
     from matplotlib.font_manager import FontProperties, findfont
     from matplotlib.ft2font import FT2Font
-    family = projection.use_japanese_font()
+    family = figures.use_japanese_font()
     assert family is not None, 'no Japanese font: pip install matplotlib-fontja'
     font = FT2Font(findfont(FontProperties(family=family), fallback_to_default=False))
     missing = [c for c in ''.join(JAPANESE) if font.get_char_index(ord(c)) == 0]
@@ -53,8 +53,8 @@ def test_samples_draws_a_stratified_subset(tmp_path, monkeypatch):
     source, picture = tmp_path / 'f.tsv', tmp_path / 'p.png'
     write_features(source)
     drawn = {}
-    real = projection.scatter
-    monkeypatch.setattr(projection, 'scatter',
+    real = figures.scatter
+    monkeypatch.setattr(figures, 'scatter',
                         lambda ax, xy, labels, title: (drawn.update(labels=labels,
                                                                     title=title),
                                                        real(ax, xy, labels, title)))

@@ -24,7 +24,7 @@ import train_classifier
 import train_dml
 from bertlib import checkpoints, data, fileio
 from bertlib.errors import UsageError
-from conftest import ROOT, WORDS, model_flags, write_random_bert
+from conftest import ROOT, WORDS, model_flags, write_random_bert, write_random_lines
 
 
 class Boom(object):
@@ -44,11 +44,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp('trust')
     bert = write_random_bert(root / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
                              intermediate_size=32)
-    rng = np.random.RandomState(0)
-    for name, n in (('train.txt', 24), ('eval.txt', 8)):
-        lines = ['%s\t%s' % ('pos' if i % 2 else 'neg',
-                             ' '.join(rng.choice(WORDS, 2 + i % 3))) for i in range(n)]
-        (root / name).write_text('\n'.join(lines) + '\n')
+    write_random_lines(root, (('train.txt', 24), ('eval.txt', 8)))
     (root / 'in.txt').write_text('pos\tgood film\nneg\tbad plot\n')
     world = {'root': root, 'bert': bert}
     train_dml.main(dml_args(world, root / 's1', '--loss', 'supcon'))
@@ -192,21 +188,28 @@ def test_truncated_model_file(world, tmp_path):
         extruct_bert_metrics.main(extract_args(world, model, folder / 'labels.bin'))
 
 
+def rewrite_member(path, member, damage):
+    """Rewrites the npz `path` with array `member` replaced by a hostile one:
+    damage(array) -> (the npy header dict to write, the bytes to write after it)."""
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    with zipfile.ZipFile(path, 'w') as z:
+        for name, array in arrays.items():
+            with z.open(name + '.npy', 'w') as f:
+                if name == member:
+                    header, data = damage(array)
+                    np.lib.format.write_array_header_1_0(f, header)
+                    f.write(data)
+                else:
+                    np.lib.format.write_array(f, array)
+
+
 def test_damaged_array_data(world, tmp_path):
     """A zip whose member is cut short: the header is fine, the data is not."""
     folder = copy_folder(world, 'arc', tmp_path)
     model = folder / 'final.model'
-    with np.load(model) as archive:
-        arrays = {k: archive[k] for k in archive.files}
-    with zipfile.ZipFile(model, 'w') as z:
-        for name, array in arrays.items():
-            with z.open(name + '.npy', 'w') as f:
-                if name == 'output/W':
-                    np.lib.format.write_array_header_1_0(
-                        f, np.lib.format.header_data_from_array_1_0(array))
-                    f.write(array.tobytes()[:10])
-                else:
-                    np.lib.format.write_array(f, array)
+    rewrite_member(model, 'output/W', lambda array: (
+        np.lib.format.header_data_from_array_1_0(array), array.tobytes()[:10]))
     with pytest.raises(UsageError, match="final.model: damaged array 'output/W'"):
         extruct_bert_metrics.main(extract_args(world, model, folder / 'labels.bin'))
 
@@ -246,17 +249,8 @@ def test_declared_shapes_are_checked_before_any_data_is_read(world, tmp_path):
     bert = tmp_path / 'bert'
     shutil.copytree(world['bert'], bert)
     path = bert / 'arrays_bert_model.ckpt.npz'
-    with np.load(path) as archive:
-        arrays = {k: archive[k] for k in archive.files}
-    with zipfile.ZipFile(path, 'w') as z:
-        for name, array in arrays.items():
-            with z.open(name + '.npy', 'w') as f:
-                if name == 'bert/pooler/W':
-                    np.lib.format.write_array_header_1_0(
-                        f, {'descr': '<f4', 'fortran_order': False, 'shape': (1 << 27,)})
-                    f.write(b'\0' * 64)
-                else:
-                    np.lib.format.write_array(f, array)
+    rewrite_member(path, 'bert/pooler/W', lambda array: (
+        {'descr': '<f4', 'fortran_order': False, 'shape': (1 << 27,)}, b'\0' * 64))
     with pytest.raises(UsageError, match=r'bert/pooler/W: checkpoint \(134217728,\), '
                                          r'model \(16, 16\)'):
         extruct_bert_embed.main(['--input', str(world['root'] / 'in.txt')]
@@ -270,21 +264,18 @@ def test_a_zip_that_is_not_an_npz(tmp_path):
         checkpoints.read_meta(str(tmp_path / 'x.npz'))
 
 
-def test_model_and_state_of_different_epochs_are_refused(world, tmp_path):
-    folder = copy_folder(world, 's2', tmp_path)
-    shutil.copy(world['root'] / 's1' / 'final.state', folder / 'final.state')
-    with pytest.raises(UsageError, match=r'final.model \(epoch 2, step \d+\) and '
-                                         r'final.state \(step \d+\) were not saved together'):
-        train_dml.main(dml_args(world, folder, '--loss', 'supcon', '--epoch', '3',
-                                '--resume', str(folder)))
-
-
-def test_an_arcface_state_does_not_resume_a_supcon_run(world, tmp_path):
-    folder = copy_folder(world, 's1', tmp_path)
-    shutil.copy(world['root'] / 'arc' / 'final.state', folder / 'final.state')
-    with pytest.raises(UsageError, match=r'state of 3 arrays the model does not have '
-                                         r'\(loss/W/m, loss/W/t, loss/W/v\)'):
-        train_dml.main(dml_args(world, folder, '--loss', 'supcon', '--epoch', '2',
+@pytest.mark.parametrize('model, state, epochs, message', [
+    ('s2', 's1', '3', r'final.model \(epoch 2, step \d+\) and final.state \(step \d+\) '
+                      r'were not saved together'),
+    ('s1', 'arc', '2', r'state of 3 arrays the model does not have '
+                       r'\(loss/W/m, loss/W/t, loss/W/v\)'),
+], ids=['different-epochs', 'arcface-state-for-supcon'])
+def test_a_state_that_does_not_belong_to_the_model_is_refused(world, tmp_path, model, state,
+                                                               epochs, message):
+    folder = copy_folder(world, model, tmp_path)
+    shutil.copy(world['root'] / state / 'final.state', folder / 'final.state')
+    with pytest.raises(UsageError, match=message):
+        train_dml.main(dml_args(world, folder, '--loss', 'supcon', '--epoch', epochs,
                                 '--resume', str(folder)))
 
 
