@@ -13,18 +13,23 @@ integer labels `t` ((B,)), on NumPy or CuPy, and returns a scalar Variable. Only
     'supcon'             supervised contrastive, L_out                    Khosla et al. 2020
     'supcon_ce'          weighted supcon + softmax cross-entropy          Gunel et al. 2021
 
-`make_loss(name, n_classes, dim, **hyper)` builds a batch loss as a `chainer.Link` (the
-ArcFace one holds the class proxies), so a training script registers it as a child of its
-model and the proxies are updated, moved to the GPU and saved with the model. 'triplet'
-is not a batch loss: the original BERT-DML's training draws index triples over the whole training set
-with `sample_triplets` and feeds them to `triplet_loss`. Batch losses want batches that
+`build(name, ...)` returns everything a `--loss` needs as one `Loss`: its sampler (which
+sentences a step embeds: `TripletSampler`, `PKSampler` or `RandomSampler`), its function
+of a batch's embeddings and labels, and the `chainer.Link` holding its parameters, if it
+has any (ArcFace's class proxies, supcon_ce's classifier), which a training script
+registers as a child of its model so that they are updated, moved to the GPU and saved
+with it. 'triplet' is the original BERT-DML's: `sample_triplets` draws index triples over
+the whole training set and `triplet_loss` scores them. The batch losses want batches that
 hold several examples of each class: `pk_batches` yields them (P classes x K examples).
+Adding a loss means a function (or Link) here and one line in `_KINDS`; each flag's
+default is the one in that function's signature.
 
 `supcon` and `multi_similarity` (and `supcon_ce`'s supcon part) also take `memory`: the
 unit-length embeddings and labels of earlier batches (`CrossBatchMemory`, Wang et al.
 2020), constants that serve as extra positives and negatives of every anchor.
 """
 
+import functools
 import inspect
 import math
 
@@ -32,11 +37,6 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
-
-LOSSES = ('triplet', 'batch_hard', 'multi_similarity', 'arcface', 'supcon', 'supcon_ce')
-
-# The losses that take a cross-batch memory.
-MEMORY_LOSSES = ('multi_similarity', 'supcon', 'supcon_ce')
 
 # F.normalize divides by |x| + eps. Sentence embeddings have norms around 1 to 20, so
 # 1e-12 leaves z exact even in float64; an all-zero row still gives 0, not NaN.
@@ -385,10 +385,11 @@ class SupConCE(chainer.Chain):
     `classifier` (Linear(dim, n_classes), saved under loss/ and ignored by extraction)
     reads the same embedding the supcon term normalises. Rows whose label is not a
     training class (eval classes unseen in training) take part in the supcon term only.
-    The paper's best settings are weight 0.9 and temperature 0.3.
+    The paper's best settings are weight 0.9 and temperature 0.3; the temperature
+    defaults to supcon's 0.1 here, as train_dml.py's --temperature always has.
     """
 
-    def __init__(self, n_classes, dim, temperature=0.3, weight=0.9):
+    def __init__(self, n_classes, dim, temperature=0.1, weight=0.9):
         super(SupConCE, self).__init__()
         if not 0 <= weight <= 1:
             raise ValueError('weight must be between 0 and 1, got %r' % weight)
@@ -464,66 +465,169 @@ class CrossBatchMemory(object):
 
 
 # ---------------------------------------------------------------------------------------
-# Selection by name
+# Samplers: which sentences a training step embeds. Each is called with the (N,) labels of
+# a split and a RandomState and yields one epoch of (B,) int64 index arrays.
 
 
-_BATCH_LOSSES = {
-    'batch_hard': batch_hard_triplet_loss,
-    'multi_similarity': multi_similarity_loss,
-    'supcon': supcon_loss,
+class TripletSampler(object):
+    """`count` triples per epoch (0: one per sentence that can be an anchor), `batchsize`
+    triples a step, each batch stacked as anchors | positives | negatives ((3 b,))."""
+
+    def __init__(self, count, batchsize):
+        self.count = count
+        self.batchsize = batchsize
+
+    def __call__(self, labels, rng):
+        anchors, positives, negatives = sample_triplets(labels, self.count, rng)
+        for start in range(0, len(anchors), self.batchsize):
+            part = slice(start, start + self.batchsize)
+            yield np.concatenate([anchors[part], positives[part], negatives[part]])
+
+
+class PKSampler(object):
+    """P classes x K sentences a batch (`pk_batches`), K = `samples_per_class`. With fewer
+    classes than batchsize / K (rt-polarity has two), K grows so that a batch still holds
+    about `batchsize` sentences."""
+
+    def __init__(self, batchsize, samples_per_class):
+        self.batchsize = batchsize
+        self.samples_per_class = samples_per_class
+
+    def __call__(self, labels, rng):
+        per_class = max(2, self.samples_per_class)
+        classes = min(max(2, self.batchsize // per_class), len(np.unique(labels)))
+        per_class = max(per_class, self.batchsize // classes)
+        yield from pk_batches(labels, classes, per_class, rng)
+
+
+class RandomSampler(object):
+    """Shuffled sentences, `batchsize` a batch (--sampling random)."""
+
+    def __init__(self, batchsize):
+        self.batchsize = batchsize
+
+    def __call__(self, labels, rng):
+        order = rng.permutation(len(labels))
+        for start in range(0, len(order), self.batchsize):
+            yield order[start:start + self.batchsize]
+
+
+# ---------------------------------------------------------------------------------------
+# Selection by name: the one place that knows every --loss
+
+
+def stacked_triplet_loss(x, t, margin=0.2):
+    """`triplet_loss` of a (3 N, D) batch stacked as anchors | positives | negatives (as
+    `TripletSampler` draws it); t is not used: the sampler chose the triples."""
+    n = x.shape[0] // 3
+    return triplet_loss(x[:n], x[n:2 * n], x[2 * n:], margin=margin)
+
+
+class _Kind(object):
+    """How to build one --loss. make: a batch loss function (x, t, [memory], **params) or
+    a Link class (n_classes, dim, **params) whose parameters are saved under loss/; its
+    signature's defaults are the flags' defaults. flags: {flag: parameter of make}.
+    triples: trained on sampled triples, not on batches. memory: takes a cross-batch
+    memory. proxies: scores a sentence against its class's learned proxy, so only
+    training classes can be scored."""
+
+    def __init__(self, make, flags, triples=False, memory=False, proxies=False):
+        self.make = make
+        self.flags = flags
+        self.triples = triples
+        self.memory = memory
+        self.proxies = proxies
+        self.is_link = isinstance(make, type)
+
+    def default(self, flag):
+        return inspect.signature(self.make).parameters[self.flags[flag]].default
+
+
+_KINDS = {
+    'triplet': _Kind(stacked_triplet_loss, {'margin': 'margin'}, triples=True),
+    'batch_hard': _Kind(batch_hard_triplet_loss, {'margin': 'margin'}),
+    'multi_similarity': _Kind(multi_similarity_loss, {}, memory=True),
+    'arcface': _Kind(ArcFace, {'scale': 'scale', 'margin': 'margin'}, proxies=True),
+    'supcon': _Kind(supcon_loss, {'temperature': 'temperature'}, memory=True),
+    'supcon_ce': _Kind(SupConCE, {'temperature': 'temperature', 'supcon_weight': 'weight'},
+                       memory=True),
 }
 
+LOSSES = tuple(_KINDS)
 
-class MetricLoss(chainer.Link):
-    """A parameter-free batch loss with its hyper-parameters bound: (x, t) -> scalar.
+# The losses that take a cross-batch memory.
+MEMORY_LOSSES = tuple(name for name, kind in _KINDS.items() if kind.memory)
 
-    A Link (with no parameters) so that every `make_loss` result is registered the same
-    way as a child of the model; it then adds nothing to the saved npz. The loss's name
-    is `loss_name` (a Link's `name` is its name as a child of its parent).
+# train_dml.py's flags that are loss parameters.
+FLAGS = ('margin', 'scale', 'temperature', 'supcon_weight')
+
+
+def flag_default(flag, name):
+    """The default of a loss flag (e.g. 'margin') under --loss `name`: that loss's own
+    default, or, for a loss that does not take the flag, that of the first loss taking it
+    (the value train_dml.py prints among its arguments)."""
+    owners = [kind for kind in _KINDS.values() if flag in kind.flags]
+    kind = _KINDS[name] if flag in _KINDS[name].flags else owners[0]
+    return kind.default(flag)
+
+
+class Loss(object):
+    """One --loss, ready to train (made by `build`).
+
+    Attributes:
+        name: the --loss name.
+        link: a chainer.Link with the loss's own parameters (ArcFace's proxies,
+            supcon_ce's classifier), to register as the model's child `loss`; or None.
+        memory: whether the loss takes a cross-batch memory.
+        proxies: whether only training classes can be scored (see `_Kind`).
     """
 
-    def __init__(self, name, **hyper):
-        super().__init__()
-        if name not in _BATCH_LOSSES:
-            raise ValueError('unknown batch loss %r; choose from %s'
-                             % (name, ', '.join(_BATCH_LOSSES)))
-        function = _BATCH_LOSSES[name]
-        # A misspelt hyper-parameter fails here, not at the first training step.
-        inspect.signature(function).bind(None, None, **hyper)
-        self.loss_name = name
-        self.hyper = dict(hyper)
+    def __init__(self, name, function, sampler, link=None, memory=False, proxies=False):
+        self.name = name
+        self.link = link
+        self.memory = memory
+        self.proxies = proxies
         self._function = function
+        self._sampler = sampler
 
-    def forward(self, x, t, memory=None):
-        """(B, D) embeddings, (B,) labels -> scalar loss; memory: see `supcon_loss`."""
+    def batches(self, labels, rng):
+        """One epoch of (B,) int64 sentence indices into `labels`, drawn with rng."""
+        return self._sampler(labels, rng)
+
+    def __call__(self, x, t, memory=None):
+        """(B, D) embeddings of a batch's sentences, their (B,) labels -> scalar loss.
+        memory: see `CrossBatchMemory.contents`."""
         if memory is None:
-            return self._function(x, t, **self.hyper)
-        return self._function(x, t, memory=memory, **self.hyper)
+            return self._function(x, t)
+        return self._function(x, t, memory=memory)
 
 
-def make_loss(name, n_classes=None, dim=None, **hyper):
-    """The batch loss `name` as a Link: `loss(x, t)` -> scalar Variable.
+def build(name, n_classes, dim, batchsize, triplets, samples_per_class, sampling='pk',
+          **flags):
+    """The --loss `name` with its sampler, function and parameters.
 
-    name: 'batch_hard', 'multi_similarity', 'supcon' (hyper: their keyword arguments),
-    'arcface' (needs n_classes and dim, the embedding size; hyper: scale, margin) or
-    'supcon_ce' (needs n_classes and dim; hyper: temperature, weight).
-    'triplet' raises ValueError: it is trained on sampled triples, see `sample_triplets`
-    and `triplet_loss`.
+    n_classes: training classes; dim: embedding size; batchsize: sentences (triples for
+    'triplet') per step; triplets: triples drawn per epoch ('triplet'); samples_per_class:
+    K of P x K batches; sampling: 'pk' or 'random' for the batch losses. flags: the loss
+    flags of `FLAGS`, None or absent for the loss's default; those the loss does not take
+    are ignored. A Link is built here (drawing its initial weights from NumPy's global
+    generator). Raises ValueError for an unknown name.
     """
-    if name == 'triplet':
-        raise ValueError("'triplet' is not a batch loss: draw triples with "
-                         "sample_triplets() and score them with triplet_loss()")
-    if name == 'arcface':
-        if n_classes is None or dim is None:
-            raise ValueError("'arcface' needs n_classes and dim (the embedding size)")
-        return ArcFace(n_classes, dim, **hyper)
-    if name == 'supcon_ce':
-        if n_classes is None or dim is None:
-            raise ValueError("'supcon_ce' needs n_classes and dim (the embedding size)")
-        return SupConCE(n_classes, dim, **hyper)
-    if name not in _BATCH_LOSSES:
+    if name not in _KINDS:
         raise ValueError('unknown loss %r; choose from %s' % (name, ', '.join(LOSSES)))
-    return MetricLoss(name, **hyper)
+    kind = _KINDS[name]
+    params = {parameter: flags[flag] for flag, parameter in kind.flags.items()
+              if flags.get(flag) is not None}
+    if kind.triples:
+        sampler = TripletSampler(triplets, batchsize)
+    elif sampling == 'random':
+        sampler = RandomSampler(batchsize)
+    else:
+        sampler = PKSampler(batchsize, samples_per_class)
+    link = kind.make(n_classes, dim, **params) if kind.is_link else None
+    function = link if link is not None else functools.partial(kind.make, **params)
+    return Loss(name, function, sampler, link=link, memory=kind.memory,
+                proxies=kind.proxies)
 
 
 # ---------------------------------------------------------------------------------------

@@ -31,6 +31,10 @@ from bertlib.progress import Progress
 
 logger = logging.getLogger(__name__)
 
+# The per-epoch JSON-lines log in --out.
+LOG_NAME = 'log.jsonl'
+
+
 class TrainingError(Exception):
     """Training cannot go on (e.g. the loss became NaN); the last good model is kept."""
 
@@ -107,16 +111,23 @@ def read_log(path):
     return records
 
 
-def train(task, optimizer, args, log_path, plot_path=None, comm=None):
-    """Runs epochs `args.start_epoch` .. `args.epoch`, saving into `args.out`.
+def train(task, optimizer, out, epochs, learnrate, seed, warmup=0.0, start_epoch=1,
+          start_step=None, plot_path=None, comm=None):
+    """Runs epochs `start_epoch` .. `epochs`, saving into the folder `out` (the log is
+    out/log.jsonl).
 
-    comm: a ChainerMN communicator (every rank calls this; `optimizer` wrapped by
+    learnrate: the peak learning rate (for the log; `optimizer` applies it); seed: of
+    every epoch's draws (`seed_everything`); warmup: the fraction of the steps spent
+    warming up; start_step: the steps done before start_epoch (from the resumed
+    checkpoint), None for (start_epoch - 1) x the first epoch's. comm: a ChainerMN
+    communicator (every rank calls this; `optimizer` wrapped by
     `distributed.wrap_optimizer`), or None. Only rank 0 writes and logs."""
     root = distributed.is_root(comm)
+    log_path = os.path.join(out, LOG_NAME)
     steps_per_epoch = sum(1 for _ in task.batches(np.random.RandomState(0)))
-    total_steps = steps_per_epoch * args.epoch
-    warmup_steps = int(round(getattr(args, 'warmup', 0.0) * total_steps))
-    records = [r for r in read_log(log_path) if r['epoch'] < args.start_epoch]
+    total_steps = steps_per_epoch * epochs
+    warmup_steps = int(round(warmup * total_steps))
+    records = [r for r in read_log(log_path) if r['epoch'] < start_epoch]
     best = {}
     for suffix, (key, mode) in task.early_stopping.items():
         values = [r[key] for r in records]
@@ -124,13 +135,13 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
             best[suffix] = min(values) if mode == 'min' else max(values)
     # The step count of a resumed run comes from the checkpoint: P x K epochs need not all
     # have the same number of batches.
-    step = getattr(args, 'start_step', None)
+    step = start_step
     if step is None:
-        step = (args.start_epoch - 1) * steps_per_epoch
+        step = (start_epoch - 1) * steps_per_epoch
     start = time.time()
     xp = task.model.xp
-    for epoch in range(args.start_epoch, args.epoch + 1):
-        rng = seed_everything(args.seed, epoch, 0 if comm is None else comm.rank,
+    for epoch in range(start_epoch, epochs + 1):
+        rng = seed_everything(seed, epoch, 0 if comm is None else comm.rank,
                               gpu=xp is not np)
         optimization.use_training_weights(optimizer)  # --ema: averaged at rest
         epoch_start = time.time()
@@ -145,7 +156,7 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
                 # for the GPU at every step. Losses are read where a figure is logged.
                 losses.append(loss.array)
                 if xp is np:  # free on the CPU: stop at once
-                    check_losses(losses[-1:], epoch, args.out, first=iteration)
+                    check_losses(losses[-1:], epoch, out, first=iteration)
                 task.model.cleargrads()
                 loss.backward()
                 optimizer.update()
@@ -153,11 +164,11 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
                 step += 1
                 if progress is not None:
                     progress(1)
-        losses = check_losses(losses, epoch, args.out)
+        losses = check_losses(losses, epoch, out)
         if progress is not None:
             progress.close()
         train_seconds = time.time() - epoch_start
-        lr = args.learnrate * optimization.schedule(max(step - 1, 0), total_steps, warmup_steps)
+        lr = learnrate * optimization.schedule(max(step - 1, 0), total_steps, warmup_steps)
 
         optimization.use_averaged_weights(optimizer)  # --ema: score and save the average
         record = {'epoch': epoch}
@@ -176,14 +187,14 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
         record['lr'] = lr
         record['adam_step_factor'] = optimization.adam_step_factor(step)
         elapsed = time.time() - start
-        done = epoch - args.start_epoch + 1
-        record['remaining_sec'] = elapsed / done * (args.epoch - epoch)
+        done = epoch - start_epoch + 1
+        record['remaining_sec'] = elapsed / done * (epochs - epoch)
         records.append(record)
         if not root:
             continue
         logger.info(format_record(record), stacklevel=2)
 
-        save_epoch(args.out, os.path.basename(log_path), task, optimizer, records,
+        save_epoch(out, LOG_NAME, task, optimizer, records,
                    dict(task.meta(), epoch=epoch, step=step), best)
         if plot_path:
             plot_curves(records, plot_path)
@@ -286,7 +297,9 @@ def plot_curves(records, path):
 
 
 def check_args(args, kind, same=(), comm=None):
-    """Checks the shared training flags before any work; settles args.start_epoch.
+    """Checks the shared training flags before any work. Returns (start_epoch,
+    start_step): --start_epoch, or the epoch after --resume's, and the step count saved
+    with --resume's model (None: `train` counts it). `args` is left as it is.
 
     kind: 'dml' or 'classifier', the kind of model --resume must hold; same: flags whose
     value must equal the one the resumed model was trained with (e.g. 'dim').
@@ -306,12 +319,13 @@ def check_args(args, kind, same=(), comm=None):
             fileio.DirectoryLock.acquire(args.resume, '--resume', required=False)
             fileio.recover(args.resume)
     if args.resume:
-        check_resume(args, kind, same)
+        start_epoch, start_step = check_resume(args, kind, same)
     else:
-        args.start_epoch = args.start_epoch or 1
-    if args.start_epoch > args.epoch:
+        start_epoch, start_step = args.start_epoch or 1, None
+    if start_epoch > args.epoch:
         raise UsageError('--start_epoch %d is past --epoch %d: nothing to train'
-                         % (args.start_epoch, args.epoch))
+                         % (start_epoch, args.epoch))
+    return start_epoch, start_step
 
 
 def check_training_flags(args):
@@ -351,7 +365,9 @@ def claim_out(out):
 
 def check_resume(args, kind, same):
     """--resume DIR must hold a final.model of this kind and flags, and the final.state
-    saved with it (same step count); settles args.start_epoch and args.start_step."""
+    saved with it (same step count). Returns (start_epoch, start_step): the epoch after
+    the saved one and its step count, unless --start_epoch names another epoch (then
+    (--start_epoch, None))."""
     model_path, state_path = (os.path.join(args.resume, name)
                               for name in ('final.model', 'final.state'))
     for path in (model_path, state_path):
@@ -371,5 +387,5 @@ def check_resume(args, kind, same):
                          '(step %d) were not saved together; resume from a pair of one '
                          'epoch' % (args.resume, meta.get('epoch', '?'), meta['step'], step))
     if args.start_epoch is None or args.start_epoch == meta.get('epoch', 0) + 1:
-        args.start_step = meta.get('step')
-        args.start_epoch = meta.get('epoch', 0) + 1
+        return meta.get('epoch', 0) + 1, meta.get('step')
+    return args.start_epoch, None

@@ -422,54 +422,110 @@ def test_shape_mismatch_is_reported():
 # Selection by name
 
 
+def built(name, **flags):
+    """`losses.build` for 4 classes of 6-dimensional embeddings, 8 sentences a batch."""
+    return losses.build(name, n_classes=4, dim=6, batchsize=8, triplets=0,
+                        samples_per_class=2, **flags)
+
+
 def test_every_listed_loss_can_be_trained():
-    """Each name of LOSSES (train_dml.py's --loss choices) is a batch loss with a finite,
-    positive value and a gradient, or 'triplet', drawn as triples; other names fail."""
+    """Each name of LOSSES (train_dml.py's --loss choices) draws batches and gives a finite,
+    positive loss on them with a gradient; other names fail."""
     rng = np.random.RandomState(0)
     x = chainer.Variable(rng.randn(8, 6).astype(np.float32))
     t = np.array([0, 0, 1, 1, 2, 2, 3, 3], dtype=np.int32)
     for name in losses.LOSSES:
-        if name == 'triplet':
-            with pytest.raises(ValueError, match='triples'):
-                losses.make_loss(name)
-            continue
+        loss = built(name)
+        batch = next(iter(loss.batches(t, np.random.RandomState(1))))
         x.cleargrad()
-        value = losses.make_loss(name, n_classes=4, dim=6)(x, t)
+        value = loss(x[batch], t[batch])
         value.backward()
         assert np.isfinite(value.array) and float(value.array) > 0, name
         assert np.abs(x.grad).sum() > 0, name
     with pytest.raises(ValueError, match='unknown loss'):
-        losses.make_loss('contrastive')
+        built('contrastive')
 
 
-@pytest.mark.parametrize('name', BATCH_LOSSES)
-def test_make_loss_binds_hyper_parameters(name):
-    hyper = {'batch_hard': {'margin': 0.9}, 'multi_similarity': {'beta': 20.0},
-             'supcon': {'temperature': 0.3}}[name]
-    loss = losses.make_loss(name, n_classes=4, dim=6, **hyper)
-    assert isinstance(loss, chainer.Link) and not list(loss.params())
+@pytest.mark.parametrize('name, flags', [('batch_hard', {'margin': 0.9}),
+                                         ('supcon', {'temperature': 0.3})])
+def test_build_binds_the_loss_flags(name, flags):
     x = clustered(12, dtype=np.float32)
-    assert loss(x, LABELS).array == BATCH_LOSSES[name](x, LABELS, **hyper).array
+    value = built(name, **flags)(x, LABELS).array
+    assert value == BATCH_LOSSES[name](x, LABELS, **flags).array
+    assert value != BATCH_LOSSES[name](x, LABELS).array
+    assert built(name).link is None
 
 
-def test_make_loss_arcface_is_a_trainable_child_link():
-    loss = losses.make_loss('arcface', n_classes=4, dim=6, scale=16.0, margin=0.2)
-    assert isinstance(loss, losses.ArcFace) and (loss.scale, loss.margin) == (16.0, 0.2)
+def test_flags_a_loss_does_not_take_are_ignored():
+    x = clustered(13, dtype=np.float32)
+    assert (built('multi_similarity', margin=0.9, temperature=0.3)(x, LABELS).array
+            == losses.multi_similarity_loss(x, LABELS).array)
+
+
+def test_each_flag_default_is_the_loss_signature_default():
+    """Stated once: a flag left out (None) takes the loss's own default, and that is the
+    default train_dml.py prints and uses."""
+    assert losses.flag_default('margin', 'triplet') == 0.2
+    assert losses.flag_default('margin', 'batch_hard') == 0.2
+    assert losses.flag_default('margin', 'arcface') == 0.3
+    assert losses.flag_default('margin', 'supcon') == 0.2  # not its flag: triplet's
+    assert losses.flag_default('temperature', 'supcon_ce') == 0.1
+    assert losses.flag_default('supcon_weight', 'triplet') == 0.9
+    link = built('arcface', margin=None).link
+    assert (link.scale, link.margin) == (30.0, 0.3)
+    link = built('supcon_ce').link
+    assert (link.temperature, link.weight) == (0.1, 0.9)
+
+
+def test_arcface_and_supcon_ce_bring_a_trainable_link():
+    loss = built('arcface', scale=16.0, margin=0.2)
+    assert isinstance(loss.link, losses.ArcFace)
+    assert (loss.link.scale, loss.link.margin) == (16.0, 0.2) and loss.proxies
     model = chainer.Chain()
     with model.init_scope():
-        model.loss = loss
+        model.loss = loss.link
     assert [name for name, _ in model.namedparams()] == ['/loss/W']
+    x = clustered(14, dtype=np.float32)
+    assert loss(x, LABELS).array == loss.link(x, LABELS).array
+    loss = built('supcon_ce', temperature=0.3, supcon_weight=0.5)
+    assert (loss.link.temperature, loss.link.weight) == (0.3, 0.5) and not loss.proxies
 
 
-def test_make_loss_rejects_bad_requests():
-    with pytest.raises(ValueError, match='sample_triplets'):
-        losses.make_loss('triplet')
-    with pytest.raises(ValueError, match='unknown loss'):
-        losses.make_loss('contrastive')
-    with pytest.raises(ValueError, match='n_classes'):
-        losses.make_loss('arcface')
-    with pytest.raises(TypeError):
-        losses.make_loss('supcon', temprature=0.1)
+def test_memory_losses_are_those_that_take_a_memory():
+    assert losses.MEMORY_LOSSES == ('multi_similarity', 'supcon', 'supcon_ce')
+    assert [name for name in losses.LOSSES if built(name).memory] == list(losses.MEMORY_LOSSES)
+
+
+def test_triplet_batches_stack_the_drawn_triples():
+    """'triplet' embeds anchors | positives | negatives of sample_triplets' draw, batchsize
+    triples a step, and scores them with triplet_loss."""
+    labels = np.repeat([0, 1, 2], [4, 3, 3])
+    loss = losses.build('triplet', 3, 6, batchsize=4, triplets=10, samples_per_class=2)
+    batches = list(loss.batches(labels, np.random.RandomState(5)))
+    a, p, n = losses.sample_triplets(labels, 10, np.random.RandomState(5))
+    assert [len(batch) for batch in batches] == [12, 12, 6]
+    np.testing.assert_array_equal(batches[0], np.concatenate([a[:4], p[:4], n[:4]]))
+    np.testing.assert_array_equal(batches[2], np.concatenate([a[8:], p[8:], n[8:]]))
+    x = np.random.RandomState(6).randn(12, 6).astype(np.float32)
+    assert (loss(x, labels[batches[0]]).array
+            == losses.triplet_loss(x[:4], x[4:8], x[8:], margin=0.2).array)
+
+
+def test_pk_batches_grow_k_when_there_are_few_classes():
+    labels = np.repeat([0, 1], 10)
+    loss = losses.build('supcon', 2, 6, batchsize=8, triplets=0, samples_per_class=2)
+    for batch in loss.batches(labels, np.random.RandomState(7)):
+        assert np.bincount(labels[batch]).tolist() == [4, 4]
+
+
+def test_random_sampling_is_one_shuffled_pass():
+    labels = np.repeat([0, 1, 2], 5)
+    loss = losses.build('supcon', 3, 6, batchsize=4, triplets=0, samples_per_class=2,
+                        sampling='random')
+    batches = list(loss.batches(labels, np.random.RandomState(8)))
+    assert [len(batch) for batch in batches] == [4, 4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate(batches),
+                                  np.random.RandomState(8).permutation(15))
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""What train_dml.py and train_classifier.py share around `training.train`.
+
+A training script parses its flags, then calls, in this order:
+
+    setup = launch.prepare(args, kind)       # checks, device, BERT, the labelled splits
+    ... seeds and builds its model and optimizer ...
+    optimizer = launch.place(setup, model, optimizer)   # --resume, device, --out
+    launch.run(setup, task, optimizer)       # the epochs
+
+so the scripts hold only what differs between them: their flags, their model and task,
+and what they report at the end.
+"""
+
+import json
+import logging
+import os
+
+import numpy as np
+
+from bertlib import checkpoints, cli, data, distributed, training
+from bertlib.errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+
+class Setup(object):
+    """A checked run with BERT and its data loaded (made by `prepare`).
+
+    Attributes:
+        args: the parsed flags (never changed here).
+        comm: the ChainerMN communicator, or None.
+        device: the chainer device to train on.
+        config, bert: the BERT configuration and model (pre-trained weights loaded).
+        train, evaluation: the labelled splits (`data.load_split`).
+        label_to_id: {label: id} of the training classes (those of --resume first).
+        eval_label_to_id: the same with the eval set's other classes after them.
+        start_epoch, start_step: where training starts (`training.check_args`).
+    """
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def prepare(args, kind, same=(), check_flags=None, check_train=None, closed=False):
+    """Prints the flags (JSON, stdout), checks them and the files, selects the device and
+    loads BERT and the splits.
+
+    kind: 'dml' or 'classifier', the model --resume must hold; same: flags that must equal
+    the resumed model's; check_flags(args): the script's own flag checks, run after the
+    flags are printed; check_train(split, label_to_id, path): its check of the training
+    split; closed: an eval label unseen in training is an error (else it gets a new id
+    and the unseen classes are logged). Raises UsageError.
+    """
+    comm = distributed.setup(args)
+    print(json.dumps(vars(args), indent=2), flush=True)
+    if check_flags is not None:
+        check_flags(args)
+    start_epoch, start_step = training.check_args(args, kind, same=same, comm=comm)
+    distributed.check_same_files(comm, [('--train', args.train), ('--eval', args.eval)])
+    device = cli.select_device(args.gpu, comm)
+    config, tokenizer, bert = cli.load_bert(args)
+
+    known = checkpoints.load_labels(os.path.join(args.resume, 'labels.bin')) \
+        if args.resume else None
+    train, label_to_id = data.load_split(args.train, tokenizer, args.max_seq_length, known)
+    if check_train is not None:
+        check_train(train, label_to_id, args.train)
+    # Classes unseen in training get ids after the training ones (as the original
+    # BERT-DML gave new labels new ids): retrieval scores and D/loss use the eval set's
+    # own labels, the standard protocol of metric learning on disjoint classes.
+    evaluation, eval_label_to_id = data.load_split(args.eval, tokenizer, args.max_seq_length,
+                                                   label_to_id, closed=closed)
+    if not closed:
+        report_unseen(evaluation, label_to_id, eval_label_to_id, args.eval)
+    print('# train: %d, eval: %d,' % (len(train), len(evaluation)))
+    print('# class: %d, labels: %s' % (len(label_to_id), label_to_id))
+    print('# vocab: %d' % config.vocab_size, flush=True)
+    return Setup(args=args, comm=comm, device=device, config=config, bert=bert, train=train,
+                 evaluation=evaluation, label_to_id=label_to_id,
+                 eval_label_to_id=eval_label_to_id, start_epoch=start_epoch,
+                 start_step=start_step)
+
+
+def report_unseen(split, label_to_id, eval_label_to_id, path):
+    """Logs how many of the eval set's classes the training set does not have."""
+    present = set(np.unique(split.labels).tolist())
+    unseen = [label for label, i in eval_label_to_id.items()
+              if label not in label_to_id and i in present]
+    logger.info('%s: %d classes, %d of them unseen in training%s', path, len(present),
+                len(unseen), (' (%s)' % ', '.join(unseen[:10])) if unseen else '')
+    return len(unseen)
+
+
+def place(setup, model, optimizer):
+    """Loads --resume's final.model and final.state into `model` and `optimizer` (whose
+    state, e.g. --ema's or the memory's, must be attached already), moves the model to
+    the device and wraps the optimizer for data-parallel runs; rank 0 creates --out and
+    saves labels.bin there. Returns the optimizer to train with."""
+    args = setup.args
+    if args.resume:
+        checkpoints.load_model(os.path.join(args.resume, 'final.model'), model)
+        checkpoints.load_state(os.path.join(args.resume, 'final.state'), optimizer)
+        logger.info('resumed from %s at epoch %d', args.resume, setup.start_epoch)
+    model.to_device(setup.device)
+    optimizer = distributed.wrap_optimizer(setup.comm, optimizer, model)
+    if distributed.is_root(setup.comm):
+        os.makedirs(args.out, exist_ok=True)
+        checkpoints.save_labels(os.path.join(args.out, 'labels.bin'), setup.label_to_id)
+    return optimizer
+
+
+def run(setup, task, optimizer):
+    """`training.train` with the run's flags; a TrainingError (e.g. a NaN loss) becomes
+    the one-line error. Returns the per-epoch records."""
+    args = setup.args
+    try:
+        return training.train(
+            task, optimizer, args.out, epochs=args.epoch, learnrate=args.learnrate,
+            seed=args.seed, warmup=args.warmup, start_epoch=setup.start_epoch,
+            start_step=setup.start_step,
+            plot_path=None if args.noplot else training.beside_out(args.out, '.png'),
+            comm=setup.comm)
+    except training.TrainingError as e:
+        raise UsageError(str(e))
