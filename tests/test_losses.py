@@ -14,7 +14,7 @@ import chainer.gradient_check
 import numpy as np
 import pytest
 
-from bertlib import losses
+from bertlib import losses, samplers
 
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 3], dtype=np.int32)  # class 3 has no positive
 TOLERANCE = {np.float32: {'rtol': 1e-5, 'atol': 1e-5}, np.float64: {'rtol': 1e-10, 'atol': 1e-10}}
@@ -141,7 +141,7 @@ SAMPLING_LABELS = np.array([3, 3, 3, 7, 7, 9, 5, 5, 5, 5, 3])  # 9 is a singleto
 
 def test_sample_triplets_properties():
     y = SAMPLING_LABELS
-    a, p, n = losses.sample_triplets(y, 3000, np.random.RandomState(0))
+    a, p, n = samplers.sample_triplets(y, 3000, np.random.RandomState(0))
     assert a.shape == p.shape == n.shape == (3000,)
     assert (y[a] == y[p]).all()
     assert (a != p).all()
@@ -159,16 +159,16 @@ def test_sample_triplets_properties():
 
 
 def test_sample_triplets_count_zero_is_one_pass():
-    a, p, n = losses.sample_triplets(SAMPLING_LABELS, 0, np.random.RandomState(1))
+    a, p, n = samplers.sample_triplets(SAMPLING_LABELS, 0, np.random.RandomState(1))
     eligible = [i for i in range(len(SAMPLING_LABELS)) if i != 5]
     assert sorted(a) == eligible
     assert len(p) == len(n) == len(eligible)
 
 
 def test_sample_triplets_is_reproducible():
-    first = losses.sample_triplets(SAMPLING_LABELS, 50, np.random.RandomState(42))
-    again = losses.sample_triplets(SAMPLING_LABELS, 50, np.random.RandomState(42))
-    other = losses.sample_triplets(SAMPLING_LABELS, 50, np.random.RandomState(43))
+    first = samplers.sample_triplets(SAMPLING_LABELS, 50, np.random.RandomState(42))
+    again = samplers.sample_triplets(SAMPLING_LABELS, 50, np.random.RandomState(42))
+    other = samplers.sample_triplets(SAMPLING_LABELS, 50, np.random.RandomState(43))
     for u, v in zip(first, again):
         np.testing.assert_array_equal(u, v)
     assert any((u != v).any() for u, v in zip(first, other))
@@ -180,7 +180,7 @@ def test_sample_triplets_is_reproducible():
 ])
 def test_sample_triplets_rejects_labels_without_triples(labels, message):
     with pytest.raises(ValueError, match=message):
-        losses.sample_triplets(np.array(labels), 0, np.random.RandomState(0))
+        samplers.sample_triplets(np.array(labels), 0, np.random.RandomState(0))
 
 
 # ---------------------------------------------------------------------------------------
@@ -502,7 +502,7 @@ def test_triplet_batches_stack_the_drawn_triples():
     labels = np.repeat([0, 1, 2], [4, 3, 3])
     loss = losses.build('triplet', 3, 6, batchsize=4, triplets=10, samples_per_class=2)
     batches = list(loss.batches(labels, np.random.RandomState(5)))
-    a, p, n = losses.sample_triplets(labels, 10, np.random.RandomState(5))
+    a, p, n = samplers.sample_triplets(labels, 10, np.random.RandomState(5))
     assert [len(batch) for batch in batches] == [12, 12, 6]
     np.testing.assert_array_equal(batches[0], np.concatenate([a[:4], p[:4], n[:4]]))
     np.testing.assert_array_equal(batches[2], np.concatenate([a[8:], p[8:], n[8:]]))
@@ -536,7 +536,7 @@ PK_LABELS = np.repeat([10, 11, 12, 13, 14], [5, 3, 1, 8, 2])
 
 def test_pk_batches_structure_and_coverage():
     p, k = 3, 4
-    batches = list(losses.pk_batches(PK_LABELS, p, k, np.random.RandomState(0)))
+    batches = list(samplers.pk_batches(PK_LABELS, p, k, np.random.RandomState(0)))
     seen = set()
     for batch in batches:
         assert batch.shape == (p * k,) and batch.dtype == np.int64
@@ -553,7 +553,7 @@ def test_pk_batches_structure_and_coverage():
 
 def test_pk_batches_imbalanced_classes_fill_the_tail():
     labels = np.repeat([0, 1, 2], [40, 2, 2])
-    batches = list(losses.pk_batches(labels, 2, 2, np.random.RandomState(1)))
+    batches = list(samplers.pk_batches(labels, 2, 2, np.random.RandomState(1)))
     assert set(np.concatenate(batches)) == set(range(44))
     # Class 0's 20 groups need 20 batches (21 if one batch draws classes 1 and 2).
     assert 20 <= len(batches) <= 21
@@ -562,15 +562,15 @@ def test_pk_batches_imbalanced_classes_fill_the_tail():
 
 
 def test_pk_batches_is_reproducible():
-    first = list(losses.pk_batches(PK_LABELS, 2, 3, np.random.RandomState(5)))
-    again = list(losses.pk_batches(PK_LABELS, 2, 3, np.random.RandomState(5)))
+    first = list(samplers.pk_batches(PK_LABELS, 2, 3, np.random.RandomState(5)))
+    again = list(samplers.pk_batches(PK_LABELS, 2, 3, np.random.RandomState(5)))
     assert len(first) == len(again)
     assert all((u == v).all() for u, v in zip(first, again))
 
 
 def test_pk_batches_needs_p_classes():
     with pytest.raises(ValueError, match='only 5 classes'):
-        next(losses.pk_batches(PK_LABELS, 6, 2, np.random.RandomState(0)))
+        next(samplers.pk_batches(PK_LABELS, 6, 2, np.random.RandomState(0)))
 
 
 # ---------------------------------------------------------------------------------------
