@@ -100,7 +100,9 @@ def place(setup, model, optimizer):
     if args.resume:
         checkpoints.load_model(os.path.join(args.resume, 'final.model'), model)
         checkpoints.load_state(os.path.join(args.resume, 'final.state'), optimizer)
-        logger.info('resumed from %s at epoch %d', args.resume, setup.start_epoch)
+        # Named after the script's main(), where the line was logged before.
+        logger.info('resumed from %s at epoch %d', args.resume, setup.start_epoch,
+                    stacklevel=2)
     model.to_device(setup.device)
     optimizer = distributed.wrap_optimizer(setup.comm, optimizer, model)
     if distributed.is_root(setup.comm):

@@ -128,11 +128,7 @@ def train(task, optimizer, out, epochs, learnrate, seed, warmup=0.0, start_epoch
     total_steps = steps_per_epoch * epochs
     warmup_steps = int(round(warmup * total_steps))
     records = [r for r in read_log(log_path) if r['epoch'] < start_epoch]
-    best = {}
-    for suffix, (key, mode) in task.early_stopping.items():
-        values = [r[key] for r in records]
-        if values:
-            best[suffix] = min(values) if mode == 'min' else max(values)
+    best = best_so_far(records, task.early_stopping)
     # The step count of a resumed run comes from the checkpoint: P x K epochs need not all
     # have the same number of batches.
     step = start_step
@@ -171,19 +167,7 @@ def train(task, optimizer, out, epochs, learnrate, seed, warmup=0.0, start_epoch
         lr = learnrate * optimization.schedule(max(step - 1, 0), total_steps, warmup_steps)
 
         optimization.use_averaged_weights(optimizer)  # --ema: score and save the average
-        record = {'epoch': epoch}
-        eval_start = time.time()
-        train_scores = task.evaluate('train')
-        record['T/loss'] = float(np.mean(losses)) if losses else float('nan')
-        record['T/acc1'] = train_scores['acc1']
-        record['T/acc2'] = train_scores['acc2']
-        record['T/sec'] = train_seconds
-        record['T/sentences_per_sec'] = sentences / max(train_seconds, 1e-9)
-        eval_scores = task.evaluate('eval')
-        record['D/loss'] = eval_scores['loss']
-        record['D/acc1'] = eval_scores['acc1']
-        record['D/acc2'] = eval_scores['acc2']
-        record['D/sec'] = time.time() - eval_start
+        record = score_epoch(task, epoch, losses, sentences, train_seconds)
         record['lr'] = lr
         record['adam_step_factor'] = optimization.adam_step_factor(step)
         elapsed = time.time() - start
@@ -192,13 +176,45 @@ def train(task, optimizer, out, epochs, learnrate, seed, warmup=0.0, start_epoch
         records.append(record)
         if not root:
             continue
-        logger.info(format_record(record), stacklevel=2)
+        # Named after the script's main() (train <- launch.run <- main), as the
+        # original BERT-DML's log lines were.
+        logger.info(format_record(record), stacklevel=3)
 
         save_epoch(out, LOG_NAME, task, optimizer, records,
                    dict(task.meta(), epoch=epoch, step=step), best)
         if plot_path:
             plot_curves(records, plot_path)
     return records
+
+
+def best_so_far(records, early_stopping):
+    """{suffix: best value} of each early-stopping metric over the records (of the
+    epochs before a resumed one); a suffix without records is absent."""
+    best = {}
+    for suffix, (key, mode) in early_stopping.items():
+        values = [r[key] for r in records]
+        if values:
+            best[suffix] = min(values) if mode == 'min' else max(values)
+    return best
+
+
+def score_epoch(task, epoch, losses, sentences, train_seconds):
+    """The T/ and D/ part of an epoch's record: the mean training loss (losses: the
+    epoch's floats) and the task's scores of the training sample and the eval set."""
+    record = {'epoch': epoch}
+    eval_start = time.time()
+    train_scores = task.evaluate('train')
+    record['T/loss'] = float(np.mean(losses)) if losses else float('nan')
+    record['T/acc1'] = train_scores['acc1']
+    record['T/acc2'] = train_scores['acc2']
+    record['T/sec'] = train_seconds
+    record['T/sentences_per_sec'] = sentences / max(train_seconds, 1e-9)
+    eval_scores = task.evaluate('eval')
+    record['D/loss'] = eval_scores['loss']
+    record['D/acc1'] = eval_scores['acc1']
+    record['D/acc2'] = eval_scores['acc2']
+    record['D/sec'] = time.time() - eval_start
+    return record
 
 
 def check_losses(losses, epoch, out, first=0):
