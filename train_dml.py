@@ -114,7 +114,17 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_training_arguments(parser, out='results_dml')
-    model = parser.add_argument_group('model and loss')
+    add_model_arguments(parser.add_argument_group('model and loss'))
+    args = parser.parse_args(argv)
+    for flag in losses.FLAGS:
+        if getattr(args, flag) is None:
+            setattr(args, flag, losses.flag_default(flag, args.loss))
+    return args
+
+
+def add_model_arguments(model):
+    """The model and loss flags, into the argparse group `model`. The loss flags default
+    to None: parse_args fills in the chosen loss's own default (`losses.flag_default`)."""
     model.add_argument('--pooling', choices=modeling.POOLINGS, default='pooled',
                        help='BERT sentence vector fed to the embedding layer (default: '
                             'pooled, the original\'s)')
@@ -132,8 +142,6 @@ def parse_args(argv=None):
     model.add_argument('--samples_per_class', type=int, default=8,
                        help='batch_hard, multi_similarity, supcon, arcface: K sentences '
                             'of each of batchsize/K classes per batch (default: 8)')
-    # The loss flags' defaults are those of the losses (bertlib/losses.py), filled in
-    # below once --loss is known.
     model.add_argument('--margin', type=float, default=None,
                        help='triplet, batch_hard: distance margin (default %g); arcface: '
                             'angular margin (default %g)'
@@ -167,11 +175,6 @@ def parse_args(argv=None):
                             'decay (e.g. 0.999); the averaged weights are scored and saved '
                             'in the models, the training weights in final.state (default: '
                             'off)')
-    args = parser.parse_args(argv)
-    for flag in losses.FLAGS:
-        if getattr(args, flag) is None:
-            setattr(args, flag, losses.flag_default(flag, args.loss))
-    return args
 
 
 if __name__ == '__main__':
