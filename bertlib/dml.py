@@ -21,7 +21,7 @@ import chainer.functions as F
 import chainer.links as L
 import numpy as np
 
-from bertlib import distributed, dropout, losses, metrics, training
+from bertlib import distributed, dropout, metrics, training
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class DMLTask(training.Task):
         None. settings: further facts for the models' metadata (e.g. {'ema': 0.999})."""
         self.settings = dict(settings or {})
         self.model = model
-        self.loss_fn = loss
+        self.metric_loss = loss
         self.memory = memory
         self.comm = comm
         self.train_split = train
@@ -147,14 +147,14 @@ class DMLTask(training.Task):
         sentence against its class's trained proxy, so there only the rows of training
         classes take part."""
         rows = np.arange(len(labels))
-        if self.loss_fn.proxies:
+        if self.metric_loss.proxies:
             rows = np.flatnonzero(labels < self.model.loss.n_classes)
         if len(np.unique(labels[rows])) < 2:
             return []
-        return [rows[batch] for batch in self.loss_fn.batches(labels[rows], rng)]
+        return [rows[batch] for batch in self.metric_loss.batches(labels[rows], rng)]
 
     def batches(self, rng):
-        return self.loss_fn.batches(self.train_split.labels, rng)
+        return self.metric_loss.batches(self.train_split.labels, rng)
 
     # --- loss ------------------------------------------------------------------------
     def _embed(self, indices):
@@ -164,9 +164,9 @@ class DMLTask(training.Task):
     def _loss_of(self, embeddings, batch, labels):
         t = self.xp.asarray(labels[batch])
         if self.memory is None or not chainer.config.train:
-            return self.loss_fn(embeddings, t)
+            return self.metric_loss(embeddings, t)
         # The memory holds earlier batches only; this one is enqueued after its loss.
-        loss = self.loss_fn(embeddings, t, memory=self.memory.contents(self.xp))
+        loss = self.metric_loss(embeddings, t, memory=self.memory.contents(self.xp))
         self.memory.push(embeddings.array, labels[batch])
         return loss
 
@@ -205,7 +205,7 @@ class DMLTask(training.Task):
 
     def meta(self):
         meta = {'kind': 'dml', 'pooling': self.model.pooling, 'dim': self.model.dim,
-                'head': self.model.head, 'loss': self.loss_fn.name,
+                'head': self.model.head, 'loss': self.metric_loss.name,
                 'classes': int(self.train_split.labels.max()) + 1}
         meta.update(self.settings)
         if self.model.centre is not None:
