@@ -8,16 +8,18 @@ A training script parses its flags, then calls, in this order:
     launch.run(setup, task, optimizer)       # the epochs
 
 so the scripts hold only what differs between them: their flags, their model and task,
-and what they report at the end.
+and what they report at the end. The shared training flags, --out and --resume are
+checked here (`check_args`) before any work.
 """
 
 import json
 import logging
+import math
 import os
 
 import numpy as np
 
-from bertlib import checkpoints, cli, data, distributed, training
+from bertlib import checkpoints, cli, data, distributed, fileio, training
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ class Setup(object):
         train, evaluation: the labelled splits (`data.load_split`).
         label_to_id: {label: id} of the training classes (those of --resume first).
         eval_label_to_id: the same with the eval set's other classes after them.
-        start_epoch, start_step: where training starts (`training.check_args`).
+        start_epoch, start_step: where training starts (`check_args`).
     """
 
     def __init__(self, **fields):
@@ -55,7 +57,7 @@ def prepare(args, kind, same=(), check_flags=None, check_train=None, closed=Fals
     print(json.dumps(vars(args), indent=2), flush=True)
     if check_flags is not None:
         check_flags(args)
-    start_epoch, start_step = training.check_args(args, kind, same=same, comm=comm)
+    start_epoch, start_step = check_args(args, kind, same=same, comm=comm)
     distributed.check_same_files(comm, [('--train', args.train), ('--eval', args.eval)])
     device = cli.select_device(args.gpu, comm)
     config, tokenizer, bert = cli.load_bert(args)
@@ -124,3 +126,98 @@ def run(setup, task, optimizer):
             comm=setup.comm)
     except training.TrainingError as e:
         raise UsageError(str(e))
+
+
+def check_args(args, kind, same=(), comm=None):
+    """Checks the shared training flags before any work. Returns (start_epoch,
+    start_step): --start_epoch, or the epoch after --resume's, and the step count saved
+    with --resume's model (None: `train` counts it). `args` is left as it is.
+
+    kind: 'dml' or 'classifier', the kind of model --resume must hold; same: flags whose
+    value must equal the one the resumed model was trained with (e.g. 'dim').
+
+    Rank 0 (the one that writes) then takes --out for itself (`fileio.DirectoryLock`),
+    finishes a commit that a killed run left half-done there and in --resume, and removes
+    a killed run's temporary files.
+    """
+    cli.check_bert_arguments(args)
+    distributed.check_training_communicator(args)
+    for name in ('train', 'eval'):
+        cli.check_file(getattr(args, name), '--%s file' % name)
+    check_training_flags(args)
+    if distributed.is_root(comm):
+        claim_out(args.out)
+        if args.resume and os.path.isdir(args.resume):
+            fileio.DirectoryLock.acquire(args.resume, '--resume', required=False)
+            fileio.recover(args.resume)
+    if args.resume:
+        start_epoch, start_step = check_resume(args, kind, same)
+    else:
+        start_epoch, start_step = args.start_epoch or 1, None
+    if start_epoch > args.epoch:
+        raise UsageError('--start_epoch %d is past --epoch %d: nothing to train'
+                         % (start_epoch, args.epoch))
+    return start_epoch, start_step
+
+
+def check_training_flags(args):
+    """One message per out-of-range training flag."""
+    if args.epoch < 1:
+        raise UsageError('--epoch must be at least 1, got %d' % args.epoch)
+    if not (math.isfinite(args.learnrate) and args.learnrate > 0):
+        raise UsageError('--learnrate must be a positive number, got %s' % args.learnrate)
+    if not (math.isfinite(args.weightdecay) and args.weightdecay >= 0):
+        raise UsageError('--weightdecay must be 0 or more, got %s' % args.weightdecay)
+    if not (0 <= args.warmup < 1):
+        raise UsageError('--warmup is the fraction of steps spent warming up: at least 0 '
+                         'and below 1, got %s' % args.warmup)
+    if args.start_epoch is not None and args.start_epoch < 1:
+        raise UsageError('--start_epoch must be at least 1, got %d' % args.start_epoch)
+    if not 0 <= args.seed < 2 ** 32:
+        raise UsageError('--seed must be between 0 and 2**32 - 1, got %d' % args.seed)
+
+
+def claim_out(out):
+    """Creates --out if needed and locks it for this process; finishes a half-done
+    commit and removes the temporary files of a killed run."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError('--out %s exists and is not a folder' % out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise fileio.write_error(out, e)
+    fileio.DirectoryLock.acquire(out)
+    moved = fileio.recover(out)
+    if moved:
+        logger.info('%s: finished saving %s, interrupted by a kill', out, ', '.join(moved))
+    removed = fileio.remove_leftovers(out)
+    if removed:
+        logger.info('%s: removed %d temporary files of a killed run', out, len(removed))
+
+
+def check_resume(args, kind, same):
+    """--resume DIR must hold a final.model of this kind and flags, and the final.state
+    saved with it (same step count). Returns (start_epoch, start_step): the epoch after
+    the saved one and its step count, unless --start_epoch names another epoch (then
+    (--start_epoch, None))."""
+    model_path, state_path = (os.path.join(args.resume, name)
+                              for name in ('final.model', 'final.state'))
+    for path in (model_path, state_path):
+        if not os.path.isfile(path):
+            raise UsageError('--resume %s: %s is missing' % (args.resume, path))
+    meta = checkpoints.read_meta(model_path)
+    if meta.get('kind', kind) != kind:
+        raise UsageError('--resume %s holds a %s model, not a %s one'
+                         % (args.resume, meta['kind'], kind))
+    for key in same:
+        if key in meta and meta[key] != getattr(args, key):
+            raise UsageError('--resume %s was trained with --%s %s, not %s'
+                             % (args.resume, key, meta[key], getattr(args, key)))
+    step = checkpoints.state_step(state_path)
+    if 'step' in meta and step != meta['step']:
+        raise UsageError('--resume %s: final.model (epoch %s, step %d) and final.state '
+                         '(step %d) were not saved together; resume from a pair of one '
+                         'epoch' % (args.resume, meta.get('epoch', '?'), meta['step'], step))
+    if args.start_epoch is None or args.start_epoch == meta.get('epoch', 0) + 1:
+        return meta.get('epoch', 0) + 1, meta.get('step')
+    return args.start_epoch, None

@@ -25,7 +25,7 @@ import time
 import chainer
 import numpy as np
 
-from bertlib import checkpoints, cli, distributed, dropout, fileio, optimization
+from bertlib import checkpoints, distributed, dropout, fileio, optimization
 from bertlib.errors import UsageError
 from bertlib.progress import Progress
 
@@ -310,98 +310,3 @@ def plot_curves(records, path):
     with fileio.atomic_write(path, 'wb') as f:
         figure.savefig(f, format='png', dpi=100)
     plt.close(figure)
-
-
-def check_args(args, kind, same=(), comm=None):
-    """Checks the shared training flags before any work. Returns (start_epoch,
-    start_step): --start_epoch, or the epoch after --resume's, and the step count saved
-    with --resume's model (None: `train` counts it). `args` is left as it is.
-
-    kind: 'dml' or 'classifier', the kind of model --resume must hold; same: flags whose
-    value must equal the one the resumed model was trained with (e.g. 'dim').
-
-    Rank 0 (the one that writes) then takes --out for itself (`fileio.DirectoryLock`),
-    finishes a commit that a killed run left half-done there and in --resume, and removes
-    a killed run's temporary files.
-    """
-    cli.check_bert_arguments(args)
-    distributed.check_training_communicator(args)
-    for name in ('train', 'eval'):
-        cli.check_file(getattr(args, name), '--%s file' % name)
-    check_training_flags(args)
-    if distributed.is_root(comm):
-        claim_out(args.out)
-        if args.resume and os.path.isdir(args.resume):
-            fileio.DirectoryLock.acquire(args.resume, '--resume', required=False)
-            fileio.recover(args.resume)
-    if args.resume:
-        start_epoch, start_step = check_resume(args, kind, same)
-    else:
-        start_epoch, start_step = args.start_epoch or 1, None
-    if start_epoch > args.epoch:
-        raise UsageError('--start_epoch %d is past --epoch %d: nothing to train'
-                         % (start_epoch, args.epoch))
-    return start_epoch, start_step
-
-
-def check_training_flags(args):
-    """One message per out-of-range training flag."""
-    if args.epoch < 1:
-        raise UsageError('--epoch must be at least 1, got %d' % args.epoch)
-    if not (math.isfinite(args.learnrate) and args.learnrate > 0):
-        raise UsageError('--learnrate must be a positive number, got %s' % args.learnrate)
-    if not (math.isfinite(args.weightdecay) and args.weightdecay >= 0):
-        raise UsageError('--weightdecay must be 0 or more, got %s' % args.weightdecay)
-    if not (0 <= args.warmup < 1):
-        raise UsageError('--warmup is the fraction of steps spent warming up: at least 0 '
-                         'and below 1, got %s' % args.warmup)
-    if args.start_epoch is not None and args.start_epoch < 1:
-        raise UsageError('--start_epoch must be at least 1, got %d' % args.start_epoch)
-    if not 0 <= args.seed < 2 ** 32:
-        raise UsageError('--seed must be between 0 and 2**32 - 1, got %d' % args.seed)
-
-
-def claim_out(out):
-    """Creates --out if needed and locks it for this process; finishes a half-done
-    commit and removes the temporary files of a killed run."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError('--out %s exists and is not a folder' % out)
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise fileio.write_error(out, e)
-    fileio.DirectoryLock.acquire(out)
-    moved = fileio.recover(out)
-    if moved:
-        logger.info('%s: finished saving %s, interrupted by a kill', out, ', '.join(moved))
-    removed = fileio.remove_leftovers(out)
-    if removed:
-        logger.info('%s: removed %d temporary files of a killed run', out, len(removed))
-
-
-def check_resume(args, kind, same):
-    """--resume DIR must hold a final.model of this kind and flags, and the final.state
-    saved with it (same step count). Returns (start_epoch, start_step): the epoch after
-    the saved one and its step count, unless --start_epoch names another epoch (then
-    (--start_epoch, None))."""
-    model_path, state_path = (os.path.join(args.resume, name)
-                              for name in ('final.model', 'final.state'))
-    for path in (model_path, state_path):
-        if not os.path.isfile(path):
-            raise UsageError('--resume %s: %s is missing' % (args.resume, path))
-    meta = checkpoints.read_meta(model_path)
-    if meta.get('kind', kind) != kind:
-        raise UsageError('--resume %s holds a %s model, not a %s one'
-                         % (args.resume, meta['kind'], kind))
-    for key in same:
-        if key in meta and meta[key] != getattr(args, key):
-            raise UsageError('--resume %s was trained with --%s %s, not %s'
-                             % (args.resume, key, meta[key], getattr(args, key)))
-    step = checkpoints.state_step(state_path)
-    if 'step' in meta and step != meta['step']:
-        raise UsageError('--resume %s: final.model (epoch %s, step %d) and final.state '
-                         '(step %d) were not saved together; resume from a pair of one '
-                         'epoch' % (args.resume, meta.get('epoch', '?'), meta['step'], step))
-    if args.start_epoch is None or args.start_epoch == meta.get('epoch', 0) + 1:
-        return meta.get('epoch', 0) + 1, meta.get('step')
-    return args.start_epoch, None
