@@ -25,12 +25,11 @@ batch): mpiexec -n N python train_classifier.py --communicator naive ...
 """
 
 import argparse
-import json
 import logging
 import os
 import time
 
-from bertlib import checkpoints, classifier, cli, data, distributed, optimization, training
+from bertlib import checkpoints, classifier, cli, distributed, launch, optimization, training
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -39,49 +38,34 @@ logger = logging.getLogger(__name__)
 def main(argv=None):
     start = time.time()
     args = parse_args(argv)
-    comm = distributed.setup(args)
-    print(json.dumps(vars(args), indent=2), flush=True)
-    training.check_args(args, 'classifier', comm=comm)
-    distributed.check_same_files(comm, [('--train', args.train), ('--eval', args.eval)])
-    device = cli.select_device(args.gpu, comm)
-    config, tokenizer, bert = cli.load_bert(args)
-
-    known = checkpoints.load_labels(os.path.join(args.resume, 'labels.bin')) \
-        if args.resume else None
-    train, label_to_id = data.load_split(args.train, tokenizer, args.max_seq_length, known)
-    if len(label_to_id) < 2:
-        raise UsageError('%s: a classifier needs at least two classes' % args.train)
-    evaluation, _ = data.load_split(args.eval, tokenizer, args.max_seq_length, label_to_id,
-                                    closed=True)
-    n_classes = len(label_to_id)
-    print('# train: %d, eval: %d,' % (len(train), len(evaluation)))
-    print('# class: %d, labels: %s' % (n_classes, label_to_id))
-    print('# vocab: %d' % config.vocab_size, flush=True)
+    setup = launch.prepare(args, 'classifier', check_train=check_classes, closed=True)
+    n_classes = len(setup.label_to_id)
 
     training.seed_everything(args.seed, 0)  # the output layer's initial weights
-    model = classifier.ClassifierModel(bert, n_classes)
+    model = classifier.ClassifierModel(setup.bert, n_classes)
     optimizer = optimization.make_optimizer(model, args.learnrate, args.weightdecay)
-    if args.resume:
-        checkpoints.load_model(os.path.join(args.resume, 'final.model'), model)
-        checkpoints.load_state(os.path.join(args.resume, 'final.state'), optimizer)
-        logger.info('resumed from %s at epoch %d', args.resume, args.start_epoch)
-    model.to_device(device)
-    optimizer = distributed.wrap_optimizer(comm, optimizer, model)
+    optimizer = launch.place(setup, model, optimizer)
 
-    if distributed.is_root(comm):
-        os.makedirs(args.out, exist_ok=True)
-        checkpoints.save_labels(os.path.join(args.out, 'labels.bin'), label_to_id)
-    weights = classifier.class_weights(train.labels, n_classes, args.class_weight)
-    task = classifier.ClassifierTask(model, train, evaluation, n_classes, args.batchsize,
-                                     device.xp, weights=weights, seed=args.seed, comm=comm)
-    plot = None if args.noplot else training.beside_out(args.out, '.png')
-    try:
-        training.train(task, optimizer, args, os.path.join(args.out, 'log.jsonl'), plot,
-                       comm)
-    except training.TrainingError as e:
-        raise UsageError(str(e))
+    weights = classifier.class_weights(setup.train.labels, n_classes, args.class_weight)
+    task = classifier.ClassifierTask(model, setup.train, setup.evaluation, n_classes,
+                                     args.batchsize, setup.device.xp, weights=weights,
+                                     seed=args.seed, comm=setup.comm)
+    launch.run(setup, task, optimizer)
+    report(args, setup, task)
+    logger.info('time spent: %f sec', time.time() - start)
 
-    names = [label for label, _ in sorted(label_to_id.items(), key=lambda item: item[1])]
+
+def check_classes(split, label_to_id, path):
+    """A classifier of one class learns nothing."""
+    if len(label_to_id) < 2:
+        raise UsageError('%s: a classifier needs at least two classes' % path)
+
+
+def report(args, setup, task):
+    """Prints the report of the final and early-stopped models on --eval and draws their
+    confusion matrices beside --out."""
+    comm, model, evaluation = setup.comm, task.model, setup.evaluation
+    names = sorted(setup.label_to_id, key=setup.label_to_id.get)
     for title, name in (('final model', 'final'),
                         ('early-stopped model (best D/loss)', 'early_stopped-loss'),
                         ('early-stopped model (best D/UAR)', 'early_stopped-uar')):
@@ -105,7 +89,6 @@ def main(argv=None):
                 training.beside_out(args.out, '-cm-%s.png' % name),
                 '%s: %s.model on %s' % (os.path.basename(os.path.normpath(args.out)), name,
                                         os.path.basename(args.eval)))
-    logger.info('time spent: %f sec', time.time() - start)
 
 
 def parse_args(argv=None):

@@ -21,16 +21,11 @@ batch): mpiexec -n N python train_dml.py --communicator naive ...
 """
 
 import argparse
-import json
 import logging
 import math
-import os
 import time
 
-import numpy as np
-
-from bertlib import (checkpoints, cli, data, distributed, dml, losses, modeling,
-                     optimization, training)
+from bertlib import cli, dml, launch, losses, modeling, optimization, training
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -39,42 +34,18 @@ logger = logging.getLogger(__name__)
 def main(argv=None):
     start = time.time()
     args = parse_args(argv)
-    comm = distributed.setup(args)
-    print(json.dumps(vars(args), indent=2), flush=True)
-    check_args(args)
     # With --head none the dimension is BERT's hidden size, whatever --dim says.
     same = ('pooling', 'loss', 'head', 'ema', 'memory_size') + (
         ('dim',) if args.head == 'linear' else ())
-    training.check_args(args, 'dml', same=same, comm=comm)
-    distributed.check_same_files(comm, [('--train', args.train), ('--eval', args.eval)])
-    device = cli.select_device(args.gpu, comm)
-    config, tokenizer, bert = cli.load_bert(args)
-
-    labels_path = os.path.join(args.out, 'labels.bin')
-    known = checkpoints.load_labels(os.path.join(args.resume, 'labels.bin')) \
-        if args.resume else None
-    train, label_to_id = data.load_split(args.train, tokenizer, args.max_seq_length, known)
-    check_classes(train, label_to_id, args.train)
-    # Classes unseen in training get ids after the training ones (as the original
-    # BERT-DML gave new labels new ids): retrieval scores and D/loss use the eval set's
-    # own labels, the standard protocol of metric learning on disjoint classes.
-    evaluation, eval_label_to_id = data.load_split(args.eval, tokenizer, args.max_seq_length,
-                                                   label_to_id)
-    report_unseen(evaluation, label_to_id, eval_label_to_id, args.eval)
-    print('# train: %d, eval: %d,' % (len(train), len(evaluation)))
-    print('# class: %d, labels: %s' % (len(label_to_id), label_to_id))
-    print('# vocab: %d' % config.vocab_size, flush=True)
+    setup = launch.prepare(args, 'dml', same=same, check_flags=check_args,
+                           check_train=check_classes)
 
     training.seed_everything(args.seed, 0)  # the new layers' initial weights
-    dim = args.dim if args.head == 'linear' else config.hidden_size
-    loss_link = None
-    if args.loss == 'arcface':
-        loss_link = losses.ArcFace(len(label_to_id), dim, scale=args.scale,
-                                   margin=args.margin)
-    elif args.loss == 'supcon_ce':
-        loss_link = losses.SupConCE(len(label_to_id), dim, temperature=args.temperature,
-                                    weight=args.supcon_weight)
-    model = dml.DMLModel(bert, dim=dim, pooling=args.pooling, loss_link=loss_link,
+    dim = args.dim if args.head == 'linear' else setup.config.hidden_size
+    loss = losses.build(args.loss, len(setup.label_to_id), dim, args.batchsize,
+                        args.triplets, args.samples_per_class, args.sampling,
+                        **{flag: getattr(args, flag) for flag in losses.FLAGS})
+    model = dml.DMLModel(setup.bert, dim=dim, pooling=args.pooling, loss_link=loss.link,
                          head=args.head)
     optimizer = optimization.make_optimizer(model, args.learnrate, args.weightdecay)
     memory = None
@@ -84,37 +55,13 @@ def main(argv=None):
     if args.ema:
         # Before loading final.state, which holds the training weights it keeps.
         optimization.add_weight_average(optimizer, model, args.ema)
-    if args.resume:
-        checkpoints.load_model(os.path.join(args.resume, 'final.model'), model)
-        checkpoints.load_state(os.path.join(args.resume, 'final.state'), optimizer)
-        logger.info('resumed from %s at epoch %d', args.resume, args.start_epoch)
-    model.to_device(device)
-    optimizer = distributed.wrap_optimizer(comm, optimizer, model)
+    optimizer = launch.place(setup, model, optimizer)
 
-    if distributed.is_root(comm):
-        os.makedirs(args.out, exist_ok=True)
-        checkpoints.save_labels(labels_path, label_to_id)
-    task = dml.DMLTask(model, args.loss, train, evaluation, args.batchsize, device.xp,
-                       hyper=loss_hyperparameters(args), triplets=args.triplets,
-                       samples_per_class=args.samples_per_class, seed=args.seed, comm=comm,
-                       sampling=args.sampling, memory=memory,
+    task = dml.DMLTask(model, loss, setup.train, setup.evaluation, args.batchsize,
+                       setup.device.xp, seed=args.seed, comm=setup.comm, memory=memory,
                        settings={'ema': args.ema, 'memory_size': args.memory_size})
-    plot = None if args.noplot else training.beside_out(args.out, '.png')
-    try:
-        training.train(task, optimizer, args, os.path.join(args.out, 'log.jsonl'), plot,
-                       comm)
-    except training.TrainingError as e:
-        raise UsageError(str(e))
+    launch.run(setup, task, optimizer)
     logger.info('time spent: %f sec', time.time() - start)
-
-
-def loss_hyperparameters(args):
-    """The flags each loss takes (arcface's go to its Link)."""
-    if args.loss in ('triplet', 'batch_hard'):
-        return {'margin': args.margin}
-    if args.loss == 'supcon':
-        return {'temperature': args.temperature}
-    return {}  # supcon_ce and arcface take theirs in their Link
 
 
 def check_args(args):
@@ -152,6 +99,7 @@ def check_args(args):
 
 
 def check_classes(split, label_to_id, path):
+    """At least two classes to learn from; single-sentence classes are a warning."""
     counts = {label: int((split.labels == i).sum()) for label, i in label_to_id.items()}
     if sum(1 for c in counts.values() if c > 0) < 2:
         raise UsageError('%s: metric learning needs at least two classes, found %d'
@@ -162,21 +110,21 @@ def check_classes(split, label_to_id, path):
                        'negatives): %s', path, ', '.join(single[:10]))
 
 
-def report_unseen(split, label_to_id, eval_label_to_id, path):
-    """Logs how many of the eval set's classes the training set does not have."""
-    present = set(np.unique(split.labels).tolist())
-    unseen = [label for label, i in eval_label_to_id.items()
-              if label not in label_to_id and i in present]
-    logger.info('%s: %d classes, %d of them unseen in training%s', path, len(present),
-                len(unseen), (' (%s)' % ', '.join(unseen[:10])) if unseen else '')
-    return len(unseen)
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_training_arguments(parser, out='results_dml')
-    model = parser.add_argument_group('model and loss')
+    add_model_arguments(parser.add_argument_group('model and loss'))
+    args = parser.parse_args(argv)
+    for flag in losses.FLAGS:
+        if getattr(args, flag) is None:
+            setattr(args, flag, losses.flag_default(flag, args.loss))
+    return args
+
+
+def add_model_arguments(model):
+    """The model and loss flags, into the argparse group `model`. The loss flags default
+    to None: parse_args fills in the chosen loss's own default (`losses.flag_default`)."""
     model.add_argument('--pooling', choices=modeling.POOLINGS, default='pooled',
                        help='BERT sentence vector fed to the embedding layer (default: '
                             'pooled, the original\'s)')
@@ -195,16 +143,21 @@ def parse_args(argv=None):
                        help='batch_hard, multi_similarity, supcon, arcface: K sentences '
                             'of each of batchsize/K classes per batch (default: 8)')
     model.add_argument('--margin', type=float, default=None,
-                       help='triplet, batch_hard: distance margin (default 0.2); arcface: '
-                            'angular margin (default 0.3)')
-    model.add_argument('--scale', type=float, default=30.0,
-                       help='arcface: logit scale (default: 30)')
-    model.add_argument('--temperature', type=float, default=0.1,
-                       help='supcon, supcon_ce: temperature (default: 0.1)')
-    model.add_argument('--supcon_weight', type=float, default=0.9,
+                       help='triplet, batch_hard: distance margin (default %g); arcface: '
+                            'angular margin (default %g)'
+                            % (losses.flag_default('margin', 'triplet'),
+                               losses.flag_default('margin', 'arcface')))
+    model.add_argument('--scale', type=float, default=None,
+                       help='arcface: logit scale (default: %g)'
+                            % losses.flag_default('scale', 'arcface'))
+    model.add_argument('--temperature', type=float, default=None,
+                       help='supcon, supcon_ce: temperature (default: %g)'
+                            % losses.flag_default('temperature', 'supcon'))
+    model.add_argument('--supcon_weight', type=float, default=None,
                        help='supcon_ce: weight of the supcon term; the cross-entropy of '
                             'a linear classifier on the embedding gets 1 - it (default: '
-                            '0.9, Gunel et al.\'s)')
+                            '%g, Gunel et al.\'s)'
+                            % losses.flag_default('supcon_weight', 'supcon_ce'))
     model.add_argument('--sampling', choices=('pk', 'random'), default='pk',
                        help='batches of the batch losses: pk, P classes x K sentences '
                             '(--samples_per_class); random, shuffled sentences '
@@ -222,10 +175,6 @@ def parse_args(argv=None):
                             'decay (e.g. 0.999); the averaged weights are scored and saved '
                             'in the models, the training weights in final.state (default: '
                             'off)')
-    args = parser.parse_args(argv)
-    if args.margin is None:
-        args.margin = 0.3 if args.loss == 'arcface' else 0.2
-    return args
 
 
 if __name__ == '__main__':

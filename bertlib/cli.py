@@ -315,6 +315,16 @@ def check_file(path, what):
         raise UsageError('%s: %s is not readable' % (path, what))
 
 
+def read_bert_config(path):
+    """`modeling.BertConfig` of a bert_config.json; a config that cannot be used is a
+    UsageError naming the file (and the line)."""
+    from bertlib import modeling
+    try:
+        return modeling.BertConfig.from_json_file(path)
+    except modeling.ConfigError as e:
+        raise UsageError(str(e))
+
+
 def load_bert(args, load_weights=True):
     """Config, tokenizer and pre-trained `BertModel` from the common flags, checked
     against each other before anything runs. Returns (config, tokenizer, bert).
@@ -325,7 +335,7 @@ def load_bert(args, load_weights=True):
     check_file(args.bert_config_file, 'BERT config')
     check_file(args.vocab_file, 'vocabulary')
     check_file(args.init_checkpoint, 'checkpoint')
-    config = modeling.BertConfig.from_json_file(args.bert_config_file)
+    config = read_bert_config(args.bert_config_file)
     vocab = tokenization.load_vocab(args.vocab_file)
     if len(vocab) != config.vocab_size:
         raise UsageError('%s has %d entries but %s says vocab_size %d: the vocabulary does '

@@ -31,7 +31,7 @@ import tempfile
 import numpy as np
 
 from bertlib.errors import UsageError
-from bertlib.modeling import BertConfig
+from bertlib.modeling import BertConfig, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -454,7 +454,10 @@ def map_arrays(config, fmt, shapes, fetch, where, config_path, display=None):
 def _read_config(source):
     if not os.path.isfile(source.config):
         raise UsageError('%s: no such file (the BERT config)' % source.config)
-    config = BertConfig.from_json_file(source.config)
+    try:
+        config = BertConfig.from_json_file(source.config)
+    except ConfigError as e:
+        raise UsageError(str(e))
     if source.fmt == 'hf':
         with open(source.config, encoding='utf-8') as f:
             raw = json.load(f)

@@ -2,9 +2,9 @@
 
 The model is by default the original BERT-DML's: BERT sentence vector (`--pooling`) ->
 dropout 0.1 -> Linear to `--dim` (`--head linear`); `--head none` trains the loss on the
-sentence vector itself. The task feeds `bertlib.training.train` with batches for the chosen
-`--loss`: anchor/positive/negative triples for `triplet`, P classes x K sentences (or
-random batches, `--sampling random`) for the others.
+sentence vector itself. The task feeds `bertlib.training.train` with the batches and the loss of a
+`losses.Loss` (`losses.build`): stacked anchor/positive/negative triples for `triplet`, P
+classes x K sentences (or random batches, `--sampling random`) for the others.
 
 After every epoch the mean of the fixed training sample's unit-length embeddings, the
 *centre*, is saved in the model's metadata; `centred` subtracts it and re-normalises, which
@@ -21,7 +21,7 @@ import chainer.functions as F
 import chainer.links as L
 import numpy as np
 
-from bertlib import distributed, dropout, losses, metrics, training
+from bertlib import distributed, dropout, metrics, training
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -118,75 +118,43 @@ class DMLTask(training.Task):
 
     early_stopping = {'loss': ('D/loss', 'min'), 'map': ('D/acc2', 'max')}
 
-    def __init__(self, model, loss_name, train, evaluation, batchsize, xp, hyper,
-                 triplets=1000, samples_per_class=8, seed=0, comm=None, sampling='pk',
+    def __init__(self, model, loss, train, evaluation, batchsize, xp, seed=0, comm=None,
                  memory=None, settings=None):
-        """comm: a ChainerMN communicator to share every batch with (the loss is still
-        that of the whole batch: see bertlib/distributed.py), or None. sampling: 'pk'
-        (P classes x K sentences) or 'random' batches for the batch losses. memory: a
-        `losses.CrossBatchMemory` read and filled by the training steps, or None.
-        settings: further facts for the models' metadata (e.g. {'ema': 0.999})."""
+        """loss: a `losses.Loss` (its link, if any, is `model.loss`). batchsize: of the
+        evaluation passes. comm: a ChainerMN communicator to share every batch with (the
+        loss is still that of the whole batch: see bertlib/distributed.py), or None.
+        memory: a `losses.CrossBatchMemory` read and filled by the training steps, or
+        None. settings: further facts for the models' metadata (e.g. {'ema': 0.999})."""
         self.settings = dict(settings or {})
         self.model = model
-        self.sampling = sampling
+        self.metric_loss = loss
         self.memory = memory
         self.comm = comm
-        self.loss_name = loss_name
         self.train_split = train
         self.eval_split = evaluation
         self.batchsize = batchsize
         self.xp = xp
-        self.hyper = hyper
-        self.triplets = triplets
-        self.samples_per_class = samples_per_class
         rng = np.random.RandomState(seed)
         sample = rng.permutation(len(train))[:TRAIN_SAMPLE]
         self.train_sample = train.subset(np.sort(sample))
-        if loss_name == 'triplet':
-            self.loss_fn = None
-        elif loss_name in ('arcface', 'supcon_ce'):
-            self.loss_fn = model.loss
-        else:
-            self.loss_fn = losses.make_loss(loss_name, n_classes=None, dim=None, **hyper)
         # Fixed draws for D/loss and T/ scores, so epochs are comparable.
         self.eval_batches = self._eval_draw(evaluation.labels, np.random.RandomState(seed + 1))
 
     # --- batches ---------------------------------------------------------------------
-    def _draw(self, labels, rng):
-        if self.loss_name == 'triplet':
-            anchors, positives, negatives = losses.sample_triplets(labels, self.triplets, rng)
-            for start in range(0, len(anchors), self.batchsize):
-                stop = start + self.batchsize
-                yield anchors[start:stop], positives[start:stop], negatives[start:stop]
-        elif self.sampling == 'random':
-            order = rng.permutation(len(labels))
-            for start in range(0, len(order), self.batchsize):
-                yield order[start:start + self.batchsize]
-        else:
-            # P classes x K sentences; with fewer classes than batchsize / K (rt-polarity
-            # has two), K grows so that a batch still holds about batchsize sentences.
-            per_class = max(2, self.samples_per_class)
-            classes = min(max(2, self.batchsize // per_class), len(np.unique(labels)))
-            per_class = max(per_class, self.batchsize // classes)
-            for indices in losses.pk_batches(labels, classes, per_class, rng):
-                yield indices
-
     def _eval_draw(self, labels, rng):
         """The fixed D/loss batches. Eval classes unseen in training are fine for the
-        losses that compare sentences; ArcFace scores a sentence against its class's
-        trained proxy, so there only the rows of training classes take part."""
+        losses that compare sentences; a loss with class proxies (ArcFace) scores a
+        sentence against its class's trained proxy, so there only the rows of training
+        classes take part."""
         rows = np.arange(len(labels))
-        if self.loss_name == 'arcface':
+        if self.metric_loss.proxies:
             rows = np.flatnonzero(labels < self.model.loss.n_classes)
         if len(np.unique(labels[rows])) < 2:
             return []
-        batches = self._draw(labels[rows], rng)
-        if self.loss_name == 'triplet':
-            return [tuple(rows[part] for part in batch) for batch in batches]
-        return [rows[batch] for batch in batches]
+        return [rows[batch] for batch in self.metric_loss.batches(labels[rows], rng)]
 
     def batches(self, rng):
-        return self._draw(self.train_split.labels, rng)
+        return self.metric_loss.batches(self.train_split.labels, rng)
 
     # --- loss ------------------------------------------------------------------------
     def _embed(self, indices):
@@ -194,25 +162,17 @@ class DMLTask(training.Task):
                                             [self.train_split.ids[i] for i in indices], self.xp)
 
     def _loss_of(self, embeddings, batch, labels):
-        if self.loss_name == 'triplet':
-            n = len(batch[0])
-            return losses.triplet_loss(embeddings[:n], embeddings[n:2 * n],
-                                       embeddings[2 * n:], margin=self.hyper['margin'])
         t = self.xp.asarray(labels[batch])
         if self.memory is None or not chainer.config.train:
-            return self.loss_fn(embeddings, t)
+            return self.metric_loss(embeddings, t)
         # The memory holds earlier batches only; this one is enqueued after its loss.
-        loss = self.loss_fn(embeddings, t, memory=self.memory.contents(self.xp))
+        loss = self.metric_loss(embeddings, t, memory=self.memory.contents(self.xp))
         self.memory.push(embeddings.array, labels[batch])
         return loss
 
     def loss(self, batch):
-        if self.loss_name == 'triplet':
-            indices = np.concatenate(batch)
-        else:
-            indices = batch
-        embeddings = self._embed(indices)
-        return self._loss_of(embeddings, batch, self.train_split.labels), len(indices)
+        embeddings = self._embed(batch)
+        return self._loss_of(embeddings, batch, self.train_split.labels), len(batch)
 
     # --- scores ----------------------------------------------------------------------
     def embed_split(self, split):
@@ -240,17 +200,12 @@ class DMLTask(training.Task):
         x = self.xp.asarray(embeddings)
         with chainer.using_config('train', False), chainer.no_backprop_mode():
             for batch in self.eval_batches:
-                if self.loss_name == 'triplet':
-                    rows = np.concatenate(batch)
-                    value = self._loss_of(x[rows], batch, labels)
-                else:
-                    value = self._loss_of(x[batch], batch, labels)
-                values.append(float(value.array))
+                values.append(float(self._loss_of(x[batch], batch, labels).array))
         return float(np.mean(values)) if values else float('nan')
 
     def meta(self):
         meta = {'kind': 'dml', 'pooling': self.model.pooling, 'dim': self.model.dim,
-                'head': self.model.head, 'loss': self.loss_name,
+                'head': self.model.head, 'loss': self.metric_loss.name,
                 'classes': int(self.train_split.labels.max()) + 1}
         meta.update(self.settings)
         if self.model.centre is not None:

@@ -13,18 +13,24 @@ integer labels `t` ((B,)), on NumPy or CuPy, and returns a scalar Variable. Only
     'supcon'             supervised contrastive, L_out                    Khosla et al. 2020
     'supcon_ce'          weighted supcon + softmax cross-entropy          Gunel et al. 2021
 
-`make_loss(name, n_classes, dim, **hyper)` builds a batch loss as a `chainer.Link` (the
-ArcFace one holds the class proxies), so a training script registers it as a child of its
-model and the proxies are updated, moved to the GPU and saved with the model. 'triplet'
-is not a batch loss: the original BERT-DML's training draws index triples over the whole training set
-with `sample_triplets` and feeds them to `triplet_loss`. Batch losses want batches that
-hold several examples of each class: `pk_batches` yields them (P classes x K examples).
+`build(name, ...)` returns everything a `--loss` needs as one `Loss`: its sampler (which
+sentences a step embeds, from `bertlib.samplers`), its function
+of a batch's embeddings and labels, and the `chainer.Link` holding its parameters, if it
+has any (ArcFace's class proxies, supcon_ce's classifier), which a training script
+registers as a child of its model so that they are updated, moved to the GPU and saved
+with it. 'triplet' is the original BERT-DML's: `samplers.sample_triplets` draws index
+triples over the whole training set and `triplet_loss` scores them. The batch losses want
+batches that hold several examples of each class: `samplers.pk_batches` yields them (P
+classes x K examples).
+Adding a loss means a function (or Link) here and one line in `_KINDS`; each flag's
+default is the one in that function's signature.
 
 `supcon` and `multi_similarity` (and `supcon_ce`'s supcon part) also take `memory`: the
 unit-length embeddings and labels of earlier batches (`CrossBatchMemory`, Wang et al.
 2020), constants that serve as extra positives and negatives of every anchor.
 """
 
+import functools
 import inspect
 import math
 
@@ -32,11 +38,8 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
+from bertlib import samplers
 
-LOSSES = ('triplet', 'batch_hard', 'multi_similarity', 'arcface', 'supcon', 'supcon_ce')
-
-# The losses that take a cross-batch memory.
-MEMORY_LOSSES = ('multi_similarity', 'supcon', 'supcon_ce')
 
 # F.normalize divides by |x| + eps. Sentence embeddings have norms around 1 to 20, so
 # 1e-12 leaves z exact even in float64; an all-zero row still gives 0, not NaN.
@@ -109,7 +112,7 @@ def _with_memory(x, t, xp, memory):
 # 1. Triplet loss on sampled triples (the original BERT-DML's method)
 
 
-def triplet_loss(anchor, positive, negative, margin=0.2):
+def triplet_loss(anchor, positive, negative, margin):
     """mean_i max(0, |a_i - p_i|^2 - |a_i - n_i|^2 + margin); a, p, n: (N, D) -> scalar.
 
     Chainer's `F.triplet`, which uses squared Euclidean distances.
@@ -117,57 +120,11 @@ def triplet_loss(anchor, positive, negative, margin=0.2):
     return F.triplet(anchor, positive, negative, margin=margin, reduce='mean')
 
 
-def sample_triplets(labels, count, rng):
-    """Draw anchor / positive / negative index triples from the labels of a data set.
-
-    labels: (N,) integer labels (host array). count: how many triples; 0 means one pass,
-    i.e. one triple per example that can be an anchor. rng: a `numpy.random.RandomState`.
-    Returns three (count,) int64 index arrays (a_idx, p_idx, n_idx).
-
-    - Anchors come only from classes with at least 2 examples; a class with one example
-      can be a negative but never an anchor or a positive. They are taken pass by pass
-      over the shuffled eligible examples, so each is an anchor equally often.
-    - The positive is uniform over the anchor's class without the anchor itself.
-    - The negative is uniform over all examples with another label, so classes are
-      negatives in proportion to their size.
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError('labels must be 1-D, got shape %s' % (labels.shape,))
-    if count < 0:
-        raise ValueError('count must be >= 0 (0: one triple per anchor), got %d' % count)
-    classes, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
-    if len(classes) < 2:
-        raise ValueError('triplets need at least 2 classes for negatives, got %d'
-                         % len(classes))
-    if sizes.max() < 2:
-        raise ValueError('triplets need a class with at least 2 examples (an anchor and '
-                         'a positive); every one of the %d classes has 1' % len(classes))
-
-    # Example indices grouped by class: class c is order[start[c]:start[c] + size[c]],
-    # and example i sits at order[start[inverse[i]] + rank[i]].
-    n = len(labels)
-    order = np.argsort(inverse, kind='stable')
-    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n) - start[inverse[order]]
-
-    eligible = np.flatnonzero(sizes[inverse] >= 2)
-    passes = max(1, -(-count // len(eligible)))
-    anchors = np.concatenate([rng.permutation(eligible) for _ in range(passes)])
-    if count:
-        anchors = anchors[:count]
-
-    c = inverse[anchors]
-    size, begin = sizes[c], start[c]
-    # Positive: move 1 .. size-1 places around the class's block, which never lands on
-    # the anchor and reaches every other member with equal chance.
-    shift = rng.randint(1, size)
-    positives = order[begin + (rank[anchors] + shift) % size]
-    # Negative: a uniform position among the n - size examples outside the anchor's block.
-    r = rng.randint(0, n - size)
-    negatives = order[np.where(r >= begin, r + size, r)]
-    return anchors.astype(np.int64), positives.astype(np.int64), negatives.astype(np.int64)
+def stacked_triplet_loss(x, t, margin=0.2):
+    """`triplet_loss` of a (3 N, D) batch stacked as anchors | positives | negatives (as
+    `TripletSampler` draws it); t is not used: the sampler chose the triples."""
+    n = x.shape[0] // 3
+    return triplet_loss(x[:n], x[n:2 * n], x[2 * n:], margin=margin)
 
 
 # ---------------------------------------------------------------------------------------
@@ -385,10 +342,11 @@ class SupConCE(chainer.Chain):
     `classifier` (Linear(dim, n_classes), saved under loss/ and ignored by extraction)
     reads the same embedding the supcon term normalises. Rows whose label is not a
     training class (eval classes unseen in training) take part in the supcon term only.
-    The paper's best settings are weight 0.9 and temperature 0.3.
+    The paper's best settings are weight 0.9 and temperature 0.3; the temperature
+    defaults to supcon's 0.1 here, as train_dml.py's --temperature always has.
     """
 
-    def __init__(self, n_classes, dim, temperature=0.3, weight=0.9):
+    def __init__(self, n_classes, dim, temperature=0.1, weight=0.9):
         super(SupConCE, self).__init__()
         if not 0 <= weight <= 1:
             raise ValueError('weight must be between 0 and 1, got %r' % weight)
@@ -464,130 +422,111 @@ class CrossBatchMemory(object):
 
 
 # ---------------------------------------------------------------------------------------
-# Selection by name
+# Selection by name: the one place that knows every --loss
 
 
-_BATCH_LOSSES = {
-    'batch_hard': batch_hard_triplet_loss,
-    'multi_similarity': multi_similarity_loss,
-    'supcon': supcon_loss,
+class _Kind(object):
+    """How to build one --loss. make: a batch loss function (x, t, [memory], **params) or
+    a Link class (n_classes, dim, **params) whose parameters are saved under loss/; its
+    signature's defaults are the flags' defaults. flags: {flag: parameter of make}.
+    triples: trained on sampled triples, not on batches. memory: takes a cross-batch
+    memory. proxies: scores a sentence against its class's learned proxy, so only
+    training classes can be scored."""
+
+    def __init__(self, make, flags, triples=False, memory=False, proxies=False):
+        self.make = make
+        self.flags = flags
+        self.triples = triples
+        self.memory = memory
+        self.proxies = proxies
+        self.is_link = isinstance(make, type)
+
+    def default(self, flag):
+        return inspect.signature(self.make).parameters[self.flags[flag]].default
+
+
+_KINDS = {
+    'triplet': _Kind(stacked_triplet_loss, {'margin': 'margin'}, triples=True),
+    'batch_hard': _Kind(batch_hard_triplet_loss, {'margin': 'margin'}),
+    'multi_similarity': _Kind(multi_similarity_loss, {}, memory=True),
+    'arcface': _Kind(ArcFace, {'scale': 'scale', 'margin': 'margin'}, proxies=True),
+    'supcon': _Kind(supcon_loss, {'temperature': 'temperature'}, memory=True),
+    'supcon_ce': _Kind(SupConCE, {'temperature': 'temperature', 'supcon_weight': 'weight'},
+                       memory=True),
 }
 
+LOSSES = tuple(_KINDS)
 
-class MetricLoss(chainer.Link):
-    """A parameter-free batch loss with its hyper-parameters bound: (x, t) -> scalar.
+# The losses that take a cross-batch memory.
+MEMORY_LOSSES = tuple(name for name, kind in _KINDS.items() if kind.memory)
 
-    A Link (with no parameters) so that every `make_loss` result is registered the same
-    way as a child of the model; it then adds nothing to the saved npz. The loss's name
-    is `loss_name` (a Link's `name` is its name as a child of its parent).
+# train_dml.py's flags that are loss parameters.
+FLAGS = ('margin', 'scale', 'temperature', 'supcon_weight')
+
+
+def flag_default(flag, name):
+    """The default of a loss flag (e.g. 'margin') under --loss `name`: that loss's own
+    default, or, for a loss that does not take the flag, that of the first loss taking it
+    (the value train_dml.py prints among its arguments)."""
+    owners = [kind for kind in _KINDS.values() if flag in kind.flags]
+    kind = _KINDS[name] if flag in _KINDS[name].flags else owners[0]
+    return kind.default(flag)
+
+
+class Loss(object):
+    """One --loss, ready to train (made by `build`).
+
+    Attributes:
+        name: the --loss name.
+        link: a chainer.Link with the loss's own parameters (ArcFace's proxies,
+            supcon_ce's classifier), to register as the model's child `loss`; or None.
+        memory: whether the loss takes a cross-batch memory.
+        proxies: whether only training classes can be scored (see `_Kind`).
     """
 
-    def __init__(self, name, **hyper):
-        super().__init__()
-        if name not in _BATCH_LOSSES:
-            raise ValueError('unknown batch loss %r; choose from %s'
-                             % (name, ', '.join(_BATCH_LOSSES)))
-        function = _BATCH_LOSSES[name]
-        # A misspelt hyper-parameter fails here, not at the first training step.
-        inspect.signature(function).bind(None, None, **hyper)
-        self.loss_name = name
-        self.hyper = dict(hyper)
+    def __init__(self, name, function, sampler, link=None, memory=False, proxies=False):
+        self.name = name
+        self.link = link
+        self.memory = memory
+        self.proxies = proxies
         self._function = function
+        self._sampler = sampler
 
-    def forward(self, x, t, memory=None):
-        """(B, D) embeddings, (B,) labels -> scalar loss; memory: see `supcon_loss`."""
+    def batches(self, labels, rng):
+        """One epoch of (B,) int64 sentence indices into `labels`, drawn with rng."""
+        return self._sampler(labels, rng)
+
+    def __call__(self, x, t, memory=None):
+        """(B, D) embeddings of a batch's sentences, their (B,) labels -> scalar loss.
+        memory: see `CrossBatchMemory.contents`."""
         if memory is None:
-            return self._function(x, t, **self.hyper)
-        return self._function(x, t, memory=memory, **self.hyper)
+            return self._function(x, t)
+        return self._function(x, t, memory=memory)
 
 
-def make_loss(name, n_classes=None, dim=None, **hyper):
-    """The batch loss `name` as a Link: `loss(x, t)` -> scalar Variable.
+def build(name, n_classes, dim, batchsize, triplets, samples_per_class, sampling='pk',
+          **flags):
+    """The --loss `name` with its sampler, function and parameters.
 
-    name: 'batch_hard', 'multi_similarity', 'supcon' (hyper: their keyword arguments),
-    'arcface' (needs n_classes and dim, the embedding size; hyper: scale, margin) or
-    'supcon_ce' (needs n_classes and dim; hyper: temperature, weight).
-    'triplet' raises ValueError: it is trained on sampled triples, see `sample_triplets`
-    and `triplet_loss`.
+    n_classes: training classes; dim: embedding size; batchsize: sentences (triples for
+    'triplet') per step; triplets: triples drawn per epoch ('triplet'); samples_per_class:
+    K of P x K batches; sampling: 'pk' or 'random' for the batch losses. flags: the loss
+    flags of `FLAGS`, None or absent for the loss's default; those the loss does not take
+    are ignored. A Link is built here (drawing its initial weights from NumPy's global
+    generator). Raises ValueError for an unknown name.
     """
-    if name == 'triplet':
-        raise ValueError("'triplet' is not a batch loss: draw triples with "
-                         "sample_triplets() and score them with triplet_loss()")
-    if name == 'arcface':
-        if n_classes is None or dim is None:
-            raise ValueError("'arcface' needs n_classes and dim (the embedding size)")
-        return ArcFace(n_classes, dim, **hyper)
-    if name == 'supcon_ce':
-        if n_classes is None or dim is None:
-            raise ValueError("'supcon_ce' needs n_classes and dim (the embedding size)")
-        return SupConCE(n_classes, dim, **hyper)
-    if name not in _BATCH_LOSSES:
+    if name not in _KINDS:
         raise ValueError('unknown loss %r; choose from %s' % (name, ', '.join(LOSSES)))
-    return MetricLoss(name, **hyper)
-
-
-# ---------------------------------------------------------------------------------------
-# P x K batches
-
-
-def pk_batches(labels, p, k, rng):
-    """Yield one epoch of batches of P classes x K examples, as (P * K,) int64 indices.
-
-    labels: (N,) integer labels (host array); rng: a `numpy.random.RandomState`, the only
-    source of randomness, so a seed gives the same epoch. Each batch lists its P distinct
-    classes one after another, K indices each.
-
-    - Each class is shuffled and cut into groups of K. A last, short group is topped up
-      with other members of the class; a class with fewer than K examples (a single
-      example included: K copies of it) is sampled with replacement. So every example
-      appears at least once per epoch and only the top-ups appear twice.
-    - Batches take P distinct classes with probability proportional to the groups they
-      have left, so large classes are spread over the epoch instead of piling up at its
-      end. When fewer than P classes have groups left, the batch is completed with fresh
-      groups of other classes, so imbalanced data end the epoch oversampling small
-      classes rather than dropping the rest of a large one.
-
-    The batch losses need P >= 2 (negatives) and K >= 2 (positives); classes of one
-    example only give copies of one sentence as each other's positives.
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or len(labels) == 0:
-        raise ValueError('labels must be a non-empty 1-D array, got shape %s'
-                         % (labels.shape,))
-    if p < 1 or k < 1:
-        raise ValueError('P and K must be >= 1, got P=%d K=%d' % (p, k))
-    _, inverse = np.unique(labels, return_inverse=True)
-    order = np.argsort(inverse, kind='stable')
-    members = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
-    if len(members) < p:
-        raise ValueError('P=%d classes per batch but the labels have only %d classes'
-                         % (p, len(members)))
-
-    def fresh_group(c):
-        return rng.choice(members[c], k, replace=len(members[c]) < k)
-
-    groups = []
-    for c, m in enumerate(members):
-        shuffled = rng.permutation(m)
-        n_groups = -(-len(m) // k)
-        short = n_groups * k - len(m)
-        if short:
-            rest = shuffled[:len(m) - (k - short)]  # members not in the last group
-            top_up = (rng.choice(rest, short, replace=False) if len(rest) >= short
-                      else rng.choice(m, short, replace=True))
-            shuffled = np.concatenate([shuffled, top_up])
-        groups.append(list(shuffled.reshape(n_groups, k)))
-
-    left = np.array([len(g) for g in groups])
-    while left.any():
-        live = np.flatnonzero(left)
-        if len(live) >= p:
-            chosen = rng.choice(live, p, replace=False, p=left[live] / left[live].sum())
-            batch = [groups[c].pop() for c in chosen]
-            left[chosen] -= 1
-        else:
-            others = np.setdiff1d(np.arange(len(members)), live)
-            fill = rng.choice(others, p - len(live), replace=False)
-            batch = [groups[c].pop() for c in live] + [fresh_group(c) for c in fill]
-            left[live] -= 1
-        yield np.concatenate(batch).astype(np.int64)
+    kind = _KINDS[name]
+    params = {parameter: flags[flag] for flag, parameter in kind.flags.items()
+              if flags.get(flag) is not None}
+    if kind.triples:
+        sampler = samplers.TripletSampler(triplets, batchsize)
+    elif sampling == 'random':
+        sampler = samplers.RandomSampler(batchsize)
+    else:
+        sampler = samplers.PKSampler(batchsize, samples_per_class)
+    link = kind.make(n_classes, dim, **params) if kind.is_link else None
+    function = link if link is not None else functools.partial(kind.make, **params)
+    return Loss(name, function, sampler, link=link, memory=kind.memory,
+                proxies=kind.proxies)

@@ -30,7 +30,12 @@ import numpy as np
 
 from bertlib import activations, checkpoints, dropout
 from bertlib.normalization import LayerNormalization
-from bertlib.errors import UsageError
+
+
+class ConfigError(ValueError):
+    """A BERT config that cannot be read or used; the message names the file (and the
+    line). Command-line callers turn it into their one-line error (`cli.read_bert_config`)."""
+
 
 class BertConfig(object):
     """Configuration for `BertModel`, as in Google's `bert_config.json`.
@@ -71,7 +76,7 @@ class BertConfig(object):
         names = cls.__init__.__code__.co_varnames[1:cls.__init__.__code__.co_argcount]
         kwargs = {k: json_object[k] for k in names if k in json_object}
         if 'vocab_size' not in kwargs:
-            raise UsageError('%s: BERT config has no "vocab_size"' % source)
+            raise ConfigError('%s: BERT config has no "vocab_size"' % source)
         config = cls(**kwargs)
         config.validate(source)
         return config
@@ -82,16 +87,16 @@ class BertConfig(object):
             with open(json_file, encoding='utf-8') as reader:
                 text = reader.read()
         except OSError as e:
-            raise UsageError('%s: cannot read BERT config: %s' % (json_file, e.strerror))
+            raise ConfigError('%s: cannot read BERT config: %s' % (json_file, e.strerror))
         except UnicodeDecodeError as e:
-            raise UsageError('%s: BERT config is not UTF-8: %s' % (json_file, e))
+            raise ConfigError('%s: BERT config is not UTF-8: %s' % (json_file, e))
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
-            raise UsageError('%s:%d: BERT config is not valid JSON: %s'
+            raise ConfigError('%s:%d: BERT config is not valid JSON: %s'
                              % (json_file, e.lineno, e.msg))
         if not isinstance(obj, dict):
-            raise UsageError('%s: BERT config must be a JSON object' % json_file)
+            raise ConfigError('%s: BERT config must be a JSON object' % json_file)
         return cls.from_dict(obj, source=json_file)
 
     def validate(self, source='<config>'):
@@ -99,13 +104,13 @@ class BertConfig(object):
                     'intermediate_size', 'max_position_embeddings', 'type_vocab_size'):
             value = getattr(self, key)
             if not isinstance(value, int) or value <= 0:
-                raise UsageError('%s: "%s" must be a positive integer, got %r'
+                raise ConfigError('%s: "%s" must be a positive integer, got %r'
                                  % (source, key, value))
         if self.hidden_size % self.num_attention_heads:
-            raise UsageError('%s: hidden_size %d is not a multiple of num_attention_heads %d'
+            raise ConfigError('%s: hidden_size %d is not a multiple of num_attention_heads %d'
                              % (source, self.hidden_size, self.num_attention_heads))
         if self.hidden_act not in activations.ACTIVATIONS:
-            raise UsageError('%s: hidden_act %r is not one of %s'
+            raise ConfigError('%s: hidden_act %r is not one of %s'
                              % (source, self.hidden_act, ', '.join(activations.ACTIVATIONS)))
 
     def to_dict(self):
@@ -303,6 +308,6 @@ def load_pretrained(bert, npz_path):
 
     Arrays outside `bert/` (the pre-training heads `cls/...` that Google's checkpoints
     carry) are ignored. A missing, unexpected or mis-shaped array is a `UsageError` that
-    names it.
+    names it (from `checkpoints`).
     """
     checkpoints.load_model(npz_path, bert, prefix='bert/')

@@ -25,11 +25,15 @@ import time
 import chainer
 import numpy as np
 
-from bertlib import checkpoints, cli, distributed, dropout, figures, fileio, optimization
+from bertlib import checkpoints, distributed, dropout, figures, fileio, optimization
 from bertlib.errors import UsageError
 from bertlib.progress import Progress
 
 logger = logging.getLogger(__name__)
+
+# The per-epoch JSON-lines log in --out.
+LOG_NAME = 'log.jsonl'
+
 
 class TrainingError(Exception):
     """Training cannot go on (e.g. the loss became NaN); the last good model is kept."""
@@ -107,30 +111,33 @@ def read_log(path):
     return records
 
 
-def train(task, optimizer, args, log_path, plot_path=None, comm=None):
-    """Runs epochs `args.start_epoch` .. `args.epoch`, saving into `args.out`.
+def train(task, optimizer, out, epochs, learnrate, seed, warmup=0.0, start_epoch=1,
+          start_step=None, plot_path=None, comm=None):
+    """Runs epochs `start_epoch` .. `epochs`, saving into the folder `out` (the log is
+    out/log.jsonl).
 
-    comm: a ChainerMN communicator (every rank calls this; `optimizer` wrapped by
+    learnrate: the peak learning rate (for the log; `optimizer` applies it); seed: of
+    every epoch's draws (`seed_everything`); warmup: the fraction of the steps spent
+    warming up; start_step: the steps done before start_epoch (from the resumed
+    checkpoint), None for (start_epoch - 1) x the first epoch's. comm: a ChainerMN
+    communicator (every rank calls this; `optimizer` wrapped by
     `distributed.wrap_optimizer`), or None. Only rank 0 writes and logs."""
     root = distributed.is_root(comm)
+    log_path = os.path.join(out, LOG_NAME)
     steps_per_epoch = sum(1 for _ in task.batches(np.random.RandomState(0)))
-    total_steps = steps_per_epoch * args.epoch
-    warmup_steps = int(round(getattr(args, 'warmup', 0.0) * total_steps))
-    records = [r for r in read_log(log_path) if r['epoch'] < args.start_epoch]
-    best = {}
-    for suffix, (key, mode) in task.early_stopping.items():
-        values = [r[key] for r in records]
-        if values:
-            best[suffix] = min(values) if mode == 'min' else max(values)
+    total_steps = steps_per_epoch * epochs
+    warmup_steps = int(round(warmup * total_steps))
+    records = [r for r in read_log(log_path) if r['epoch'] < start_epoch]
+    best = best_so_far(records, task.early_stopping)
     # The step count of a resumed run comes from the checkpoint: P x K epochs need not all
     # have the same number of batches.
-    step = getattr(args, 'start_step', None)
+    step = start_step
     if step is None:
-        step = (args.start_epoch - 1) * steps_per_epoch
+        step = (start_epoch - 1) * steps_per_epoch
     start = time.time()
     xp = task.model.xp
-    for epoch in range(args.start_epoch, args.epoch + 1):
-        rng = seed_everything(args.seed, epoch, 0 if comm is None else comm.rank,
+    for epoch in range(start_epoch, epochs + 1):
+        rng = seed_everything(seed, epoch, 0 if comm is None else comm.rank,
                               gpu=xp is not np)
         optimization.use_training_weights(optimizer)  # --ema: averaged at rest
         epoch_start = time.time()
@@ -145,7 +152,7 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
                 # for the GPU at every step. Losses are read where a figure is logged.
                 losses.append(loss.array)
                 if xp is np:  # free on the CPU: stop at once
-                    check_losses(losses[-1:], epoch, args.out, first=iteration)
+                    check_losses(losses[-1:], epoch, out, first=iteration)
                 task.model.cleargrads()
                 loss.backward()
                 optimizer.update()
@@ -153,41 +160,61 @@ def train(task, optimizer, args, log_path, plot_path=None, comm=None):
                 step += 1
                 if progress is not None:
                     progress(1)
-        losses = check_losses(losses, epoch, args.out)
+        losses = check_losses(losses, epoch, out)
         if progress is not None:
             progress.close()
         train_seconds = time.time() - epoch_start
-        lr = args.learnrate * optimization.schedule(max(step - 1, 0), total_steps, warmup_steps)
+        lr = learnrate * optimization.schedule(max(step - 1, 0), total_steps, warmup_steps)
 
         optimization.use_averaged_weights(optimizer)  # --ema: score and save the average
-        record = {'epoch': epoch}
-        eval_start = time.time()
-        train_scores = task.evaluate('train')
-        record['T/loss'] = float(np.mean(losses)) if losses else float('nan')
-        record['T/acc1'] = train_scores['acc1']
-        record['T/acc2'] = train_scores['acc2']
-        record['T/sec'] = train_seconds
-        record['T/sentences_per_sec'] = sentences / max(train_seconds, 1e-9)
-        eval_scores = task.evaluate('eval')
-        record['D/loss'] = eval_scores['loss']
-        record['D/acc1'] = eval_scores['acc1']
-        record['D/acc2'] = eval_scores['acc2']
-        record['D/sec'] = time.time() - eval_start
+        record = score_epoch(task, epoch, losses, sentences, train_seconds)
         record['lr'] = lr
         record['adam_step_factor'] = optimization.adam_step_factor(step)
         elapsed = time.time() - start
-        done = epoch - args.start_epoch + 1
-        record['remaining_sec'] = elapsed / done * (args.epoch - epoch)
+        done = epoch - start_epoch + 1
+        record['remaining_sec'] = elapsed / done * (epochs - epoch)
         records.append(record)
         if not root:
             continue
-        logger.info(format_record(record), stacklevel=2)
+        # Named after the script's main() (train <- launch.run <- main), as the
+        # original BERT-DML's log lines were.
+        logger.info(format_record(record), stacklevel=3)
 
-        save_epoch(args.out, os.path.basename(log_path), task, optimizer, records,
+        save_epoch(out, LOG_NAME, task, optimizer, records,
                    dict(task.meta(), epoch=epoch, step=step), best)
         if plot_path:
             figures.plot_curves(records, plot_path)
     return records
+
+
+def best_so_far(records, early_stopping):
+    """{suffix: best value} of each early-stopping metric over the records (of the
+    epochs before a resumed one); a suffix without records is absent."""
+    best = {}
+    for suffix, (key, mode) in early_stopping.items():
+        values = [r[key] for r in records]
+        if values:
+            best[suffix] = min(values) if mode == 'min' else max(values)
+    return best
+
+
+def score_epoch(task, epoch, losses, sentences, train_seconds):
+    """The T/ and D/ part of an epoch's record: the mean training loss (losses: the
+    epoch's floats) and the task's scores of the training sample and the eval set."""
+    record = {'epoch': epoch}
+    eval_start = time.time()
+    train_scores = task.evaluate('train')
+    record['T/loss'] = float(np.mean(losses)) if losses else float('nan')
+    record['T/acc1'] = train_scores['acc1']
+    record['T/acc2'] = train_scores['acc2']
+    record['T/sec'] = train_seconds
+    record['T/sentences_per_sec'] = sentences / max(train_seconds, 1e-9)
+    eval_scores = task.evaluate('eval')
+    record['D/loss'] = eval_scores['loss']
+    record['D/acc1'] = eval_scores['acc1']
+    record['D/acc2'] = eval_scores['acc2']
+    record['D/sec'] = time.time() - eval_start
+    return record
 
 
 def check_losses(losses, epoch, out, first=0):
@@ -254,93 +281,3 @@ def save_epoch(out, log_name, task, optimizer, records, meta, best):
     print('saving final model at epoch %d' % epoch, flush=True)
     for suffix in improved:
         print('saving early-stopped model (%s) at epoch %d' % (suffix, epoch), flush=True)
-
-
-def check_args(args, kind, same=(), comm=None):
-    """Checks the shared training flags before any work; settles args.start_epoch.
-
-    kind: 'dml' or 'classifier', the kind of model --resume must hold; same: flags whose
-    value must equal the one the resumed model was trained with (e.g. 'dim').
-
-    Rank 0 (the one that writes) then takes --out for itself (`fileio.DirectoryLock`),
-    finishes a commit that a killed run left half-done there and in --resume, and removes
-    a killed run's temporary files.
-    """
-    cli.check_bert_arguments(args)
-    distributed.check_training_communicator(args)
-    for name in ('train', 'eval'):
-        cli.check_file(getattr(args, name), '--%s file' % name)
-    check_training_flags(args)
-    if distributed.is_root(comm):
-        claim_out(args.out)
-        if args.resume and os.path.isdir(args.resume):
-            fileio.DirectoryLock.acquire(args.resume, '--resume', required=False)
-            fileio.recover(args.resume)
-    if args.resume:
-        check_resume(args, kind, same)
-    else:
-        args.start_epoch = args.start_epoch or 1
-    if args.start_epoch > args.epoch:
-        raise UsageError('--start_epoch %d is past --epoch %d: nothing to train'
-                         % (args.start_epoch, args.epoch))
-
-
-def check_training_flags(args):
-    """One message per out-of-range training flag."""
-    if args.epoch < 1:
-        raise UsageError('--epoch must be at least 1, got %d' % args.epoch)
-    if not (math.isfinite(args.learnrate) and args.learnrate > 0):
-        raise UsageError('--learnrate must be a positive number, got %s' % args.learnrate)
-    if not (math.isfinite(args.weightdecay) and args.weightdecay >= 0):
-        raise UsageError('--weightdecay must be 0 or more, got %s' % args.weightdecay)
-    if not (0 <= args.warmup < 1):
-        raise UsageError('--warmup is the fraction of steps spent warming up: at least 0 '
-                         'and below 1, got %s' % args.warmup)
-    if args.start_epoch is not None and args.start_epoch < 1:
-        raise UsageError('--start_epoch must be at least 1, got %d' % args.start_epoch)
-    if not 0 <= args.seed < 2 ** 32:
-        raise UsageError('--seed must be between 0 and 2**32 - 1, got %d' % args.seed)
-
-
-def claim_out(out):
-    """Creates --out if needed and locks it for this process; finishes a half-done
-    commit and removes the temporary files of a killed run."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError('--out %s exists and is not a folder' % out)
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise fileio.write_error(out, e)
-    fileio.DirectoryLock.acquire(out)
-    moved = fileio.recover(out)
-    if moved:
-        logger.info('%s: finished saving %s, interrupted by a kill', out, ', '.join(moved))
-    removed = fileio.remove_leftovers(out)
-    if removed:
-        logger.info('%s: removed %d temporary files of a killed run', out, len(removed))
-
-
-def check_resume(args, kind, same):
-    """--resume DIR must hold a final.model of this kind and flags, and the final.state
-    saved with it (same step count); settles args.start_epoch and args.start_step."""
-    model_path, state_path = (os.path.join(args.resume, name)
-                              for name in ('final.model', 'final.state'))
-    for path in (model_path, state_path):
-        if not os.path.isfile(path):
-            raise UsageError('--resume %s: %s is missing' % (args.resume, path))
-    meta = checkpoints.read_meta(model_path)
-    if meta.get('kind', kind) != kind:
-        raise UsageError('--resume %s holds a %s model, not a %s one'
-                         % (args.resume, meta['kind'], kind))
-    for key in same:
-        if key in meta and meta[key] != getattr(args, key):
-            raise UsageError('--resume %s was trained with --%s %s, not %s'
-                             % (args.resume, key, meta[key], getattr(args, key)))
-    step = checkpoints.state_step(state_path)
-    if 'step' in meta and step != meta['step']:
-        raise UsageError('--resume %s: final.model (epoch %s, step %d) and final.state '
-                         '(step %d) were not saved together; resume from a pair of one '
-                         'epoch' % (args.resume, meta.get('epoch', '?'), meta['step'], step))
-    if args.start_epoch is None or args.start_epoch == meta.get('epoch', 0) + 1:
-        args.start_step = meta.get('step')
-        args.start_epoch = meta.get('epoch', 0) + 1

@@ -99,7 +99,7 @@ def test_multi_similarity_with_memory_matches_the_formula():
 def test_memory_rows_are_constants_and_the_batch_gets_gradients(name):
     x = chainer.Variable(clustered(6, LABELS))
     memory = memory_rows()
-    losses.make_loss(name)(x, LABELS, memory=memory).backward()
+    losses.build(name, 4, 6, 8, 0, 2)(x, LABELS, memory=memory).backward()
     assert np.isfinite(x.grad).all() and np.abs(x.grad).sum() > 0
 
 
@@ -133,7 +133,7 @@ def test_cross_batch_memory_warms_up_then_keeps_the_last_rows_oldest_first():
 
 def test_supcon_ce_weights_the_two_terms():
     x = clustered(8, LABELS).astype(np.float32)
-    link = losses.make_loss('supcon_ce', n_classes=4, dim=6, temperature=0.3, weight=0.9)
+    link = losses.SupConCE(4, 6, temperature=0.3, weight=0.9)
     assert sorted(name for name, _ in link.namedparams()) == ['/classifier/W',
                                                                '/classifier/b']
     logits = x @ link.classifier.W.array.T + link.classifier.b.array

@@ -14,7 +14,7 @@ import chainer.gradient_check
 import numpy as np
 import pytest
 
-from bertlib import losses
+from bertlib import losses, samplers
 
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 3], dtype=np.int32)  # class 3 has no positive
 TOLERANCE = {np.float32: {'rtol': 1e-5, 'atol': 1e-5}, np.float64: {'rtol': 1e-10, 'atol': 1e-10}}
@@ -141,7 +141,7 @@ SAMPLING_LABELS = np.array([3, 3, 3, 7, 7, 9, 5, 5, 5, 5, 3])  # 9 is a singleto
 
 def test_sample_triplets_properties():
     y = SAMPLING_LABELS
-    a, p, n = losses.sample_triplets(y, 3000, np.random.RandomState(0))
+    a, p, n = samplers.sample_triplets(y, 3000, np.random.RandomState(0))
     assert a.shape == p.shape == n.shape == (3000,)
     assert (y[a] == y[p]).all()
     assert (a != p).all()
@@ -159,16 +159,16 @@ def test_sample_triplets_properties():
 
 
 def test_sample_triplets_count_zero_is_one_pass():
-    a, p, n = losses.sample_triplets(SAMPLING_LABELS, 0, np.random.RandomState(1))
+    a, p, n = samplers.sample_triplets(SAMPLING_LABELS, 0, np.random.RandomState(1))
     eligible = [i for i in range(len(SAMPLING_LABELS)) if i != 5]
     assert sorted(a) == eligible
     assert len(p) == len(n) == len(eligible)
 
 
 def test_sample_triplets_is_reproducible():
-    first = losses.sample_triplets(SAMPLING_LABELS, 50, np.random.RandomState(42))
-    again = losses.sample_triplets(SAMPLING_LABELS, 50, np.random.RandomState(42))
-    other = losses.sample_triplets(SAMPLING_LABELS, 50, np.random.RandomState(43))
+    first = samplers.sample_triplets(SAMPLING_LABELS, 50, np.random.RandomState(42))
+    again = samplers.sample_triplets(SAMPLING_LABELS, 50, np.random.RandomState(42))
+    other = samplers.sample_triplets(SAMPLING_LABELS, 50, np.random.RandomState(43))
     for u, v in zip(first, again):
         np.testing.assert_array_equal(u, v)
     assert any((u != v).any() for u, v in zip(first, other))
@@ -180,7 +180,7 @@ def test_sample_triplets_is_reproducible():
 ])
 def test_sample_triplets_rejects_labels_without_triples(labels, message):
     with pytest.raises(ValueError, match=message):
-        losses.sample_triplets(np.array(labels), 0, np.random.RandomState(0))
+        samplers.sample_triplets(np.array(labels), 0, np.random.RandomState(0))
 
 
 # ---------------------------------------------------------------------------------------
@@ -422,54 +422,110 @@ def test_shape_mismatch_is_reported():
 # Selection by name
 
 
+def built(name, **flags):
+    """`losses.build` for 4 classes of 6-dimensional embeddings, 8 sentences a batch."""
+    return losses.build(name, n_classes=4, dim=6, batchsize=8, triplets=0,
+                        samples_per_class=2, **flags)
+
+
 def test_every_listed_loss_can_be_trained():
-    """Each name of LOSSES (train_dml.py's --loss choices) is a batch loss with a finite,
-    positive value and a gradient, or 'triplet', drawn as triples; other names fail."""
+    """Each name of LOSSES (train_dml.py's --loss choices) draws batches and gives a finite,
+    positive loss on them with a gradient; other names fail."""
     rng = np.random.RandomState(0)
     x = chainer.Variable(rng.randn(8, 6).astype(np.float32))
     t = np.array([0, 0, 1, 1, 2, 2, 3, 3], dtype=np.int32)
     for name in losses.LOSSES:
-        if name == 'triplet':
-            with pytest.raises(ValueError, match='triples'):
-                losses.make_loss(name)
-            continue
+        loss = built(name)
+        batch = next(iter(loss.batches(t, np.random.RandomState(1))))
         x.cleargrad()
-        value = losses.make_loss(name, n_classes=4, dim=6)(x, t)
+        value = loss(x[batch], t[batch])
         value.backward()
         assert np.isfinite(value.array) and float(value.array) > 0, name
         assert np.abs(x.grad).sum() > 0, name
     with pytest.raises(ValueError, match='unknown loss'):
-        losses.make_loss('contrastive')
+        built('contrastive')
 
 
-@pytest.mark.parametrize('name', BATCH_LOSSES)
-def test_make_loss_binds_hyper_parameters(name):
-    hyper = {'batch_hard': {'margin': 0.9}, 'multi_similarity': {'beta': 20.0},
-             'supcon': {'temperature': 0.3}}[name]
-    loss = losses.make_loss(name, n_classes=4, dim=6, **hyper)
-    assert isinstance(loss, chainer.Link) and not list(loss.params())
+@pytest.mark.parametrize('name, flags', [('batch_hard', {'margin': 0.9}),
+                                         ('supcon', {'temperature': 0.3})])
+def test_build_binds_the_loss_flags(name, flags):
     x = clustered(12, dtype=np.float32)
-    assert loss(x, LABELS).array == BATCH_LOSSES[name](x, LABELS, **hyper).array
+    value = built(name, **flags)(x, LABELS).array
+    assert value == BATCH_LOSSES[name](x, LABELS, **flags).array
+    assert value != BATCH_LOSSES[name](x, LABELS).array
+    assert built(name).link is None
 
 
-def test_make_loss_arcface_is_a_trainable_child_link():
-    loss = losses.make_loss('arcface', n_classes=4, dim=6, scale=16.0, margin=0.2)
-    assert isinstance(loss, losses.ArcFace) and (loss.scale, loss.margin) == (16.0, 0.2)
+def test_flags_a_loss_does_not_take_are_ignored():
+    x = clustered(13, dtype=np.float32)
+    assert (built('multi_similarity', margin=0.9, temperature=0.3)(x, LABELS).array
+            == losses.multi_similarity_loss(x, LABELS).array)
+
+
+def test_each_flag_default_is_the_loss_signature_default():
+    """Stated once: a flag left out (None) takes the loss's own default, and that is the
+    default train_dml.py prints and uses."""
+    assert losses.flag_default('margin', 'triplet') == 0.2
+    assert losses.flag_default('margin', 'batch_hard') == 0.2
+    assert losses.flag_default('margin', 'arcface') == 0.3
+    assert losses.flag_default('margin', 'supcon') == 0.2  # not its flag: triplet's
+    assert losses.flag_default('temperature', 'supcon_ce') == 0.1
+    assert losses.flag_default('supcon_weight', 'triplet') == 0.9
+    link = built('arcface', margin=None).link
+    assert (link.scale, link.margin) == (30.0, 0.3)
+    link = built('supcon_ce').link
+    assert (link.temperature, link.weight) == (0.1, 0.9)
+
+
+def test_arcface_and_supcon_ce_bring_a_trainable_link():
+    loss = built('arcface', scale=16.0, margin=0.2)
+    assert isinstance(loss.link, losses.ArcFace)
+    assert (loss.link.scale, loss.link.margin) == (16.0, 0.2) and loss.proxies
     model = chainer.Chain()
     with model.init_scope():
-        model.loss = loss
+        model.loss = loss.link
     assert [name for name, _ in model.namedparams()] == ['/loss/W']
+    x = clustered(14, dtype=np.float32)
+    assert loss(x, LABELS).array == loss.link(x, LABELS).array
+    loss = built('supcon_ce', temperature=0.3, supcon_weight=0.5)
+    assert (loss.link.temperature, loss.link.weight) == (0.3, 0.5) and not loss.proxies
 
 
-def test_make_loss_rejects_bad_requests():
-    with pytest.raises(ValueError, match='sample_triplets'):
-        losses.make_loss('triplet')
-    with pytest.raises(ValueError, match='unknown loss'):
-        losses.make_loss('contrastive')
-    with pytest.raises(ValueError, match='n_classes'):
-        losses.make_loss('arcface')
-    with pytest.raises(TypeError):
-        losses.make_loss('supcon', temprature=0.1)
+def test_memory_losses_are_those_that_take_a_memory():
+    assert losses.MEMORY_LOSSES == ('multi_similarity', 'supcon', 'supcon_ce')
+    assert [name for name in losses.LOSSES if built(name).memory] == list(losses.MEMORY_LOSSES)
+
+
+def test_triplet_batches_stack_the_drawn_triples():
+    """'triplet' embeds anchors | positives | negatives of sample_triplets' draw, batchsize
+    triples a step, and scores them with triplet_loss."""
+    labels = np.repeat([0, 1, 2], [4, 3, 3])
+    loss = losses.build('triplet', 3, 6, batchsize=4, triplets=10, samples_per_class=2)
+    batches = list(loss.batches(labels, np.random.RandomState(5)))
+    a, p, n = samplers.sample_triplets(labels, 10, np.random.RandomState(5))
+    assert [len(batch) for batch in batches] == [12, 12, 6]
+    np.testing.assert_array_equal(batches[0], np.concatenate([a[:4], p[:4], n[:4]]))
+    np.testing.assert_array_equal(batches[2], np.concatenate([a[8:], p[8:], n[8:]]))
+    x = np.random.RandomState(6).randn(12, 6).astype(np.float32)
+    assert (loss(x, labels[batches[0]]).array
+            == losses.triplet_loss(x[:4], x[4:8], x[8:], margin=0.2).array)
+
+
+def test_pk_batches_grow_k_when_there_are_few_classes():
+    labels = np.repeat([0, 1], 10)
+    loss = losses.build('supcon', 2, 6, batchsize=8, triplets=0, samples_per_class=2)
+    for batch in loss.batches(labels, np.random.RandomState(7)):
+        assert np.bincount(labels[batch]).tolist() == [4, 4]
+
+
+def test_random_sampling_is_one_shuffled_pass():
+    labels = np.repeat([0, 1, 2], 5)
+    loss = losses.build('supcon', 3, 6, batchsize=4, triplets=0, samples_per_class=2,
+                        sampling='random')
+    batches = list(loss.batches(labels, np.random.RandomState(8)))
+    assert [len(batch) for batch in batches] == [4, 4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate(batches),
+                                  np.random.RandomState(8).permutation(15))
 
 
 # ---------------------------------------------------------------------------------------
@@ -480,7 +536,7 @@ PK_LABELS = np.repeat([10, 11, 12, 13, 14], [5, 3, 1, 8, 2])
 
 def test_pk_batches_structure_and_coverage():
     p, k = 3, 4
-    batches = list(losses.pk_batches(PK_LABELS, p, k, np.random.RandomState(0)))
+    batches = list(samplers.pk_batches(PK_LABELS, p, k, np.random.RandomState(0)))
     seen = set()
     for batch in batches:
         assert batch.shape == (p * k,) and batch.dtype == np.int64
@@ -497,7 +553,7 @@ def test_pk_batches_structure_and_coverage():
 
 def test_pk_batches_imbalanced_classes_fill_the_tail():
     labels = np.repeat([0, 1, 2], [40, 2, 2])
-    batches = list(losses.pk_batches(labels, 2, 2, np.random.RandomState(1)))
+    batches = list(samplers.pk_batches(labels, 2, 2, np.random.RandomState(1)))
     assert set(np.concatenate(batches)) == set(range(44))
     # Class 0's 20 groups need 20 batches (21 if one batch draws classes 1 and 2).
     assert 20 <= len(batches) <= 21
@@ -506,15 +562,15 @@ def test_pk_batches_imbalanced_classes_fill_the_tail():
 
 
 def test_pk_batches_is_reproducible():
-    first = list(losses.pk_batches(PK_LABELS, 2, 3, np.random.RandomState(5)))
-    again = list(losses.pk_batches(PK_LABELS, 2, 3, np.random.RandomState(5)))
+    first = list(samplers.pk_batches(PK_LABELS, 2, 3, np.random.RandomState(5)))
+    again = list(samplers.pk_batches(PK_LABELS, 2, 3, np.random.RandomState(5)))
     assert len(first) == len(again)
     assert all((u == v).all() for u, v in zip(first, again))
 
 
 def test_pk_batches_needs_p_classes():
     with pytest.raises(ValueError, match='only 5 classes'):
-        next(losses.pk_batches(PK_LABELS, 6, 2, np.random.RandomState(0)))
+        next(samplers.pk_batches(PK_LABELS, 6, 2, np.random.RandomState(0)))
 
 
 # ---------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import chainer
 import numpy as np
 import pytest
 
-from bertlib import modeling
+from bertlib import cli, modeling
 from bertlib.errors import UsageError
 
 TINY = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
@@ -185,6 +185,9 @@ def test_config_reads_google_and_hugging_face_files(tmp_path):
 def test_config_errors_name_the_file(tmp_path, content, message):
     path = tmp_path / 'bert_config.json'
     path.write_text(content)
-    with pytest.raises(UsageError) as info:
+    with pytest.raises(modeling.ConfigError) as info:
         modeling.BertConfig.from_json_file(str(path))
     assert message in str(info.value) and 'bert_config.json' in str(info.value)
+    with pytest.raises(UsageError) as info:  # what the scripts print as `error: ...`
+        cli.read_bert_config(str(path))
+    assert message in str(info.value) and str(path) in str(info.value)

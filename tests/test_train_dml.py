@@ -179,6 +179,24 @@ def test_resume_errors(tmp_path, tiny):
                        + ['--dim', '4'])
 
 
+def test_check_args_returns_where_to_start_and_leaves_the_flags_alone(tmp_path, tiny):
+    """The epoch and step to resume at come back from launch.check_args; the parsed
+    flags (printed, and compared with the resumed model's) stay as the user gave them."""
+    from bertlib import launch
+    out = tmp_path / 'out'
+    train_dml.main(train_args(tmp_path, tiny, out, '--epoch', '1', '--triplets', '8'))
+    step = checkpoints.read_meta(str(out / 'final.model'))['step']
+    args = train_dml.parse_args(train_args(tmp_path, tiny, tmp_path / 'next', '--epoch', '3',
+                                           '--resume', str(out)))
+    before = dict(vars(args))
+    assert launch.check_args(args, 'dml') == (2, step) and step > 0
+    assert vars(args) == before and args.start_epoch is None
+    args.start_epoch = 3  # another epoch than the saved one's next: its step is counted
+    assert launch.check_args(args, 'dml') == (3, None)
+    args = train_dml.parse_args(train_args(tmp_path, tiny, tmp_path / 'new', '--epoch', '2'))
+    assert launch.check_args(args, 'dml') == (1, None)
+
+
 def test_labels_bin_is_read_without_running_code(tmp_path):
     class Boom(object):
         def __reduce__(self):

@@ -29,7 +29,7 @@ SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def make_model(args):
     """Random weights in the demo model's shape: its npz (91 MB) is too big to carry."""
     os.makedirs(args.out, exist_ok=True)
-    config = modeling.BertConfig.from_json_file(args.config)
+    config = cli.read_bert_config(args.config)
     np.random.seed(args.seed)
     bert = modeling.BertModel(config)
     modeling.save_pretrained(bert, os.path.join(args.out, 'arrays_bert_model.ckpt.npz'))
