@@ -11,7 +11,7 @@ import chainer.functions as F
 import chainer.links as L
 import numpy as np
 
-from bertlib import distributed, dropout, training
+from bertlib import distributed, dropout, figures, training
 
 TRAIN_SAMPLE = 2000
 
@@ -142,24 +142,6 @@ def report(y_true, y_pred, names):
 
 def draw_confusion(y_true, y_pred, names, path, title):
     """The confusion matrix as a picture, as the original BERT-DML's
-    `<out>-cm-<model>.png`: rates as colours (rows: true, columns: predicted), each cell
-    annotated with its count. Japanese label names are drawn with their glyphs."""
-    from matplotlib.figure import Figure
-    from bertlib import projection
-    projection.use_japanese_font()
+    `<out>-cm-<model>.png` (figures.draw_confusion)."""
     matrix, rates = confusion(y_true, y_pred, len(names))
-    side = min(4.0 + 0.45 * len(names), 40.0)
-    figure = Figure(figsize=(side + 1.5, side), layout='constrained')
-    ax = figure.subplots()
-    image = ax.imshow(rates, cmap='Blues', vmin=0.0, vmax=1.0)
-    figure.colorbar(image, ax=ax, label='rate of the true class')
-    ax.set_xticks(range(len(names)), names, rotation=90)
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel('predicted')
-    ax.set_ylabel('true')
-    if len(names) <= 30:
-        for (i, j), count in np.ndenumerate(matrix):
-            ax.text(j, i, str(count), ha='center', va='center', fontsize='small',
-                    color='white' if rates[i, j] > 0.5 else 'black')
-    ax.set_title(title)
-    projection.save_figure(figure, path, dpi=100)
+    figures.draw_confusion(matrix, rates, names, path, title)

@@ -313,3 +313,26 @@ def plot_curves(records, path):
     with atomic_write(path, 'wb') as f:
         figure.savefig(f, format='png', dpi=100)
     plt.close(figure)
+
+
+def draw_confusion(matrix, rates, names, path, title):
+    """A confusion matrix picture: (K, K) counts `matrix` and row rates `rates` (rows:
+    true, columns: predicted), the rates as colours and each cell annotated with its
+    count (up to 30 classes). Japanese label names are drawn with their glyphs."""
+    from matplotlib.figure import Figure
+    use_japanese_font()
+    side = min(4.0 + 0.45 * len(names), 40.0)
+    figure = Figure(figsize=(side + 1.5, side), layout='constrained')
+    ax = figure.subplots()
+    image = ax.imshow(rates, cmap='Blues', vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=ax, label='rate of the true class')
+    ax.set_xticks(range(len(names)), names, rotation=90)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    if len(names) <= 30:
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(j, i, str(count), ha='center', va='center', fontsize='small',
+                    color='white' if rates[i, j] > 0.5 else 'black')
+    ax.set_title(title)
+    save_figure(figure, path, dpi=100)

@@ -142,8 +142,3 @@ def one_openmp_thread():
     import sklearn.utils  # noqa: F401  (loads scikit-learn's OpenMP runtime to limit it)
     from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=1, user_api='openmp')
-
-
-# bertlib/classifier.py's confusion matrix still finds these two here; its next change
-# should import them from figures, and these names then go.
-from bertlib.figures import save_figure, use_japanese_font  # noqa: E402,F401
