@@ -22,6 +22,8 @@ Markdown table of every run so far is printed.
     python bench/dml_quality.py --grid          # the ablation of issue 16 (GRID)
     python bench/dml_quality.py --stage validation --loss supcon --epoch 3 --name v-headnone \\
         --score_only -- --no_centre              # rescore a finished run, raw features
+    python bench/dml_quality.py --paired v-recipe  # every validation run against v-recipe,
+                                                   # query by query (paired differences)
 Arguments after `--` go to train_dml.py as they are (`--no_centre`, `--max_seq_length`
 to extruct_bert_metrics.py too).
 """
@@ -72,7 +74,10 @@ def extract(out, source, extra, script='extruct_bert_metrics.py', model='final.m
     """Features of the file `source` from out/`model`: (labels, (N, D) float32)."""
     import numpy as np
     from bertlib.featurefile import read_features
-    features = out / ('features-%s.tsv' % source.stem)
+    # Raw and centred features of one run are kept apart: rescoring one must not
+    # overwrite the other.
+    features = out / ('features-%s%s.tsv' % (source.stem, '-raw' if '--no_centre' in extra
+                                             else ''))
     command = [sys.executable, str(ROOT / script),
                '--input', str(source), '--output', str(features),
                '--model', str(out / model), '--label', str(out / 'labels.bin')]
@@ -116,13 +121,48 @@ HEAD_FREE = RECIPE + ['--head', 'none']
 GRID = [
     ('v-headnone', 'supcon', 3, HEAD_FREE),
     ('v-recipe', 'supcon', 3, RECIPE),
-    ('v-headnone-ema', 'supcon', 3, HEAD_FREE + ['--ema', '0.99']),
-    ('v-headnone-supcon_ce', 'supcon_ce', 3, HEAD_FREE + ['--supcon_weight', '0.9']),
-    ('v-headnone-memory', 'supcon', 3, HEAD_FREE + ['--memory_size', '1024']),
+    ('v-recipe-ema', 'supcon', 3, RECIPE + ['--ema', '0.99']),
     ('v-headnone-random', 'supcon', 3, HEAD_FREE + ['--sampling', 'random']),
+    ('v-recipe-supcon_ce', 'supcon_ce', 3, RECIPE + ['--supcon_weight', '0.9']),
+    ('v-recipe-memory', 'supcon', 3, RECIPE + ['--memory_size', '1024']),
+    ('v-recipe-random', 'supcon', 3, RECIPE + ['--sampling', 'random']),
     ('v-recipe-dim128', 'supcon', 3, RECIPE + ['--dim', '128']),
     ('v-recipe-dim768', 'supcon', 3, RECIPE + ['--dim', '768']),
 ]
+
+
+def paired(base, extra):
+    """Each validation run against the run `base`, query by query: the validation split
+    is small (one standard error of MAP@R is about 0.009), but every run is scored on the
+    same sentences, so the standard error of a difference over the queries is smaller
+    than the two runs' own. Prints a Markdown table; features are re-extracted (centred
+    unless `--no_centre` is in `extra`)."""
+    import numpy as np
+    from bertlib.metrics import retrieval_metrics
+    _, valid = carve_validation()
+    names = []
+    for line in (RESULTS / 'dml-quality.jsonl').read_text().splitlines():
+        record = json.loads(line)
+        if record.get('stage') == 'validation' and ' (raw)' not in record['name'] \
+                and record['name'] not in names:
+            names.append(record['name'])
+    if base not in names:
+        raise SystemExit('error: no validation run named %r in %s'
+                         % (base, RESULTS / 'dml-quality.jsonl'))
+    per_query = {}
+    for name in names:
+        labels, vectors = extract(RESULTS / 'dml' / name, valid, extra)
+        per_query[name] = retrieval_metrics(vectors, labels, per_query=True)['per_query']
+    print('| run | P@1 | difference | MAP@R | difference |')
+    print('|---|---|---|---|---|')
+    for name in names:
+        cells = []
+        for key in ('precision_at_1', 'map_at_r'):
+            own = per_query[name][key]
+            difference = own - per_query[base][key]
+            se = difference.std(ddof=1) / len(difference) ** 0.5
+            cells += ['%.3f' % own.mean(), '%+.3f ± %.3f' % (difference.mean(), se)]
+        print('| %s | %s |' % (name, ' | '.join(cells)))
 
 
 def main():
@@ -136,11 +176,17 @@ def main():
     parser.add_argument('--score_only', action='store_true',
                         help='do not train: score the model a finished run left in '
                              'results/dml/NAME')
+    parser.add_argument('--paired', metavar='BASE',
+                        help='compare every validation run with the run BASE, query by '
+                             'query (the standard error of the difference)')
     parser.add_argument('--grid', action='store_true',
                         help='run the validation settings of GRID not yet recorded')
     args = parser.parse_args(argv)
     if not (DATA / '04-train.txt').exists():
         print('skipped: %s is absent' % DATA)
+        return
+    if args.paired:
+        paired(args.paired, extra)
         return
     if args.grid:
         done = set()
