@@ -17,7 +17,7 @@ import sys
 import time
 
 from bertlib.testing import model_flags
-from dml_quality import (DATA, MODEL, RESULTS, ROOT, read_log, score_test_features,
+from dml_quality import (DATA, MODEL, RESULTS, ROOT, read_log, score_run,
                          split_extra)
 
 
@@ -38,7 +38,8 @@ def main():
                     '--out', str(out), '--epoch', str(args.epoch)] + model_flags(MODEL) + extra,
                    check=True)
     log = read_log(out)
-    scores = score_test_features(out, extra, script='extruct_bert_classified.py')
+    scores = score_run(out, DATA / '04-test.txt', DATA / '04-train.txt', extra,
+                       script='extruct_bert_classified.py')
     record = {'name': args.name, 'epochs': args.epoch, 'flags': extra,
               'minutes': round((time.time() - start) / 60.0, 1),
               'test_accuracy': round(log[-1]['D/acc1'], 4),

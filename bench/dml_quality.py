@@ -3,8 +3,9 @@
 
 Two stages, so that no choice is made on the test set:
   --stage validation  trains on 90% of 04-train.txt and scores the other 10% (every 10th
-                      line) after each epoch; the features of those 10% are then
-                      extracted from final.model and scored with standard errors. Use it
+                      line; `--fold` picks which) after each epoch; the features of
+                      those 10% are then extracted from final.model and scored like the
+                      test ones below, the probe being fitted on the other 90%. Use it
                       to choose the loss and its settings.
   --stage test        trains on all of 04-train.txt with the chosen settings, extracts the
                       features of 04-test.txt and 04-train.txt from final.model with
@@ -22,8 +23,8 @@ Markdown table of every run so far is printed.
     python bench/dml_quality.py --grid          # the ablation of issue 16 (GRID)
     python bench/dml_quality.py --stage validation --loss supcon --epoch 3 --name v-headnone \\
         --score_only -- --no_centre              # rescore a finished run, raw features
-    python bench/dml_quality.py --paired v-recipe  # every validation run against v-recipe,
-                                                   # query by query (paired differences)
+    python bench/dml_quality.py --paired v-recipe  # every validation run against v-recipe's
+                              # setting on its fold, query by query, then pooled over folds
 Arguments after `--` go to train_dml.py as they are (`--no_centre`, `--max_seq_length`
 to extruct_bert_metrics.py too).
 """
@@ -104,14 +105,16 @@ def retrieval_with_errors(labels, vectors):
     return scores
 
 
-def score_test_features(out, extra, script='extruct_bert_metrics.py', model='final.model'):
-    """Extracts 04-test.txt and 04-train.txt features with `script` from out/`model`;
-    retrieval scores, k-means NMI and the probe's accuracy on the test ones."""
+def score_run(out, evaluation, train, extra, script='extruct_bert_metrics.py',
+              model='final.model'):
+    """Extracts the features of `evaluation` and `train` with `script` from out/`model`;
+    retrieval scores, k-means NMI and the probe's accuracy on the `evaluation` ones, the
+    probe being fitted on the `train` ones."""
     from bertlib.evaluation import score_features
-    labels, vectors = extract(out, DATA / '04-test.txt', extra, script, model)
-    train = extract(out, DATA / '04-train.txt', extra, script, model)
+    labels, vectors = extract(out, evaluation, extra, script, model)
+    train_labels, train_vectors = extract(out, train, extra, script, model)
     scores = retrieval_with_errors(labels, vectors)
-    others = score_features(list(labels), vectors, train=(list(train[0]), train[1]))
+    others = score_features(list(labels), vectors, train=(list(train_labels), train_vectors))
     scores.update({k: others[k] for k in ('kmeans_nmi', 'probe_accuracy')})
     return scores
 
@@ -134,38 +137,83 @@ GRID = [
 ]
 
 
-def paired(base, extra, fold=9):
-    """Each validation run against the run `base`, query by query: the validation split
-    is small (one standard error of MAP@R is about 0.009), but every run is scored on the
-    same sentences, so the standard error of a difference over the queries is smaller
-    than the two runs' own. Prints a Markdown table; features are re-extracted (centred
-    unless `--no_centre` is in `extra`)."""
+# Flags that change what is written, not what is trained.
+_OUTPUT_FLAGS = ('--no_centre', '--noplot')
+
+
+def _setting(record):
+    """What a validation run trained, whatever its fold: (loss, epochs, flags)."""
+    return (record['loss'], record['epochs'],
+            tuple(f for f in record['flags'] if f not in _OUTPUT_FLAGS))
+
+
+def paired(base, extra):
+    """Each validation run against the run `base`, query by query. One validation split
+    is small (one standard error of MAP@R is about 0.009), but runs of one fold are scored
+    on the same sentences, so the standard error of a difference over the queries is
+    smaller than the two runs' own. Runs of the same setting on other folds are compared
+    with base's setting on those folds, and each setting's differences are then pooled
+    over every fold both ran on (the folds hold out different sentences). Prints Markdown
+    tables; features are re-extracted (centred unless `--no_centre` is in `extra`)."""
     import numpy as np
     from bertlib.metrics import retrieval_metrics
-    _, valid = carve_validation(fold)
-    names = []
+    records = {}
     for line in (RESULTS / 'dml-quality.jsonl').read_text().splitlines():
         record = json.loads(line)
-        if record.get('stage') == 'validation' and ' (raw)' not in record['name'] \
-                and record.get('fold', 9) == fold and record['name'] not in names:
-            names.append(record['name'])
-    if base not in names:
+        if record.get('stage') == 'validation' and ' (raw)' not in record['name']:
+            records[record['name']] = record  # a rescore replaces the first record
+    if base not in records:
         raise SystemExit('error: no validation run named %r in %s'
                          % (base, RESULTS / 'dml-quality.jsonl'))
+    base_setting = _setting(records[base])
+    bases = {r.get('fold', 9): name for name, r in records.items()
+             if _setting(r) == base_setting}
     per_query = {}
-    for name in names:
-        labels, vectors = extract(RESULTS / 'dml' / name, valid, extra)
-        per_query[name] = retrieval_metrics(vectors, labels, per_query=True)['per_query']
-    print('| run | P@1 | difference | MAP@R | difference |')
-    print('|---|---|---|---|---|')
-    for name in names:
-        cells = []
-        for key in ('precision_at_1', 'map_at_r'):
-            own = per_query[name][key]
-            difference = own - per_query[base][key]
+    for name, record in records.items():
+        fold = record.get('fold', 9)
+        if fold in bases:
+            labels, vectors = extract(RESULTS / 'dml' / name, carve_validation(fold)[1], extra)
+            per_query[name] = retrieval_metrics(vectors, labels, per_query=True)['per_query']
+    keys = ('precision_at_1', 'map_at_r')
+
+    def cells(own, reference):
+        row = []
+        for key in keys:
+            difference = own[key] - reference[key]
             se = difference.std(ddof=1) / len(difference) ** 0.5
-            cells += ['%.3f' % own.mean(), '%+.3f ± %.3f' % (difference.mean(), se)]
-        print('| %s | %s |' % (name, ' | '.join(cells)))
+            row += ['%.3f' % own[key].mean(),
+                    '' if own is reference else '%+.3f ± %.3f' % (difference.mean(), se)]
+        return row
+
+    print('| run | fold | P@1 | difference | MAP@R | difference | NMI | probe |')
+    print('|---|---|---|---|---|---|---|---|')
+    for name in per_query:
+        record = records[name]
+        reference = per_query[bases[record.get('fold', 9)]]
+        print('| %s | %d | %s | %s | %s |' % (
+            name, record.get('fold', 9), ' | '.join(cells(per_query[name], reference)),
+            with_error(record, 'kmeans_nmi'), with_error(record, 'probe_accuracy')))
+    print()
+    print('Pooled over the folds each setting shares with %s:' % base)
+    print()
+    print('| setting | folds | P@1 | difference | MAP@R | difference | mean NMI | mean probe |')
+    print('|---|---|---|---|---|---|---|---|')
+    settings = {}
+    for name in per_query:
+        settings.setdefault(_setting(records[name]), []).append(name)
+    for setting, names in settings.items():
+        own = {k: np.concatenate([per_query[n][k] for n in names]) for k in keys}
+        reference = own if setting == base_setting else {
+            k: np.concatenate([per_query[bases[records[n].get('fold', 9)]][k] for n in names])
+            for k in keys}
+        means = []
+        for key in ('kmeans_nmi', 'probe_accuracy'):
+            values = [records[n][key] for n in names if key in records[n]]
+            means.append('%.3f (%d)' % (np.mean(values), len(values)) if values else '')
+        print('| %s %s | %s | %s | %s |' % (
+            setting[0], ' '.join(setting[2]),
+            ', '.join(str(records[n].get('fold', 9)) for n in names),
+            ' | '.join(cells(own, reference)), ' | '.join(means)))
 
 
 def main():
@@ -184,7 +232,8 @@ def main():
                              '(default: 9, the split of the first ablation)')
     parser.add_argument('--paired', metavar='BASE',
                         help='compare every validation run with the run BASE, query by '
-                             'query (the standard error of the difference)')
+                             'query (the standard error of the difference), per fold '
+                             "and pooled over the folds where BASE's setting also ran")
     parser.add_argument('--grid', action='store_true',
                         help='run the validation settings of GRID not yet recorded')
     args = parser.parse_args(argv)
@@ -192,7 +241,7 @@ def main():
         print('skipped: %s is absent' % DATA)
         return
     if args.paired:
-        paired(args.paired, extra, args.fold)
+        paired(args.paired, extra)
         return
     if args.grid:
         done = set()
@@ -233,10 +282,7 @@ def run(stage, loss, epochs, name, extra, score_only=False, fold=9):
                                          / len(log), 1),
               'per_epoch': [{'epoch': r['epoch'], 'precision_at_1': round(r['D/acc1'], 4),
                              'map_at_r': round(r['D/acc2'], 4)} for r in log]}
-    if stage == 'test':
-        scores = score_test_features(out, extra)
-    else:
-        scores = retrieval_with_errors(*extract(out, evaluation, extra))
+    scores = score_run(out, evaluation, train, extra)
     record.update({k: round(v, 4) for k, v in scores.items() if k != 'count'})
     RESULTS.mkdir(exist_ok=True)
     with open(RESULTS / 'dml-quality.jsonl', 'a', encoding='utf-8') as f:
