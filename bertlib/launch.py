@@ -96,8 +96,8 @@ def report_unseen(split, label_to_id, eval_label_to_id, path):
 def place(setup, model, optimizer):
     """Loads --resume's final.model and final.state into `model` and `optimizer` (whose
     state, e.g. --ema's or the memory's, must be attached already), moves the model to
-    the device and wraps the optimizer for data-parallel runs; rank 0 creates --out and
-    saves labels.bin there. Returns the optimizer to train with."""
+    the device and wraps the optimizer for data-parallel runs; rank 0 saves labels.bin
+    in --out (which check_args claimed). Returns the optimizer to train with."""
     args = setup.args
     if args.resume:
         checkpoints.load_model(os.path.join(args.resume, 'final.model'), model)
@@ -108,7 +108,6 @@ def place(setup, model, optimizer):
     model.to_device(setup.device)
     optimizer = distributed.wrap_optimizer(setup.comm, optimizer, model)
     if distributed.is_root(setup.comm):
-        os.makedirs(args.out, exist_ok=True)
         checkpoints.save_labels(os.path.join(args.out, 'labels.bin'), setup.label_to_id)
     return optimizer
 
