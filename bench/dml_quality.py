@@ -210,8 +210,8 @@ def paired(base, extra):
         for key in ('kmeans_nmi', 'probe_accuracy'):
             values = [records[n][key] for n in names if key in records[n]]
             means.append('%.3f (%d)' % (np.mean(values), len(values)) if values else '')
-        print('| %s %s | %s | %s | %s |' % (
-            setting[0], ' '.join(setting[2]),
+        print('| %s --epoch %d %s | %s | %s | %s |' % (
+            setting[0], setting[1], ' '.join(setting[2]),
             ', '.join(str(records[n].get('fold', 9)) for n in names),
             ' | '.join(cells(own, reference)), ' | '.join(means)))
 
