@@ -25,6 +25,7 @@ Markdown table of every run so far is printed.
         --score_only -- --no_centre              # rescore a finished run, raw features
     python bench/dml_quality.py --paired v-recipe  # every validation run against v-recipe's
                               # setting on its fold, query by query, then pooled over folds
+    python bench/dml_quality.py --probes   # the probe against simpler linear read-outs
 Arguments after `--` go to train_dml.py as they are (`--no_centre`, `--max_seq_length`
 to extruct_bert_metrics.py too).
 """
@@ -234,6 +235,11 @@ def main():
                         help='compare every validation run with the run BASE, query by '
                              'query (the standard error of the difference), per fold '
                              "and pooled over the folds where BASE's setting also ran")
+    parser.add_argument('--probes', action='store_true',
+                        help="for every run whose features are saved: the probe's "
+                             'accuracy next to a logistic regression on the unit-length '
+                             'features as they are, the nearest training class mean and '
+                             'the purity of a k-means clustering of the scored features')
     parser.add_argument('--grid', action='store_true',
                         help='run the validation settings of GRID not yet recorded')
     args = parser.parse_args(argv)
@@ -242,6 +248,9 @@ def main():
         return
     if args.paired:
         paired(args.paired, extra)
+        return
+    if args.probes:
+        compare_probes()
         return
     if args.grid:
         done = set()
@@ -288,6 +297,44 @@ def run(stage, loss, epochs, name, extra, score_only=False, fold=9):
     with open(RESULTS / 'dml-quality.jsonl', 'a', encoding='utf-8') as f:
         f.write(json.dumps(record) + '\n')
     print_table(RESULTS / 'dml-quality.jsonl')
+
+
+def compare_probes():
+    """The probe (standardised features, then a logistic regression) against three simpler
+    read-outs of the same centred features, for every run in results/dml whose
+    training and scored features are saved. The training features of a fine-tuned model
+    are nearly separated, so how the read-out is regularised matters."""
+    import numpy as np
+    from sklearn.cluster import KMeans
+    from sklearn.linear_model import LogisticRegression
+    from bertlib.evaluation import probe_accuracy
+    from bertlib.featurefile import read_features
+    print('| run | scored | probe | logistic regression, unscaled | nearest class mean '
+          '| k-means purity |')
+    print('|---|---|---|---|---|---|')
+    for out in sorted(p for p in (RESULTS / 'dml').iterdir() if p.is_dir()):
+        scored = sorted(out.glob('features-valid-10*.tsv')) or sorted(
+            out.glob('features-04-test.tsv'))
+        train = sorted(out.glob('features-train-90*.tsv')) or sorted(
+            out.glob('features-04-train.tsv'))
+        if not (scored and train):
+            continue
+        (labels, x), (train_labels, train_x) = [
+            (np.array(l), v) for l, v in (read_features(str(scored[0])),
+                                          read_features(str(train[0])))]
+        unscaled = LogisticRegression(max_iter=1000, random_state=0).fit(train_x, train_labels)
+        classes = np.unique(train_labels)
+        means = np.stack([train_x[train_labels == c].mean(axis=0) for c in classes])
+        nearest = classes[np.argmax(x @ means.T, axis=1)]
+        found = KMeans(n_clusters=len(classes), n_init=1, random_state=0).fit_predict(
+            x / np.linalg.norm(x, axis=1, keepdims=True))
+        # purity: each cluster counted as its majority class
+        agree = sum(max(np.sum((found == k) & (labels == c)) for c in classes)
+                    for k in range(len(classes)))
+        print('| %s | %s | %.3f | %.3f | %.3f | %.3f |' % (
+            out.name, scored[0].name,
+            probe_accuracy((list(train_labels), train_x), (list(labels), x)),
+            unscaled.score(x, labels), np.mean(nearest == labels), agree / len(labels)))
 
 
 def print_table(path):
