@@ -312,27 +312,33 @@ def compare_probes():
     print('| run | scored | probe | logistic regression, unscaled | nearest class mean '
           '| k-means purity |')
     print('|---|---|---|---|---|---|')
+    def saved(out, patterns):
+        for pattern in patterns:  # centred features only: '-raw' files are rescores
+            found = sorted(f for f in out.glob(pattern) if not f.stem.endswith('-raw'))
+            if found:
+                return found[0]
+        return None
+
     for out in sorted(p for p in (RESULTS / 'dml').iterdir() if p.is_dir()):
-        scored = sorted(out.glob('features-valid-10*.tsv')) or sorted(
-            out.glob('features-04-test.tsv'))
-        train = sorted(out.glob('features-train-90*.tsv')) or sorted(
-            out.glob('features-04-train.tsv'))
+        scored = saved(out, ('features-valid-10*.tsv', 'features-04-test.tsv'))
+        train = saved(out, ('features-train-90*.tsv', 'features-04-train.tsv'))
         if not (scored and train):
             continue
-        (labels, x), (train_labels, train_x) = [
-            (np.array(l), v) for l, v in (read_features(str(scored[0])),
-                                          read_features(str(train[0])))]
+        labels, x = read_features(str(scored))
+        train_labels, train_x = read_features(str(train))
+        labels, train_labels = np.array(labels), np.array(train_labels)
         unscaled = LogisticRegression(max_iter=1000, random_state=0).fit(train_x, train_labels)
         classes = np.unique(train_labels)
         means = np.stack([train_x[train_labels == c].mean(axis=0) for c in classes])
-        nearest = classes[np.argmax(x @ means.T, axis=1)]
+        distances = ((x[:, None, :] - means[None, :, :]) ** 2).sum(axis=2)
+        nearest = classes[np.argmin(distances, axis=1)]
         found = KMeans(n_clusters=len(classes), n_init=1, random_state=0).fit_predict(
             x / np.linalg.norm(x, axis=1, keepdims=True))
         # purity: each cluster counted as its majority class
         agree = sum(max(np.sum((found == k) & (labels == c)) for c in classes)
                     for k in range(len(classes)))
         print('| %s | %s | %.3f | %.3f | %.3f | %.3f |' % (
-            out.name, scored[0].name,
+            out.name, scored.name,
             probe_accuracy((list(train_labels), train_x), (list(labels), x)),
             unscaled.score(x, labels), np.mean(nearest == labels), agree / len(labels)))
 
