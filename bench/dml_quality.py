@@ -25,7 +25,7 @@ Markdown table of every run so far is printed.
         --score_only -- --no_centre              # rescore a finished run, raw features
     python bench/dml_quality.py --paired v-recipe  # every validation run against v-recipe's
                               # setting on its fold, query by query, then pooled over folds
-    python bench/dml_quality.py --probes   # the probe against simpler linear read-outs
+    python bench/dml_quality.py --probes   # the probe against simpler read-outs
 Arguments after `--` go to train_dml.py as they are (`--no_centre`, `--max_seq_length`
 to extruct_bert_metrics.py too).
 """
@@ -75,14 +75,25 @@ def read_log(out):
 _EXTRACTION_FLAGS = {'--max_seq_length': 1, '--no_centre': 0}
 
 
+def features_path(out, source, extra):
+    """Where extract() writes the features of `source`. Raw and centred features of one
+    run are kept apart: rescoring one must not overwrite the other."""
+    return out / ('features-%s%s.tsv' % (source.stem, '-raw' if '--no_centre' in extra
+                                         else ''))
+
+
+def split_of(stage, fold=9):
+    """(training file, scored file) of a run of `stage`."""
+    if stage == 'validation':
+        return carve_validation(fold)
+    return DATA / '04-train.txt', DATA / '04-test.txt'
+
+
 def extract(out, source, extra, script='extruct_bert_metrics.py', model='final.model'):
     """Features of the file `source` from out/`model`: (labels, (N, D) float32)."""
     import numpy as np
     from bertlib.featurefile import read_features
-    # Raw and centred features of one run are kept apart: rescoring one must not
-    # overwrite the other.
-    features = out / ('features-%s%s.tsv' % (source.stem, '-raw' if '--no_centre' in extra
-                                             else ''))
+    features = features_path(out, source, extra)
     command = [sys.executable, str(ROOT / script),
                '--input', str(source), '--output', str(features),
                '--model', str(out / model), '--label', str(out / 'labels.bin')]
@@ -142,6 +153,17 @@ GRID = [
 _OUTPUT_FLAGS = ('--no_centre', '--noplot')
 
 
+def latest_records():
+    """{run name: its last record} in results/dml-quality.jsonl, for the runs scored on
+    centred features (a rescore replaces the first record)."""
+    records = {}
+    for line in (RESULTS / 'dml-quality.jsonl').read_text().splitlines():
+        record = json.loads(line)
+        if ' (raw)' not in record['name']:
+            records[record['name']] = record
+    return records
+
+
 def _setting(record):
     """What a validation run trained, whatever its fold: (loss, epochs, flags)."""
     return (record['loss'], record['epochs'],
@@ -158,11 +180,8 @@ def paired(base, extra):
     tables; features are re-extracted (centred unless `--no_centre` is in `extra`)."""
     import numpy as np
     from bertlib.metrics import retrieval_metrics
-    records = {}
-    for line in (RESULTS / 'dml-quality.jsonl').read_text().splitlines():
-        record = json.loads(line)
-        if record.get('stage') == 'validation' and ' (raw)' not in record['name']:
-            records[record['name']] = record  # a rescore replaces the first record
+    records = {name: r for name, r in latest_records().items()
+               if r.get('stage') == 'validation'}
     if base not in records:
         raise SystemExit('error: no validation run named %r in %s'
                          % (base, RESULTS / 'dml-quality.jsonl'))
@@ -253,10 +272,7 @@ def main():
         compare_probes()
         return
     if args.grid:
-        done = set()
-        if (RESULTS / 'dml-quality.jsonl').exists():
-            done = {json.loads(line)['name'] for line in
-                    (RESULTS / 'dml-quality.jsonl').read_text().splitlines()}
+        done = set(latest_records()) if (RESULTS / 'dml-quality.jsonl').exists() else set()
         for name, loss, epochs, flags in GRID:
             if name not in done:
                 run('validation', loss, epochs, name, flags + extra)
@@ -270,10 +286,7 @@ def main():
 def run(stage, loss, epochs, name, extra, score_only=False, fold=9):
     """Trains (unless score_only) and scores one setting; appends its record."""
     out = RESULTS / 'dml' / name
-    if stage == 'validation':
-        train, evaluation = carve_validation(fold)
-    else:
-        train, evaluation = DATA / '04-train.txt', DATA / '04-test.txt'
+    train, evaluation = split_of(stage, fold)
     training_flags = [f for f in extra if f != '--no_centre']  # an extraction flag
     command = [sys.executable, str(ROOT / 'train_dml.py'), '--train', str(train),
                '--eval', str(evaluation), '--out', str(out), '--loss', loss,
@@ -301,28 +314,23 @@ def run(stage, loss, epochs, name, extra, score_only=False, fold=9):
 
 def compare_probes():
     """The probe (standardised features, then a logistic regression) against three simpler
-    read-outs of the same centred features, for every run in results/dml whose
-    training and scored features are saved. The training features of a fine-tuned model
-    are nearly separated, so how the read-out is regularised matters."""
+    read-outs of the same centred features, for every recorded run whose training and
+    scored features are saved. The training features of a fine-tuned model are nearly
+    separated, so how the read-out is regularised matters."""
     import numpy as np
     from sklearn.cluster import KMeans
     from sklearn.linear_model import LogisticRegression
     from bertlib.evaluation import probe_accuracy
     from bertlib.featurefile import read_features
-    print('| run | scored | probe | logistic regression, unscaled | nearest class mean '
+    print('| run | probe | logistic regression, unscaled | nearest class mean '
           '| k-means purity |')
-    print('|---|---|---|---|---|---|')
-    def saved(out, patterns):
-        for pattern in patterns:  # centred features only: '-raw' files are rescores
-            found = sorted(f for f in out.glob(pattern) if not f.stem.endswith('-raw'))
-            if found:
-                return found[0]
-        return None
-
-    for out in sorted(p for p in (RESULTS / 'dml').iterdir() if p.is_dir()):
-        scored = saved(out, ('features-valid-10*.tsv', 'features-04-test.tsv'))
-        train = saved(out, ('features-train-90*.tsv', 'features-04-train.tsv'))
-        if not (scored and train):
+    print('|---|---|---|---|---|')
+    for name, record in sorted(latest_records().items()):
+        out = RESULTS / 'dml' / name
+        fold = 9 if record.get('fold') is None else record['fold']
+        train, scored = [features_path(out, source, []) for source in
+                         split_of(record['stage'], fold)]
+        if not (train.exists() and scored.exists()):
             continue
         labels, x = read_features(str(scored))
         train_labels, train_x = read_features(str(train))
@@ -337,9 +345,8 @@ def compare_probes():
         # purity: each cluster counted as its majority class
         agree = sum(max(np.sum((found == k) & (labels == c)) for c in classes)
                     for k in range(len(classes)))
-        print('| %s | %s | %.3f | %.3f | %.3f | %.3f |' % (
-            out.name, scored.name,
-            probe_accuracy((list(train_labels), train_x), (list(labels), x)),
+        print('| %s | %.3f | %.3f | %.3f | %.3f |' % (
+            name, probe_accuracy((list(train_labels), train_x), (list(labels), x)),
             unscaled.score(x, labels), np.mean(nearest == labels), agree / len(labels)))
 
 
