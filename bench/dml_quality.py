@@ -155,9 +155,10 @@ _OUTPUT_FLAGS = ('--no_centre', '--noplot')
 
 def latest_records():
     """{run name: its last record} in results/dml-quality.jsonl, for the runs scored on
-    centred features (a rescore replaces the first record)."""
+    centred features (a rescore replaces the first record); {} before the first run."""
     records = {}
-    for line in (RESULTS / 'dml-quality.jsonl').read_text().splitlines():
+    path = RESULTS / 'dml-quality.jsonl'
+    for line in (path.read_text().splitlines() if path.exists() else []):
         record = json.loads(line)
         if ' (raw)' not in record['name']:
             records[record['name']] = record
@@ -272,7 +273,7 @@ def main():
         compare_probes()
         return
     if args.grid:
-        done = set(latest_records()) if (RESULTS / 'dml-quality.jsonl').exists() else set()
+        done = set(latest_records())
         for name, loss, epochs, flags in GRID:
             if name not in done:
                 run('validation', loss, epochs, name, flags + extra)
