@@ -4,8 +4,9 @@ drifted (issue 24: its stand-in lacked scikit-learn, which the GPU machine has),
 red dry run no longer said anything about a GPU run; this keeps it green.
 
 Slow: `make test-slow`. It rewrites build/gpu-check/ as `make gpu-check-prepare` does
-and builds build/gpu-check-standin/ once (about a minute from pip's cache); the dry run
-itself takes about 1.5 minutes on an idle 2-core machine."""
+and builds build/gpu-check-standin/ once (about a minute from pip's cache). The dry run
+itself took about 2 minutes of CPU time, 5 to 7 minutes of wall time on the 2-core
+development machine shared with other jobs (load 7 to 8)."""
 
 import os
 import re
