@@ -29,7 +29,7 @@ class Setup(object):
     """A checked run with BERT and its data loaded (made by `prepare`).
 
     Attributes:
-        args: the parsed flags (never changed here).
+        args: the parsed flags (never changed here, but --text_prefix of a --resume).
         comm: the ChainerMN communicator, or None.
         device: the chainer device to train on.
         config, bert: the BERT configuration and model (pre-trained weights loaded).
@@ -122,7 +122,7 @@ def run(setup, task, optimizer):
             seed=args.seed, warmup=args.warmup, start_epoch=setup.start_epoch,
             start_step=setup.start_step,
             plot_path=None if args.noplot else training.beside_out(args.out, '.png'),
-            comm=setup.comm)
+            comm=setup.comm, meta={'text_prefix': args.text_prefix or ''})
     except training.TrainingError as e:
         raise UsageError(str(e))
 
@@ -130,7 +130,8 @@ def run(setup, task, optimizer):
 def check_args(args, kind, same=(), comm=None):
     """Checks the shared training flags before any work. Returns (start_epoch,
     start_step): --start_epoch, or the epoch after --resume's, and the step count saved
-    with --resume's model (None: `train` counts it). `args` is left as it is.
+    with --resume's model (None: `train` counts it). `args` is left as it is but for
+    --text_prefix, which a resumed run takes from its model (`cli.settle_text_prefix`).
 
     kind: 'dml' or 'classifier', the kind of model --resume must hold; same: flags whose
     value must equal the one the resumed model was trained with (e.g. 'dim').
@@ -205,6 +206,7 @@ def check_resume(args, kind, same):
         if not os.path.isfile(path):
             raise UsageError('--resume %s: %s is missing' % (args.resume, path))
     meta = checkpoints.read_meta(model_path)
+    cli.settle_text_prefix(args, model_path)
     if meta.get('kind', kind) != kind:
         raise UsageError('--resume %s holds a %s model, not a %s one'
                          % (args.resume, meta['kind'], kind))
