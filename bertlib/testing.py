@@ -48,3 +48,44 @@ def model_flags(folder):
     return ['--vocab_file', os.fspath(folder / 'vocab.txt'),
             '--bert_config_file', os.fspath(folder / 'bert_config.json'),
             '--init_checkpoint', os.fspath(folder / 'arrays_bert_model.ckpt.npz')]
+
+
+def sentencepiece_pieces(words):
+    """[(piece, score)] of a tiny XLM-R-style unigram vocabulary: <s>, <pad>, </s>,
+    <unk>, then '▁word' for each of `words` and every character of them alone (so that
+    any text of those characters has a segmentation), the whole words scored higher."""
+    pieces = [('<s>', 0.0), ('<pad>', 0.0), ('</s>', 0.0), ('<unk>', 0.0)]
+    chars = sorted(set(''.join(words)) | {'\u2581'})
+    pieces += [('\u2581' + word, -1.0 - 0.01 * i) for i, word in enumerate(words)]
+    pieces += [(char, -5.0 - 0.01 * i) for i, char in enumerate(chars)]
+    return pieces
+
+
+def write_random_sentencepiece_bert(folder, words, charmap=None, extra_rows=3, seed=0,
+                                    shape=TINY_SHAPE):
+    """A randomly initialised BERT whose tokenizer is a SentencePiece unigram
+    tokenizer.json (`sentencepiece_pieces(words)`, `charmap` or {}); its embedding has
+    `extra_rows` rows more than pieces, as multilingual-e5's has. Returns `folder`; its
+    tokenizer.json goes where vocab.txt goes in `model_flags`' place
+    (`sentencepiece_model_flags`)."""
+    import numpy as np
+    from bertlib import modeling, sentencepiece_tokenization
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pieces = sentencepiece_pieces(words)
+    sentencepiece_tokenization.write_tokenizer_json(folder / 'tokenizer.json', pieces,
+                                                    charmap or {})
+    config = modeling.BertConfig(vocab_size=len(pieces) + extra_rows, **shape)
+    (folder / 'bert_config.json').write_text(config.to_json_string())
+    np.random.seed(seed)
+    modeling.save_pretrained(modeling.BertModel(config),
+                             str(folder / 'arrays_bert_model.ckpt.npz'))
+    return folder
+
+
+def sentencepiece_model_flags(folder):
+    """`model_flags` of a folder written by `write_random_sentencepiece_bert`."""
+    folder = pathlib.Path(folder)
+    return ['--vocab_file', os.fspath(folder / 'tokenizer.json'),
+            '--bert_config_file', os.fspath(folder / 'bert_config.json'),
+            '--init_checkpoint', os.fspath(folder / 'arrays_bert_model.ckpt.npz')]
