@@ -101,8 +101,8 @@ def read_meta(path):
     return meta
 
 
-_META_TYPES = {'kind': str, 'pooling': str, 'loss': str, 'early_stopped_on': str, 'text_prefix': str,
-               'epoch': int, 'step': int, 'classes': int, 'dim': int}
+_META_TYPES = {'kind': str, 'pooling': str, 'loss': str, 'early_stopped_on': str,
+               'text_prefix': str, 'epoch': int, 'step': int, 'classes': int, 'dim': int}
 
 
 def array_shape(path, name):

@@ -140,9 +140,9 @@ def add_bert_arguments(parser, batchsize=64, communicator=False):
                             '--max_seq_length 512)')
     group.add_argument('--text_prefix', default=None, metavar='STR',
                        help="put STR before every text before tokenising, e.g. 'query: ' "
-                            "for multilingual-e5; saved with a trained model, whose "
-                            "extraction and --resume use it and refuse another (default: "
-                            "empty, or the model's)")
+                            "for multilingual-e5. Saved with a trained model: --resume must "
+                            "give the same, and the extractors of a trained model use its "
+                            "own and refuse another (default: empty; theirs: the model's)")
     group.add_argument('--join_ellipsis', action='store_true',
                        help="turn '. . .' into '…' before tokenising, as the original "
                             "BERT-DML did (69 of rt-polarity's 1,066 test lines have one); "
@@ -175,6 +175,7 @@ def add_training_arguments(parser, out):
                         help='directory for models, labels.bin, log.jsonl and the plot '
                              '(default: %s)' % out)
     add_bert_arguments(parser, communicator=True)
+    parser.set_defaults(text_prefix='')  # a model is trained with one, empty by default
     train = parser.add_argument_group('training')
     train.add_argument('--epoch', '-e', type=int, default=100,
                        help='number of epochs (default: 100)')

