@@ -236,7 +236,10 @@ def precompiled_charsmap(charmap):
                 used.extend(bytes(256))
                 units.extend([0] * 256)
             base = free ^ labels[0]
-            if base not in bases and not any(used[base ^ label] for label in labels[1:]):
+            # Base 0 would give the root offset 0, which darts-clone's validator (in
+            # SentencePiece) refuses.
+            if base and base not in bases and not any(used[base ^ label]
+                                                      for label in labels[1:]):
                 break
             free = used.find(0, free + 1)
         offset = position ^ base

@@ -81,6 +81,33 @@ def test_precompiled_charsmap_round_trip():
         spt.precompiled_charsmap({'ab': 'c'})
 
 
+def test_precompiled_charsmap_is_a_valid_darts_clone_array():
+    """The invariants SentencePiece checks before it uses a charsmap: whole blocks of 256
+    units, a root with children, every offset inside the array, every leaf flag pointing at
+    a value unit and every value inside the replacements."""
+    import struct
+    blob = spt.precompiled_charsmap(dict(CHARMAP, **{chr(0x4E00 + i): 'x' * (i % 3)
+                                                     for i in range(300)}))
+    size, = struct.unpack_from('<I', blob)
+    units = struct.unpack_from('<%dI' % (size // 4), blob, 4)
+    replacements = len(blob) - 4 - size
+    assert size % 1024 == 0 and blob.endswith(b'\0')
+
+    def label(unit):
+        return unit & ((1 << 31) | 0xFF)
+
+    def offset(unit):
+        return (unit >> 10) << ((unit & (1 << 9)) >> 6)
+    assert label(units[0]) == 0 and not units[0] & (1 << 8) and offset(units[0]) != 0
+    for i, unit in enumerate(units):
+        if label(unit) <= 0xFF:
+            assert (i ^ offset(unit)) | 0xFF < len(units)
+            if unit & (1 << 8):
+                assert label(units[i ^ offset(unit)]) > 0xFF
+        else:
+            assert unit & ((1 << 31) - 1) < replacements
+
+
 def test_prefix_truncation_and_ellipsis(tmp_path):
     path = tmp_path / 'tokenizer.json'
     spt.write_tokenizer_json(path, sentencepiece_pieces(WORDS + ['\u2026']), {})
