@@ -66,6 +66,10 @@ class SentencePieceTokenizer(object):
                              'the tokenizer.json beside it (Hugging Face folders have one)'
                              % self.vocab_file)
         self.tokenizer = _read_tokenizer_json(self.vocab_file)
+        # A tokenizer.json may ask for padding or truncation of its own: `encode` cuts at
+        # --max_seq_length and the batches are padded and masked by bertlib.encoding.
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
         ids = {}
         for token in (BOS, EOS, PAD, UNK):
             ids[token] = self.tokenizer.token_to_id(token)

@@ -119,6 +119,30 @@ def test_prefix_truncation_and_ellipsis(tmp_path):
     assert truncated and cut == full[:3] + [tokenizer.eos_id]
 
 
+def test_the_files_own_padding_and_truncation_are_ignored(tmp_path):
+    import tokenizers
+    path = tmp_path / 'tokenizer.json'
+    tokenizer = tokenizers.Tokenizer.from_str(spt.tokenizer_json(sentencepiece_pieces(WORDS), {}))
+    tokenizer.enable_padding(length=20, pad_id=1)
+    tokenizer.enable_truncation(2)
+    tokenizer.save(str(path))
+    ids, truncated = spt.SentencePieceTokenizer(path).encode('the film was very good', 64)
+    assert len(ids) == 7 and not truncated and 1 not in ids
+
+
+def test_a_bad_tokenizer_file_is_one_error_line(tmp_path, spm_bert):
+    (spm_bert / 'tokenizer.json').write_text('{"model": {"type": "BPE"}}')
+    (tmp_path / 'in.txt').write_text('a\tthe film\n')
+    result = subprocess.run([sys.executable, str(ROOT / 'extruct_bert_embed.py'), '--input',
+                             str(tmp_path / 'in.txt')] + sentencepiece_model_flags(spm_bert),
+                            capture_output=True, text=True, cwd=str(ROOT), timeout=120)
+    assert result.returncode == 2 and result.stdout == ''
+    errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+    assert errors == ['error: %s: the tokenizer model is BPE, not a SentencePiece Unigram; a '
+                      'WordPiece model is given as its vocab.txt' % (spm_bert / 'tokenizer.json')]
+    assert 'Traceback' not in result.stderr
+
+
 @pytest.mark.parametrize('content, message', [
     (b'{"model": {"type": "WordPiece", "vocab": {}}}', 'not a SentencePiece Unigram'),
     (b'{not json', 'not valid JSON'),
