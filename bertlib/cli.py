@@ -202,8 +202,6 @@ def check_bert_arguments(args):
     if args.max_seq_length < 2:
         raise UsageError('--max_seq_length must be at least 2 ([CLS] and [SEP]), got %d'
                          % args.max_seq_length)
-    if getattr(args, 'text_prefix', None) is not None and '\n' in args.text_prefix:
-        raise UsageError('--text_prefix must be one line, got %r' % args.text_prefix)
 
 
 def settle_text_prefix(args, model_path):
