@@ -50,8 +50,9 @@ class SentencePieceTokenizer(object):
     """A SentencePiece-unigram tokenizer read from a Hugging Face tokenizer.json.
 
     Args:
-        path: the tokenizer.json (a `*.model` file is refused with a message naming the
-            fix: convert the folder with `python -m bertlib.convert`).
+        path: the tokenizer.json (a `*.model` file is refused: its ids follow a
+            convention the file does not say, XLM-R's being shifted by one from the
+            SentencePiece model's; the tokenizer.json beside it says them).
         join_ellipsis, text_prefix: as in `tokenization.FullTokenizer`.
     Raises UsageError for a file that cannot be read, is not a Unigram tokenizer or lacks
     one of <s>, </s>, <pad>, <unk>.
@@ -116,14 +117,15 @@ def _read_tokenizer_json(path):
     try:
         with open(path, 'rb') as stream:
             text = stream.read().decode('utf-8')
-        model = json.loads(text).get('model') or {}
+        config = json.loads(text)
     except UnicodeDecodeError as e:
         raise UsageError('%s: the tokenizer file is not valid UTF-8 (%s)' % (path, e.reason))
     except ValueError as e:
         raise UsageError('%s: the tokenizer file is not valid JSON (%s)' % (path, e))
     except OSError as e:
         raise UsageError('%s: cannot read the tokenizer file: %s' % (path, e.strerror or e))
-    except AttributeError:
+    model = config.get('model') if isinstance(config, dict) else None
+    if not isinstance(model, dict):
         raise UsageError('%s: not a tokenizer.json (no "model" object)' % path)
     if model.get('type') != 'Unigram':
         raise UsageError('%s: the tokenizer model is %s, not a SentencePiece Unigram; a '

@@ -146,6 +146,8 @@ def test_a_bad_tokenizer_file_is_one_error_line(tmp_path, spm_bert):
 @pytest.mark.parametrize('content, message', [
     (b'{"model": {"type": "WordPiece", "vocab": {}}}', 'not a SentencePiece Unigram'),
     (b'{not json', 'not valid JSON'),
+    (b'["a list"]', 'no "model" object'),
+    (b'{"model": "Unigram"}', 'no "model" object'),
     (b'\xff\xfe', 'not valid UTF-8'),
     (b'{"model": {"type": "Unigram", "vocab": [["a", 0.0]], "unk_id": 0}}', 'no <s> piece'),
 ])
