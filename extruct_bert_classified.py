@@ -26,6 +26,7 @@ def main(argv=None):
     args = parse_args(argv)
     comm, total, device = extraction.start(args)
     labels = checkpoints.load_model_labels(args.model, args.label, 'classifier')
+    cli.settle_text_prefix(args, args.model)
     config, tokenizer, bert = cli.load_bert(args, load_weights=False)
     model = classifier.ClassifierModel(bert, len(labels))
     checkpoints.load_model(args.model, model)

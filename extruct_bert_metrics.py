@@ -33,6 +33,7 @@ def main(argv=None):
     args = parse_args(argv)
     comm, total, device = extraction.start(args)
     checkpoints.load_model_labels(args.model, args.label, 'dml')
+    cli.settle_text_prefix(args, args.model)
     meta = checkpoints.read_meta(args.model)
     head = meta.get('head', 'linear')
     if head not in dml.HEADS:

@@ -38,6 +38,7 @@ def main(argv=None):
     features.check_io(args)
     device = cli.select_device(args.gpu)
     label_to_id = checkpoints.load_model_labels(args.model, args.label, 'classifier')
+    cli.settle_text_prefix(args, args.model)
     names = [label for label, _ in sorted(label_to_id.items(), key=lambda item: item[1])]
     config, tokenizer, bert = cli.load_bert(args, load_weights=False)
     model = classifier.ClassifierModel(bert, len(names))

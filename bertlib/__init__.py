@@ -1,5 +1,5 @@
-"""BERT-DML: Chainer BERT, WordPiece tokenizer, checkpoints, metric-learning heads and the
-feature pipeline behind the command-line scripts.
+"""BERT-DML: Chainer BERT, WordPiece and SentencePiece tokenizers, checkpoints, metric-learning
+heads and the feature pipeline behind the command-line scripts.
 
 It re-creates "the original BERT-DML" (https://github.com/haradatm/nlp, bert/metrics and
 bert/clustering), as the docstrings call it: its script names, flags and file formats.

@@ -102,7 +102,7 @@ def read_meta(path):
 
 
 _META_TYPES = {'kind': str, 'pooling': str, 'loss': str, 'early_stopped_on': str,
-               'epoch': int, 'step': int, 'classes': int, 'dim': int}
+               'text_prefix': str, 'epoch': int, 'step': int, 'classes': int, 'dim': int}
 
 
 def array_shape(path, name):

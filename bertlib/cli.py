@@ -121,7 +121,9 @@ def add_bert_arguments(parser, batchsize=64, communicator=False):
     also --communicator, for the scripts that run under mpiexec."""
     group = parser.add_argument_group('pre-trained BERT')
     group.add_argument('--vocab_file', required=True,
-                       help='WordPiece vocabulary, one token a line (vocab.txt)')
+                       help='the tokenizer: a WordPiece vocabulary, one token a line '
+                            '(vocab.txt), or a SentencePiece-unigram tokenizer.json '
+                            '(XLM-R vocabularies: multilingual-e5 and the like)')
     group.add_argument('--bert_config_file', required=True,
                        help="model shape: Google's bert_config.json or Hugging Face config.json")
     group.add_argument('--init_checkpoint', required=True,
@@ -129,12 +131,18 @@ def add_bert_arguments(parser, batchsize=64, communicator=False):
                             '(make one with python -m bertlib.convert)')
     group.add_argument('--do_lower_case', choices=('auto', 'true', 'false'), default='auto',
                        help='lower-case and strip accents before WordPiece; auto: only if '
-                            'the vocabulary has no upper-case entries (default: auto)')
+                            'the vocabulary has no upper-case entries (default: auto). A '
+                            'SentencePiece tokenizer.json carries its own normalisation')
     group.add_argument('--max_seq_length', type=int, default=128,
                        help='longest input in tokens, [CLS] and [SEP] included; longer '
                             'sentences are truncated and counted in the log (default: 128; '
                             'the original BERT-DML cut at the model\'s 512 positions: '
                             '--max_seq_length 512)')
+    group.add_argument('--text_prefix', default=None, metavar='STR',
+                       help="put STR before every text before tokenising, e.g. 'query: ' "
+                            "for multilingual-e5. Saved with a trained model: --resume must "
+                            "give the same, and the extractors of a trained model use its "
+                            "own and refuse another (default: empty; theirs: the model's)")
     group.add_argument('--join_ellipsis', action='store_true',
                        help="turn '. . .' into '…' before tokenising, as the original "
                             "BERT-DML did (69 of rt-polarity's 1,066 test lines have one); "
@@ -167,6 +175,7 @@ def add_training_arguments(parser, out):
                         help='directory for models, labels.bin, log.jsonl and the plot '
                              '(default: %s)' % out)
     add_bert_arguments(parser, communicator=True)
+    parser.set_defaults(text_prefix='')  # a model is trained with one, empty by default
     train = parser.add_argument_group('training')
     train.add_argument('--epoch', '-e', type=int, default=100,
                        help='number of epochs (default: 100)')
@@ -193,6 +202,19 @@ def check_bert_arguments(args):
     if args.max_seq_length < 2:
         raise UsageError('--max_seq_length must be at least 2 ([CLS] and [SEP]), got %d'
                          % args.max_seq_length)
+
+
+def settle_text_prefix(args, model_path):
+    """Sets args.text_prefix to the one `model_path` (a trained model) was trained with
+    when the flag was not given; a different one given is a UsageError. Models saved
+    before the prefix was recorded were trained without one."""
+    from bertlib import checkpoints
+    trained = checkpoints.read_meta(model_path).get('text_prefix', '')
+    if args.text_prefix is None:
+        args.text_prefix = trained
+    elif args.text_prefix != trained:
+        raise UsageError('--text_prefix %r: %s was trained with --text_prefix %r; give that '
+                         'one or leave the flag out' % (args.text_prefix, model_path, trained))
 
 
 def select_device(gpu, comm=None):
@@ -325,33 +347,57 @@ def read_bert_config(path):
         raise UsageError(str(e))
 
 
-def load_bert(args, load_weights=True):
-    """Config, tokenizer and pre-trained `BertModel` from the common flags, checked
-    against each other before anything runs. Returns (config, tokenizer, bert).
-
-    load_weights=False leaves the weights at zero, for a fine-tuned model file that
-    holds all of them anyway."""
-    from bertlib import modeling, tokenization
-    check_file(args.bert_config_file, 'BERT config')
-    check_file(args.vocab_file, 'vocabulary')
-    check_file(args.init_checkpoint, 'checkpoint')
-    config = read_bert_config(args.bert_config_file)
+def load_tokenizer(args, config):
+    """The tokenizer --vocab_file names, checked against the model's vocabulary size:
+    a SentencePiece tokenizer for a tokenizer.json (or *.model), else WordPiece's."""
+    from bertlib import sentencepiece_tokenization, tokenization
+    join_ellipsis = getattr(args, 'join_ellipsis', False)
+    text_prefix = getattr(args, 'text_prefix', None) or ''
+    if sentencepiece_tokenization.is_sentencepiece_file(args.vocab_file):
+        if args.do_lower_case != 'auto':
+            raise UsageError('--do_lower_case %s: %s is a SentencePiece tokenizer, which '
+                             'carries its own normalisation; leave the flag out'
+                             % (args.do_lower_case, args.vocab_file))
+        tokenizer = sentencepiece_tokenization.SentencePieceTokenizer(
+            args.vocab_file, join_ellipsis=join_ellipsis, text_prefix=text_prefix)
+        sentencepiece_tokenization.check_vocab_size(tokenizer, config.vocab_size,
+                                                    args.bert_config_file)
+        logger.info('tokenizer %s: SentencePiece unigram, %d pieces for %d embedding rows, '
+                    'text prefix %r', args.vocab_file, tokenizer.vocab_size,
+                    config.vocab_size, text_prefix)
+        return tokenizer
     vocab = tokenization.load_vocab(args.vocab_file)
     if len(vocab) != config.vocab_size:
         raise UsageError('%s has %d entries but %s says vocab_size %d: the vocabulary does '
                          'not belong to this model'
                          % (args.vocab_file, len(vocab), args.bert_config_file,
                             config.vocab_size))
-    if args.max_seq_length > config.max_position_embeddings:
-        raise UsageError('--max_seq_length %d exceeds the model\'s max_position_embeddings %d'
-                         % (args.max_seq_length, config.max_position_embeddings))
     do_lower_case = tokenization.resolve_do_lower_case(args.do_lower_case, vocab)
     split_cjk = not tokenization.vocab_has_cjk_words(vocab)
     tokenizer = tokenization.FullTokenizer(args.vocab_file, do_lower_case=do_lower_case,
                                            tokenize_chinese_chars=split_cjk,
-                                           join_ellipsis=getattr(args, 'join_ellipsis', False))
+                                           join_ellipsis=join_ellipsis,
+                                           text_prefix=text_prefix)
     logger.info('vocabulary %s: %d entries, do_lower_case=%s, tokenize_chinese_chars=%s',
                 args.vocab_file, len(vocab), do_lower_case, split_cjk)
+    return tokenizer
+
+
+def load_bert(args, load_weights=True):
+    """Config, tokenizer and pre-trained `BertModel` from the common flags, checked
+    against each other before anything runs. Returns (config, tokenizer, bert).
+
+    load_weights=False leaves the weights at zero, for a fine-tuned model file that
+    holds all of them anyway."""
+    from bertlib import modeling
+    check_file(args.bert_config_file, 'BERT config')
+    check_file(args.vocab_file, 'vocabulary')
+    check_file(args.init_checkpoint, 'checkpoint')
+    config = read_bert_config(args.bert_config_file)
+    if args.max_seq_length > config.max_position_embeddings:
+        raise UsageError('--max_seq_length %d exceeds the model\'s max_position_embeddings %d'
+                         % (args.max_seq_length, config.max_position_embeddings))
+    tokenizer = load_tokenizer(args, config)
     bert = modeling.BertModel(config, random_init=False)
     if load_weights:
         modeling.load_pretrained(bert, args.init_checkpoint)

@@ -47,7 +47,8 @@ class FeatureExtractor(object):
     """Turns examples into feature vectors with a model's `encode` function.
 
     Args:
-        tokenizer: a `bertlib.tokenization.FullTokenizer`.
+        tokenizer: a `bertlib.tokenization.FullTokenizer` or a
+            `bertlib.sentencepiece_tokenization.SentencePieceTokenizer`.
         encode: callable (input_ids, input_mask) -> Variable or array (B, D); it is called
             in test mode without back-propagation.
         max_seq_length: longest token sequence, [CLS] and [SEP] included; longer

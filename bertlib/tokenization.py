@@ -164,15 +164,26 @@ def whitespace_tokenize(text):
     return text.split()
 
 
+def prepare_text(text, join_ellipsis=False, text_prefix=""):
+    """What every tokenizer's `encode` does to a text before segmenting it:
+    join_ellipsis turns '. . .' into '…', as the original BERT-DML did (rt-polarity writes
+    its ellipses spaced out); text_prefix (--text_prefix, e.g. multilingual-e5's
+    'query: ') is put before it."""
+    if join_ellipsis:
+        text = text.replace(". . .", "\u2026")
+    return text_prefix + text
+
+
 class FullTokenizer(object):
     """Runs end-to-end tokenization: BasicTokenizer, then WordpieceTokenizer."""
 
     def __init__(self, vocab_file, do_lower_case=True, tokenize_chinese_chars=True,
-                 join_ellipsis=False):
-        """join_ellipsis: `encode` turns '. . .' into '…' first, as the original BERT-DML
-        did (rt-polarity writes its ellipses spaced out)."""
+                 join_ellipsis=False, text_prefix=""):
+        """join_ellipsis, text_prefix: what `encode` does to a text first
+        (`prepare_text`)."""
         self.vocab_file = os.fspath(vocab_file)
         self.join_ellipsis = join_ellipsis
+        self.text_prefix = text_prefix
         self.vocab = load_vocab(self.vocab_file)
         self.inv_vocab = {index: token for token, index in self.vocab.items()}
         if "[UNK]" not in self.vocab:
@@ -211,8 +222,7 @@ class FullTokenizer(object):
             if special not in self.vocab:
                 raise UsageError("%s: the vocabulary has no %s entry"
                                  % (self.vocab_file, special))
-        if self.join_ellipsis:
-            text = text.replace(". . .", "\u2026")
+        text = prepare_text(text, self.join_ellipsis, self.text_prefix)
         ids = self.convert_tokens_to_ids(self.tokenize(text))
         room = max_seq_length - 2
         truncated = len(ids) > room

