@@ -24,9 +24,17 @@ BOM = '\ufeff'
 Example = collections.namedtuple('Example', ['line_number', 'label', 'text'])
 
 
+def _stdin():
+    """Standard input as bytes; a UsageError when the shell closed it (`<&-`)."""
+    if sys.stdin is None:
+        raise UsageError("-: standard input is closed (<&-): give the input as a file or "
+                         "pipe it in")
+    return sys.stdin.buffer
+
+
 def _open_binary(path):
     if path == '-':
-        return sys.stdin.buffer
+        return _stdin()
     try:
         return open(path, 'rb')
     except OSError as e:
@@ -73,6 +81,7 @@ def check_input(path):
     and valid UTF-8 throughout. Returns the number of non-empty lines, or None for '-'.
     """
     if path == '-':
+        _stdin()
         return None
     if os.path.isdir(path):
         raise UsageError('%s: is a directory, not an input file' % path)

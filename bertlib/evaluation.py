@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from bertlib import metrics
+from bertlib import metrics, projection
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -64,8 +64,16 @@ def score_features(labels, features, seed=0, silhouette_samples=10000, train=Non
 
     start = time.time()
     sample = None if len(labels) <= silhouette_samples else silhouette_samples
+    if sample is not None and sample <= len(classes):
+        raise UsageError('--silhouette_samples %d is not more than the %d labels: a '
+                         'silhouette needs every label and one point more'
+                         % (sample, len(classes)))
+    # Stratified, not scikit-learn's uniform draw: every label keeps its points, so a
+    # small sample cannot end with one label, for which no silhouette exists.
+    chosen = np.arange(len(labels)) if sample is None else \
+        projection.stratified_sample(labels, sample, seed)
     scores['silhouette'] = float(skm.silhouette_score(
-        unit, labels, metric='cosine', sample_size=sample, random_state=seed))
+        unit[chosen], [labels[i] for i in chosen], metric='cosine'))
     logger.info('silhouette%s: %.1f sec',
                 ' (on %d sampled points)' % sample if sample else '', time.time() - start)
 

@@ -65,6 +65,10 @@ def prepare(args, kind, same=(), check_flags=None, check_train=None, closed=Fals
     known = checkpoints.load_labels(os.path.join(args.resume, 'labels.bin')) \
         if args.resume else None
     train, label_to_id = data.load_split(args.train, tokenizer, args.max_seq_length, known)
+    if args.batchsize > len(train):
+        raise UsageError('--batchsize %d is more than the %d sentences of %s: a batch '
+                         'cannot hold more than the training set'
+                         % (args.batchsize, len(train), args.train))
     if check_train is not None:
         check_train(train, label_to_id, args.train)
     # Classes unseen in training get ids after the training ones (as the original
@@ -172,8 +176,6 @@ def check_training_flags(args):
                          'and below 1, got %s' % args.warmup)
     if args.start_epoch is not None and args.start_epoch < 1:
         raise UsageError('--start_epoch must be at least 1, got %d' % args.start_epoch)
-    if not 0 <= args.seed < 2 ** 32:
-        raise UsageError('--seed must be between 0 and 2**32 - 1, got %d' % args.seed)
 
 
 def claim_out(out):
