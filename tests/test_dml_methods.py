@@ -318,7 +318,7 @@ def test_flag_errors(tmp_path, tiny):
                             '--memory_size works with'),
                            (('--ema', '1.5'), '--ema is a decay'),
                            (('--supcon_weight', '2'), '--supcon_weight must be'),
-                           (('--memory_size', '-1'), '--memory_size and --memory_warmup')):
+                           (('--memory_size', '-1'), '--memory_size must be between 0 and')):
         with pytest.raises(UsageError, match=message):
             train_dml.main(train_args(tmp_path, tiny, tmp_path / 'x', *flags))
     out = run(tmp_path, tiny, 'plain', '--epoch', '1')
