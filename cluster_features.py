@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 # 2 cores (bench/plot_cluster_speed.py: 5,197 x 512 features take 1-3 minutes, 8,000 x
 # 768 about 3). AffinityPropagation has its own, smaller sample (clustering.py).
 DEFAULT_SAMPLES = 8000
+# The longest --timeout, in seconds (11.6 days): the clock cannot wait 1e300 s
+# (OverflowError), and a real limit is minutes.
+MAX_TIMEOUT = 1e6
 
 
 def main(argv=None):
@@ -279,7 +282,8 @@ def parse_args(argv=None):
                         help='panels a row of the picture, at most the number of panels '
                              '(default: 4)')
     cli.add_seed_argument(parser, 'seed of the sample, t-SNE and the algorithms (default: 0)')
-    parser.add_argument('--timeout', type=cli.real('--timeout', 0, note=' (0: no limit)'),
+    parser.add_argument('--timeout', type=cli.real('--timeout', 0, MAX_TIMEOUT,
+                                                 note=' (0: no limit)'),
                         default=120.0,
                         help='seconds each algorithm may run before it is stopped and '
                              'marked timeout; 0: no limit (default: 120)')

@@ -4,7 +4,7 @@
 Each file is a features TSV (`label<TAB>f1<TAB>f2...`, as the extruct_bert_*.py scripts
 write). Columns: precision@1, MAP@R and R-precision of leave-one-out cosine retrieval
 (the training log's acc1/acc2), NMI and ARI of k-means (k = number of labels) against the
-labels, the labels' silhouette under cosine distance (on a seeded sample of
+labels, the labels' silhouette under cosine distance (on a seeded stratified sample of
 --silhouette_samples points when there are more) and, with --train_features, the accuracy
 of a logistic-regression probe fitted on the training features of the same kind.
 --grid draws one t-SNE panel per file in a row, titled with its name and precision@1.

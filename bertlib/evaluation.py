@@ -7,7 +7,7 @@ code as the training log's acc1/acc2. Clustering and probe scores come from scik
   (cosine geometry, as the retrieval scores), compared with the labels;
 - silhouette: of the *labels* under cosine distance, i.e. how well the classes are
   separated in the feature space; exact on up to `silhouette_samples` points, else on a
-  seeded sample of that size (the exact score is quadratic in the number of points);
+  seeded stratified sample of that size (the exact score is quadratic in the number of points);
 - probe: accuracy on the features of a logistic regression fitted on training features
   (standardised), a linear-probe measure of how much label information they carry.
 """
@@ -48,6 +48,11 @@ def score_features(labels, features, seed=0, silhouette_samples=10000, train=Non
     if len(labels) <= len(classes):
         raise UsageError('%d points for %d labels: too few to cluster'
                          % (len(labels), len(classes)))
+    sample = None if len(labels) <= silhouette_samples else silhouette_samples
+    if sample is not None and sample <= len(classes):
+        raise UsageError('--silhouette_samples %d is not more than the %d labels: a '
+                         'silhouette needs every label and one point more'
+                         % (sample, len(classes)))
     scores = {'count': len(labels)}
     start = time.time()
     scores.update({k: v for k, v in metrics.retrieval_metrics(features, labels).items()
@@ -63,11 +68,6 @@ def score_features(labels, features, seed=0, silhouette_samples=10000, train=Non
     logger.info('KMeans: %.1f sec', time.time() - start)
 
     start = time.time()
-    sample = None if len(labels) <= silhouette_samples else silhouette_samples
-    if sample is not None and sample <= len(classes):
-        raise UsageError('--silhouette_samples %d is not more than the %d labels: a '
-                         'silhouette needs every label and one point more'
-                         % (sample, len(classes)))
     # Stratified, not scikit-learn's uniform draw: every label keeps its points, so a
     # small sample cannot end with one label, for which no silhouette exists.
     chosen = np.arange(len(labels)) if sample is None else \

@@ -65,12 +65,12 @@ def prepare(args, kind, same=(), check_flags=None, check_train=None, closed=Fals
     known = checkpoints.load_labels(os.path.join(args.resume, 'labels.bin')) \
         if args.resume else None
     train, label_to_id = data.load_split(args.train, tokenizer, args.max_seq_length, known)
+    if check_train is not None:
+        check_train(train, label_to_id, args.train)
     if args.batchsize > len(train):
         raise UsageError('--batchsize %d is more than the %d sentences of %s: a batch '
                          'cannot hold more than the training set'
                          % (args.batchsize, len(train), args.train))
-    if check_train is not None:
-        check_train(train, label_to_id, args.train)
     # Classes unseen in training get ids after the training ones (as the original
     # BERT-DML gave new labels new ids): retrieval scores and D/loss use the eval set's
     # own labels, the standard protocol of metric learning on disjoint classes.

@@ -145,6 +145,7 @@ def test_the_final_size_is_checked_before_drawing(tmp_path):
     (plot_features, ['--seed', '99999999999'], '--seed must be between 0 and'),
     (cluster_features, ['--timeout', 'nan'], '--timeout must be a number of at least 0'),
     (cluster_features, ['--timeout', 'inf'], '--timeout must be a number of at least 0'),
+    (cluster_features, ['--timeout', '1e300'], '--timeout must be .* at most 1e\\+06'),
     (evaluate_features, ['--silhouette_samples', '2'], '--silhouette_samples must be at'),
 ])
 def test_analysis_flags_are_range_checked(tmp_path, script, flags, message):
