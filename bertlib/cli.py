@@ -169,9 +169,11 @@ def real(flag, low, high=None, above=False, note=''):
     return parse
 
 
-def add_seed_argument(parser, help):
-    """--seed, with `help`, range-checked as NumPy and scikit-learn need it."""
-    parser.add_argument('--seed', type=integer('--seed', 0, MAX_SEED), default=0, help=help)
+def add_seed_argument(parser, description):
+    """--seed, described by `description`, range-checked as NumPy and scikit-learn need
+    it."""
+    parser.add_argument('--seed', type=integer('--seed', 0, MAX_SEED), default=0,
+                        help=description)
 
 
 def check_standard_streams():
