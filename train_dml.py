@@ -66,8 +66,8 @@ def main(argv=None):
 
 
 def check_args(args):
-    """One message per out-of-range flag of the model and loss (the plain ranges are
-    the flags' types, checked while parsing)."""
+    """The checks of the model and loss flags that involve another flag; the plain
+    ranges are the flags' types (`cli.integer`, `cli.real`), checked while parsing."""
     if (args.loss != 'triplet' and args.sampling == 'pk'
             and args.samples_per_class > args.batchsize):
         # A P x K batch has at least two classes: it would hold 2 K sentences, whatever
@@ -75,25 +75,12 @@ def check_args(args):
         raise UsageError('--samples_per_class %d is more than --batchsize %d: a batch holds '
                          'K sentences of each of its classes' % (args.samples_per_class,
                                                                  args.batchsize))
-    if not (math.isfinite(args.margin) and args.margin >= 0):
-        raise UsageError('--margin must be 0 or more, got %s' % args.margin)
     if args.loss == 'arcface' and args.margin >= math.pi / 2:
         raise UsageError('--margin is an angle for arcface: below pi/2, got %s'
                          % args.margin)
-    if not (math.isfinite(args.scale) and args.scale > 0):
-        raise UsageError('--scale must be a positive number, got %s' % args.scale)
-    if not (math.isfinite(args.temperature) and args.temperature > 0):
-        raise UsageError('--temperature must be a positive number, got %s'
-                         % args.temperature)
-    if not 0 <= args.supcon_weight <= 1:
-        raise UsageError('--supcon_weight must be between 0 and 1, got %s'
-                         % args.supcon_weight)
     if args.memory_size and args.loss not in losses.MEMORY_LOSSES:
         raise UsageError('--memory_size works with --loss %s, not %s'
                          % (', '.join(losses.MEMORY_LOSSES), args.loss))
-    if args.ema is not None and not 0 < args.ema < 1:
-        raise UsageError('--ema is a decay between 0 and 1 (e.g. 0.999), got %s'
-                         % args.ema)
 
 
 def check_classes(split, label_to_id, path, memory_size=0):
@@ -155,18 +142,20 @@ def add_model_arguments(model):
                                         ' (an anchor and a positive)'),
                        help='batch_hard, multi_similarity, supcon, arcface: K sentences '
                             'of each of batchsize/K classes per batch (default: 8)')
-    model.add_argument('--margin', type=float, default=None,
+    model.add_argument('--margin', type=cli.real('--margin', 0), default=None,
                        help='triplet, batch_hard: distance margin (default %g); arcface: '
                             'angular margin (default %g)'
                             % (losses.flag_default('margin', 'triplet'),
                                losses.flag_default('margin', 'arcface')))
-    model.add_argument('--scale', type=float, default=None,
+    model.add_argument('--scale', type=cli.real('--scale', 0, above=True), default=None,
                        help='arcface: logit scale (default: %g)'
                             % losses.flag_default('scale', 'arcface'))
-    model.add_argument('--temperature', type=float, default=None,
+    model.add_argument('--temperature', type=cli.real('--temperature', 0, above=True),
+                       default=None,
                        help='supcon, supcon_ce: temperature (default: %g)'
                             % losses.flag_default('temperature', 'supcon'))
-    model.add_argument('--supcon_weight', type=float, default=None,
+    model.add_argument('--supcon_weight', type=cli.real('--supcon_weight', 0, 1),
+                       default=None,
                        help='supcon_ce: weight of the supcon term; the cross-entropy of '
                             'a linear classifier on the embedding gets 1 - it (default: '
                             '%g, Gunel et al.\'s)'
@@ -184,7 +173,9 @@ def add_model_arguments(model):
     model.add_argument('--memory_warmup', type=cli.integer('--memory_warmup', 0), default=100,
                        help='training steps before the memory is filled and used '
                             '(default: 100)')
-    model.add_argument('--ema', type=float, default=None, metavar='DECAY',
+    model.add_argument('--ema', default=None, metavar='DECAY',
+                       type=cli.real('--ema', 0, 1, above=True, below=True,
+                                     note=' (a decay, e.g. 0.999)'),
                        help='keep an exponential moving average of the weights with this '
                             'decay (e.g. 0.999); the averaged weights are scored and saved '
                             'in the models, the training weights in final.state (default: '

@@ -151,18 +151,18 @@ def integer(flag, low, high=None, note=''):
     return parse
 
 
-def real(flag, low, high=None, above=False, note=''):
+def real(flag, low, high=None, above=False, below=False, note=''):
     """An argparse type: a finite float at least `low` (above it with `above`) and at
-    most `high` (no upper bound when None), else a UsageError '<flag> must be ...'. NaN
-    and infinity never pass: every comparison with NaN is false, so it would slip through
-    a plain range check."""
+    most `high` (below it with `below`; no upper bound when None), else a UsageError
+    '<flag> must be ...'. NaN and infinity never pass: every comparison with NaN is
+    false, so it would slip through a plain range check."""
     def parse(text):
         value = float(text)
         if not (math.isfinite(value) and (value > low if above else value >= low)
-                and (high is None or value <= high)):
+                and (high is None or (value < high if below else value <= high))):
             span = ('a number above %g' if above else 'a number of at least %g') % low
             if high is not None:
-                span += ' and at most %g' % high
+                span += (' and below %g' if below else ' and at most %g') % high
             raise UsageError('%s must be %s%s, got %s' % (flag, span, note, text))
         return value
     parse.__name__ = 'float'
@@ -251,18 +251,21 @@ def add_training_arguments(parser, out):
                              '(default: %s)' % out)
     add_bert_arguments(parser, communicator=True)
     train = parser.add_argument_group('training')
-    train.add_argument('--epoch', '-e', type=int, default=100,
+    train.add_argument('--epoch', '-e', type=integer('--epoch', 1), default=100,
                        help='number of epochs (default: 100)')
-    train.add_argument('--learnrate', '-l', type=float, default=5e-5,
+    train.add_argument('--learnrate', '-l', type=real('--learnrate', 0, above=True),
+                       default=5e-5,
                        help='peak learning rate, decayed linearly to 0 (default: 5e-5)')
-    train.add_argument('--weightdecay', type=float, default=0.01,
+    train.add_argument('--weightdecay', type=real('--weightdecay', 0), default=0.01,
                        help='decoupled weight decay of weight matrices (default: 0.01)')
-    train.add_argument('--warmup', type=float, default=0.0,
+    train.add_argument('--warmup', default=0.0,
+                       type=real('--warmup', 0, 1, below=True,
+                                 note=' (the fraction of the steps spent warming up)'),
                        help='fraction of the steps spent warming the rate up (default: 0)')
     add_seed_argument(train, 'seed of every random draw (default: 0)')
     train.add_argument('--resume', default='',
                        help='continue from DIR/final.model and DIR/final.state')
-    train.add_argument('--start_epoch', type=int, default=None,
+    train.add_argument('--start_epoch', type=integer('--start_epoch', 1), default=None,
                        help='first epoch to run (default: 1, or the one after the epoch '
                             'saved in --resume)')
     train.add_argument('--noplot', action='store_true', help='do not draw <out>.png')
