@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 # 2 cores (bench/plot_cluster_speed.py: 5,197 x 512 features take 1-3 minutes, 8,000 x
 # 768 about 3). AffinityPropagation has its own, smaller sample (clustering.py).
 DEFAULT_SAMPLES = 8000
+# The longest --timeout, in seconds (11.6 days): the clock cannot wait 1e300 s
+# (OverflowError), and a real limit is minutes.
+MAX_TIMEOUT = 1e6
 
 
 def main(argv=None):
@@ -229,17 +232,6 @@ def check_args(args):
     if _same_file(scores_path(args.output), args.input):
         raise UsageError('--output %s would write its scores table over the input %s: '
                          'name the picture differently' % (args.output, args.input))
-    if args.samples is not None and args.samples < 0:
-        raise UsageError('--samples must be 0 (all points) or positive, got %d'
-                         % args.samples)
-    if args.timeout < 0:
-        raise UsageError('--timeout must be 0 (no limit) or positive, got %g' % args.timeout)
-    if args.plots is not None and args.plots < 0:
-        raise UsageError('--plots must be 0 (no picture) or positive, got %d' % args.plots)
-    if args.columns < 1:
-        raise UsageError('--columns must be at least 1, got %d' % args.columns)
-    if args.clusters is not None and args.clusters < 2:
-        raise UsageError('--clusters must be at least 2, got %d' % args.clusters)
     return parse_algorithms(args.algorithms)
 
 
@@ -274,28 +266,31 @@ def parse_args(argv=None):
                              'same name with .tsv')
     parser.add_argument('--dim2', action='store_true',
                         help='cluster the 2-D t-SNE coordinates instead of the features')
-    parser.add_argument('--samples', type=int, default=None,
+    parser.add_argument('--samples', type=cli.integer('--samples', 0, note=' (0: all points)'),
+                        default=None,
                         help='cluster at most N points: a stratified sample, each label '
                              'keeping its share, when the data hold more, else all of '
                              'them; 0: all points (default: all up to %d points, else a '
                              'sample of %d)' % (DEFAULT_SAMPLES, DEFAULT_SAMPLES))
-    parser.add_argument('--plots', type=int, default=None,
+    parser.add_argument('--plots', type=cli.integer('--plots', 0, note=' (0: no picture)'),
+                        default=None,
                         help='points drawn in each panel of the picture: a stratified '
                              'sample of the clustered points when they are more; 0: no '
                              'picture, only the scores table (and no t-SNE unless --dim2) '
                              '(default: all clustered points)')
-    parser.add_argument('--columns', type=int, default=4,
+    parser.add_argument('--columns', type=cli.integer('--columns', 1), default=4,
                         help='panels a row of the picture, at most the number of panels '
                              '(default: 4)')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the sample, t-SNE and the algorithms (default: 0)')
-    parser.add_argument('--timeout', type=float, default=120.0,
+    cli.add_seed_argument(parser, 'seed of the sample, t-SNE and the algorithms (default: 0)')
+    parser.add_argument('--timeout', type=cli.real('--timeout', 0, MAX_TIMEOUT,
+                                                 note=' (0: no limit)'),
+                        default=120.0,
                         help='seconds each algorithm may run before it is stopped and '
                              'marked timeout; 0: no limit (default: 120)')
     parser.add_argument('--algorithms', default=','.join(clustering.ALGORITHMS),
                         help='comma-separated subset of: %s (default: all)'
                              % ', '.join(clustering.ALGORITHMS))
-    parser.add_argument('--clusters', type=int, default=None,
+    parser.add_argument('--clusters', type=cli.integer('--clusters', 2), default=None,
                         help='clusters to ask for, where the algorithm takes a number '
                              '(default: the number of labels)')
     return parser.parse_args(argv)

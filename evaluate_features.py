@@ -4,7 +4,7 @@
 Each file is a features TSV (`label<TAB>f1<TAB>f2...`, as the extruct_bert_*.py scripts
 write). Columns: precision@1, MAP@R and R-precision of leave-one-out cosine retrieval
 (the training log's acc1/acc2), NMI and ARI of k-means (k = number of labels) against the
-labels, the labels' silhouette under cosine distance (on a seeded sample of
+labels, the labels' silhouette under cosine distance (on a seeded stratified sample of
 --silhouette_samples points when there are more) and, with --train_features, the accuracy
 of a logistic-regression probe fitted on the training features of the same kind.
 --grid draws one t-SNE panel per file in a row, titled with its name and precision@1.
@@ -99,8 +99,6 @@ def check_args(args):
             figures.check_writable(path, what)
     if args.grid:
         figures.figure_format(args.grid)
-    if args.silhouette_samples < 2:
-        raise UsageError('--silhouette_samples must be at least 2')
     return names
 
 
@@ -117,13 +115,14 @@ def parse_args(argv=None):
                         help="Markdown table; '-' (default) is standard output")
     parser.add_argument('--grid', help='also draw the t-SNE panels into this picture '
                                        '(.png, .pdf or .svg)')
-    parser.add_argument('--grid_samples', type=int, default=3000,
+    parser.add_argument('--grid_samples', type=cli.integer('--grid_samples', 0, note=' (0: all)'),
+                        default=3000,
                         help='points per t-SNE panel, a stratified sample (default: 3000; '
                              '0: all)')
-    parser.add_argument('--silhouette_samples', type=int, default=10000,
+    parser.add_argument('--silhouette_samples', type=cli.integer('--silhouette_samples', 3),
+                        default=10000,
                         help='points the silhouette is computed on (default: 10000)')
-    parser.add_argument('--seed', type=int, default=0, help='seed of k-means, samples '
-                                                           'and t-SNE (default: 0)')
+    cli.add_seed_argument(parser, 'seed of k-means, samples and t-SNE (default: 0)')
     return parser.parse_args(argv)
 
 

@@ -88,10 +88,6 @@ def check_args(args):
         figures.check_writable(args.output)
     if args.projector:
         explorer.check_projector_dir(args.projector)
-    if args.neighbours < 1:
-        raise UsageError('--neighbours must be at least 1, got %d' % args.neighbours)
-    if args.perplexity <= 0:
-        raise UsageError('--perplexity must be positive, got %g' % args.perplexity)
     if args.title is None:
         args.title = os.path.splitext(os.path.basename(args.input))[0]
 
@@ -110,15 +106,16 @@ def parse_args(argv=None):
     parser.add_argument('--projector', default=None, metavar='DIR',
                         help='also write a TensorBoard Projector folder (vectors, label and '
                              'sentence metadata, config) for `tensorboard --logdir DIR`')
-    parser.add_argument('--neighbours', '-k', type=int, default=10,
+    parser.add_argument('--neighbours', '-k', type=cli.integer('--neighbours', 1), default=10,
                         help='nearest neighbours listed for a clicked point (default: 10)')
     parser.add_argument('--method', choices=projection.METHODS, default='tsne',
                         help='map: t-SNE (scikit-learn, on the first 50 principal '
                              'components) or PCA, as plot_features.py (default: tsne)')
-    parser.add_argument('--perplexity', type=float, default=30.0,
+    parser.add_argument('--perplexity', type=cli.real('--perplexity', 0, above=True),
+                        default=30.0,
                         help='t-SNE perplexity; clipped to (N - 1) / 3 for small inputs '
                              '(default: 30)')
-    parser.add_argument('--seed', type=int, default=0, help='seed of t-SNE (default: 0)')
+    cli.add_seed_argument(parser, 'seed of t-SNE (default: 0)')
     parser.add_argument('--title', default=None,
                         help='page title and projector tensor name (default: the input '
                              'file name without extension)')

@@ -19,7 +19,6 @@ import os
 import time
 
 from bertlib import cli, figures, projection
-from bertlib.errors import UsageError
 from bertlib.featurefile import read_features
 
 logger = logging.getLogger(__name__)
@@ -77,10 +76,6 @@ def check_args(args):
     cli.check_file(args.input, 'features file')
     figures.figure_format(args.output)
     figures.check_writable(args.output)
-    if args.perplexity <= 0:
-        raise UsageError('--perplexity must be positive, got %g' % args.perplexity)
-    if args.samples is not None and args.samples < 2:
-        raise UsageError('--samples must be at least 2, got %d' % args.samples)
     if args.title is None:
         args.title = os.path.basename(args.input)
 
@@ -95,14 +90,14 @@ def parse_args(argv=None):
     parser.add_argument('--method', choices=projection.METHODS, default='tsne',
                         help='projection: t-SNE (scikit-learn, on the first 50 principal '
                              'components) or PCA (default: tsne)')
-    parser.add_argument('--perplexity', type=float, default=30.0,
+    parser.add_argument('--perplexity', type=cli.real('--perplexity', 0, above=True),
+                        default=30.0,
                         help='t-SNE perplexity; clipped to (N - 1) / 3 for small inputs '
                              '(default: 30)')
-    parser.add_argument('--samples', type=int, default=None,
+    parser.add_argument('--samples', type=cli.integer('--samples', 2), default=None,
                         help='plot at most N points: a stratified sample, each label '
                              'keeping its share, when there are more (default: all points)')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the sample and of t-SNE (default: 0)')
+    cli.add_seed_argument(parser, 'seed of the sample and of t-SNE (default: 0)')
     parser.add_argument('--title', default=None,
                         help='picture title (default: the input file name)')
     return parser.parse_args(argv)

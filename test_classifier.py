@@ -27,7 +27,8 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
-from bertlib import checkpoints, classifier, cli, data, encoding, features
+from bertlib import checkpoints, classifier, cli, encoding, features
+from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ logger = logging.getLogger(__name__)
 def main(argv=None):
     args = parse_args(argv)
     cli.check_bert_arguments(args)
-    features.check_io(args)
+    if features.check_io(args) == 0:
+        raise_no_sentences(args)
     device = cli.select_device(args.gpu)
     label_to_id = checkpoints.load_model_labels(args.model, args.label, 'classifier')
     cli.settle_text_prefix(args, args.model)
@@ -48,7 +50,9 @@ def main(argv=None):
     def probabilities(input_ids, input_mask):
         return F.softmax(model.logits(input_ids, input_mask))
 
-    examples = list(data.iter_examples(args.input, require_label=not args.predict))
+    examples = list(features.read_examples(args, require_label=not args.predict))
+    if not examples:  # standard input, which check_io cannot count beforehand
+        raise_no_sentences(args)
     ids = [tokenizer.encode(e.text, args.max_seq_length)[0] for e in examples]
     probs = encoding.encode_sorted(ids, probabilities, args.batchsize, device.xp)
     predicted = probs.argmax(axis=1)
@@ -63,10 +67,19 @@ def main(argv=None):
     # An unknown label gets the id K, which no prediction can equal.
     truth = np.array([label_to_id.get(e.label, len(names)) for e in examples])
     known = truth < len(names)
-    print(classifier.report(truth[known], predicted[known], names))
+    if known.any():
+        print(classifier.report(truth[known], predicted[known], names))
+    else:
+        print('no line of %s has a label the model knows: no confusion matrix'
+              % args.input)
     if unknown:
         print('accuracy counting the %d lines with unknown labels as errors: %.4f'
               % (int((~known).sum()), float(np.mean(truth == predicted))))
+
+
+def raise_no_sentences(args):
+    raise UsageError('%s: no sentences (only blank lines%s)'
+                     % (args.input, ' up to --max_length' if args.max_length else ''))
 
 
 def write_predictions(output, examples, predicted, probs, names):

@@ -38,7 +38,8 @@ def main(argv=None):
     same = ('pooling', 'loss', 'head', 'ema', 'memory_size') + (
         ('dim',) if args.head == 'linear' else ())
     setup = launch.prepare(args, 'dml', same=same, check_flags=check_args,
-                           check_train=check_classes)
+                           check_train=lambda split, label_to_id, path: check_classes(
+                               split, label_to_id, path, args.memory_size))
 
     training.seed_everything(args.seed, 0)  # the new layers' initial weights
     dim = args.dim if args.head == 'linear' else setup.config.hidden_size
@@ -65,45 +66,40 @@ def main(argv=None):
 
 
 def check_args(args):
-    """One message per out-of-range flag of the model and loss."""
-    if args.dim < 1:
-        raise UsageError('--dim must be at least 1, got %d' % args.dim)
-    if args.triplets < 0:
-        raise UsageError('--triplets must be 0 (one per sentence) or more, got %d'
-                         % args.triplets)
-    if args.samples_per_class < 2:
-        raise UsageError('--samples_per_class must be at least 2 (an anchor and a '
-                         'positive), got %d' % args.samples_per_class)
-    if not (math.isfinite(args.margin) and args.margin >= 0):
-        raise UsageError('--margin must be 0 or more, got %s' % args.margin)
+    """The checks of the model and loss flags that involve another flag; the plain
+    ranges are the flags' types (`cli.integer`, `cli.real`), checked while parsing."""
+    if (args.loss != 'triplet' and args.sampling == 'pk'
+            and args.samples_per_class > args.batchsize):
+        # A P x K batch has at least two classes: it would hold 2 K sentences, whatever
+        # --batchsize says.
+        raise UsageError('--samples_per_class %d is more than --batchsize %d: a batch holds '
+                         'K sentences of each of its classes' % (args.samples_per_class,
+                                                                 args.batchsize))
     if args.loss == 'arcface' and args.margin >= math.pi / 2:
         raise UsageError('--margin is an angle for arcface: below pi/2, got %s'
                          % args.margin)
-    if not (math.isfinite(args.scale) and args.scale > 0):
-        raise UsageError('--scale must be a positive number, got %s' % args.scale)
-    if not (math.isfinite(args.temperature) and args.temperature > 0):
-        raise UsageError('--temperature must be a positive number, got %s'
-                         % args.temperature)
-    if not 0 <= args.supcon_weight <= 1:
-        raise UsageError('--supcon_weight must be between 0 and 1, got %s'
-                         % args.supcon_weight)
-    if args.memory_size < 0 or args.memory_warmup < 0:
-        raise UsageError('--memory_size and --memory_warmup must be 0 or more, got %d '
-                         'and %d' % (args.memory_size, args.memory_warmup))
     if args.memory_size and args.loss not in losses.MEMORY_LOSSES:
         raise UsageError('--memory_size works with --loss %s, not %s'
                          % (', '.join(losses.MEMORY_LOSSES), args.loss))
-    if args.ema is not None and not 0 < args.ema < 1:
-        raise UsageError('--ema is a decay between 0 and 1 (e.g. 0.999), got %s'
-                         % args.ema)
 
 
-def check_classes(split, label_to_id, path):
-    """At least two classes to learn from; single-sentence classes are a warning."""
+def check_classes(split, label_to_id, path, memory_size=0):
+    """At least two classes to learn from, one of them with two sentences; a memory no
+    larger than the training set; single-sentence classes are a warning."""
     counts = {label: int((split.labels == i).sum()) for label, i in label_to_id.items()}
     if sum(1 for c in counts.values() if c > 0) < 2:
         raise UsageError('%s: metric learning needs at least two classes, found %d'
                          % (path, len(counts)))
+    if max(counts.values()) < 2:
+        # Every loss pulls a sentence towards another of its class: with none, training
+        # would run its epochs and learn nothing.
+        raise UsageError('%s: no class has two sentences, so there is no pair of the same '
+                         'class to learn from (%d classes of one sentence each)'
+                         % (path, len(counts)))
+    if memory_size > len(split):
+        raise UsageError('--memory_size %d is more than the %d training sentences: the '
+                         'memory would hold stale copies of the same sentences'
+                         % (memory_size, len(split)))
     single = [label for label, c in counts.items() if c == 1]
     if single:
         logger.warning('%s: classes with a single sentence cannot be anchors (kept as '
@@ -132,28 +128,34 @@ def add_model_arguments(model):
                        help='linear: dropout 0.1 and a Linear layer to --dim on the '
                             'sentence vector (the original\'s); none: the loss and the '
                             'features use the sentence vector itself (default: linear)')
-    model.add_argument('--dim', type=int, default=512,
+    model.add_argument('--dim', type=cli.integer('--dim', 1, cli.MAX_DIM), default=512,
                        help='embedding dimension of --head linear (default: 512)')
     model.add_argument('--loss', choices=losses.LOSSES, default='triplet',
                        help='metric loss (default: triplet, the original\'s)')
-    model.add_argument('--triplets', type=int, default=1000,
+    model.add_argument('--triplets', default=1000,
+                       type=cli.integer('--triplets', 0, cli.MAX_TRIPLETS,
+                                        ' (0: one per sentence)'),
                        help='triplet: triples drawn per epoch; 0: one per training '
                             'sentence (default: 1000)')
-    model.add_argument('--samples_per_class', type=int, default=8,
+    model.add_argument('--samples_per_class', default=8,
+                       type=cli.integer('--samples_per_class', 2, cli.MAX_BATCHSIZE,
+                                        ' (an anchor and a positive)'),
                        help='batch_hard, multi_similarity, supcon, arcface: K sentences '
                             'of each of batchsize/K classes per batch (default: 8)')
-    model.add_argument('--margin', type=float, default=None,
+    model.add_argument('--margin', type=cli.real('--margin', 0), default=None,
                        help='triplet, batch_hard: distance margin (default %g); arcface: '
                             'angular margin (default %g)'
                             % (losses.flag_default('margin', 'triplet'),
                                losses.flag_default('margin', 'arcface')))
-    model.add_argument('--scale', type=float, default=None,
+    model.add_argument('--scale', type=cli.real('--scale', 0, above=True), default=None,
                        help='arcface: logit scale (default: %g)'
                             % losses.flag_default('scale', 'arcface'))
-    model.add_argument('--temperature', type=float, default=None,
+    model.add_argument('--temperature', type=cli.real('--temperature', 0, above=True),
+                       default=None,
                        help='supcon, supcon_ce: temperature (default: %g)'
                             % losses.flag_default('temperature', 'supcon'))
-    model.add_argument('--supcon_weight', type=float, default=None,
+    model.add_argument('--supcon_weight', type=cli.real('--supcon_weight', 0, 1),
+                       default=None,
                        help='supcon_ce: weight of the supcon term; the cross-entropy of '
                             'a linear classifier on the embedding gets 1 - it (default: '
                             '%g, Gunel et al.\'s)'
@@ -162,15 +164,18 @@ def add_model_arguments(model):
                        help='batches of the batch losses: pk, P classes x K sentences '
                             '(--samples_per_class); random, shuffled sentences '
                             '(default: pk)')
-    model.add_argument('--memory_size', type=int, default=0,
+    model.add_argument('--memory_size', default=0,
+                       type=cli.integer('--memory_size', 0, cli.MAX_MEMORY_SIZE),
                        help='multi_similarity, supcon, supcon_ce: cross-batch memory of '
                             'the last M training embeddings, extra positives and '
                             'negatives of every anchor (Wang et al. 2020); 0: off '
                             '(default: 0)')
-    model.add_argument('--memory_warmup', type=int, default=100,
+    model.add_argument('--memory_warmup', type=cli.integer('--memory_warmup', 0), default=100,
                        help='training steps before the memory is filled and used '
                             '(default: 100)')
-    model.add_argument('--ema', type=float, default=None, metavar='DECAY',
+    model.add_argument('--ema', default=None, metavar='DECAY',
+                       type=cli.real('--ema', 0, 1, above=True, below=True,
+                                     note=' (a decay, e.g. 0.999)'),
                        help='keep an exponential moving average of the weights with this '
                             'decay (e.g. 0.999); the averaged weights are scored and saved '
                             'in the models, the training weights in final.state (default: '

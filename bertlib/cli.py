@@ -4,6 +4,7 @@ turning bad input into one clear message instead of a traceback."""
 import ctypes
 import errno
 import logging
+import math
 import os
 import signal
 import sys
@@ -65,6 +66,11 @@ def run(main):
 
     Under mpiexec (--communicator) a rank's error ends every rank: see
     `distributed.fail`."""
+    try:
+        check_standard_streams()
+    except UsageError as e:
+        print('error: %s' % e, file=sys.stderr)
+        sys.exit(2)
     setup_logging()
     keep_freed_memory()
     _MAIN_PID[:] = [os.getpid()]
@@ -116,6 +122,82 @@ def _silence_stdout():
         pass
 
 
+# The range types of the flags, for argparse's `type=`: a value out of range is a
+# UsageError naming the flag, raised while the command line is parsed (argparse lets any
+# other exception than ValueError and TypeError through), so it is the one-line error
+# before anything is read. A value that is not a number at all stays argparse's error.
+
+# Seeds go to NumPy's RandomState and scikit-learn, which take 0 ... 2**32 - 1.
+MAX_SEED = 2 ** 32 - 1
+# Upper bounds of the sizes a run allocates for: far above any real use (the original
+# BERT-DML's batch was 64, its --dim 512, its --triplets 1,000), far below a MemoryError
+# (--dim 10**9 asked for 59.6 GiB of weights, --memory_size 10**9 for 1.86 TiB).
+MAX_BATCHSIZE = 2 ** 16
+MAX_DIM = 2 ** 16
+MAX_TRIPLETS = 10 ** 7
+MAX_MEMORY_SIZE = 10 ** 7
+
+
+def integer(flag, low, high=None, note=''):
+    """An argparse type: an int from `low` to `high` (no upper bound when None), else a
+    UsageError '<flag> must be ...'; `note` (e.g. ' (0: no limit)') follows the range."""
+    def parse(text):
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            span = 'at least %d' % low if high is None else 'between %d and %d' % (low, high)
+            raise UsageError('%s must be %s%s, got %s' % (flag, span, note, text))
+        return value
+    parse.__name__ = 'int'  # argparse's "invalid int value: 'x'" for a non-number
+    return parse
+
+
+def real(flag, low, high=None, above=False, below=False, note=''):
+    """An argparse type: a finite float at least `low` (above it with `above`) and at
+    most `high` (below it with `below`; no upper bound when None), else a UsageError
+    '<flag> must be ...'. NaN and infinity never pass: every comparison with NaN is
+    false, so it would slip through a plain range check."""
+    def parse(text):
+        value = float(text)
+        if not (math.isfinite(value) and (value > low if above else value >= low)
+                and (high is None or (value < high if below else value <= high))):
+            span = ('a number above %g' if above else 'a number of at least %g') % low
+            if high is not None:
+                span += (' and below %g' if below else ' and at most %g') % high
+            raise UsageError('%s must be %s%s, got %s' % (flag, span, note, text))
+        return value
+    parse.__name__ = 'float'
+    return parse
+
+
+def add_seed_argument(parser, description):
+    """--seed, described by `description`, range-checked as NumPy and scikit-learn need
+    it."""
+    parser.add_argument('--seed', type=integer('--seed', 0, MAX_SEED), default=0,
+                        help=description)
+
+
+def check_standard_streams():
+    """Gives a closed standard stream (a shell's `<&-`, `>&-`, `2>&-`) /dev/null in its
+    place, so that no file the run opens gets descriptor 0, 1 or 2 (print() would write
+    into it); a closed standard output is then an error, as what would be printed there
+    (features, tables, the flags) would be lost. A closed standard input stays None:
+    `data` refuses '-' then."""
+    closed = []
+    for fd, name in ((0, 'stdin'), (1, 'stdout'), (2, 'stderr')):
+        if getattr(sys, name) is None:
+            closed.append(name)
+            replacement = os.open(os.devnull, os.O_RDWR)
+            if replacement != fd:
+                os.dup2(replacement, fd)
+                os.close(replacement)
+    if 'stderr' in closed:
+        sys.stderr = open(2, 'w', closefd=False)  # the error messages go nowhere, quietly
+    if 'stdout' in closed:
+        sys.stdout = open(1, 'w', closefd=False)
+        raise UsageError('standard output is closed (>&-): redirect it to a file or to '
+                         '/dev/null')
+
+
 def add_bert_arguments(parser, batchsize=64, communicator=False):
     """The flags that locate a pre-trained BERT and say how to run it; `communicator`:
     also --communicator, for the scripts that run under mpiexec."""
@@ -153,7 +235,8 @@ def add_bert_arguments(parser, batchsize=64, communicator=False):
                                 '-1). With --communicator, process r of a node uses GPU id + '
                                 'r, or GPU id of its own where each process sees its own '
                                 'GPUs (CUDA_VISIBLE_DEVICES)')
-    run_group.add_argument('--batchsize', '-b', type=int, default=batchsize,
+    run_group.add_argument('--batchsize', '-b', default=batchsize,
+                           type=integer('--batchsize', 1, MAX_BATCHSIZE),
                            help='sentences per batch, over all processes with '
                                 '--communicator (default: %d)' % batchsize)
     if communicator:
@@ -177,19 +260,21 @@ def add_training_arguments(parser, out):
     add_bert_arguments(parser, communicator=True)
     parser.set_defaults(text_prefix='')  # a model is trained with one, empty by default
     train = parser.add_argument_group('training')
-    train.add_argument('--epoch', '-e', type=int, default=100,
+    train.add_argument('--epoch', '-e', type=integer('--epoch', 1), default=100,
                        help='number of epochs (default: 100)')
-    train.add_argument('--learnrate', '-l', type=float, default=5e-5,
+    train.add_argument('--learnrate', '-l', type=real('--learnrate', 0, above=True),
+                       default=5e-5,
                        help='peak learning rate, decayed linearly to 0 (default: 5e-5)')
-    train.add_argument('--weightdecay', type=float, default=0.01,
+    train.add_argument('--weightdecay', type=real('--weightdecay', 0), default=0.01,
                        help='decoupled weight decay of weight matrices (default: 0.01)')
-    train.add_argument('--warmup', type=float, default=0.0,
+    train.add_argument('--warmup', default=0.0,
+                       type=real('--warmup', 0, 1, below=True,
+                                 note=' (the fraction of the steps spent warming up)'),
                        help='fraction of the steps spent warming the rate up (default: 0)')
-    train.add_argument('--seed', type=int, default=0,
-                       help='seed of every random draw (default: 0)')
+    add_seed_argument(train, 'seed of every random draw (default: 0)')
     train.add_argument('--resume', default='',
                        help='continue from DIR/final.model and DIR/final.state')
-    train.add_argument('--start_epoch', type=int, default=None,
+    train.add_argument('--start_epoch', type=integer('--start_epoch', 1), default=None,
                        help='first epoch to run (default: 1, or the one after the epoch '
                             'saved in --resume)')
     train.add_argument('--noplot', action='store_true', help='do not draw <out>.png')
@@ -197,8 +282,6 @@ def add_training_arguments(parser, out):
 
 
 def check_bert_arguments(args):
-    if args.batchsize < 1:
-        raise UsageError('--batchsize must be at least 1, got %d' % args.batchsize)
     if args.max_seq_length < 2:
         raise UsageError('--max_seq_length must be at least 2 ([CLS] and [SEP]), got %d'
                          % args.max_seq_length)

@@ -10,6 +10,7 @@ import collections
 import logging
 import os
 import sys
+import unicodedata
 
 import numpy as np
 
@@ -23,9 +24,17 @@ BOM = '\ufeff'
 Example = collections.namedtuple('Example', ['line_number', 'label', 'text'])
 
 
+def _stdin():
+    """Standard input as bytes; a UsageError when the shell closed it (`<&-`)."""
+    if sys.stdin is None:
+        raise UsageError("-: standard input is closed (<&-): give the input as a file or "
+                         "pipe it in")
+    return sys.stdin.buffer
+
+
 def _open_binary(path):
     if path == '-':
-        return sys.stdin.buffer
+        return _stdin()
     try:
         return open(path, 'rb')
     except OSError as e:
@@ -72,6 +81,7 @@ def check_input(path):
     and valid UTF-8 throughout. Returns the number of non-empty lines, or None for '-'.
     """
     if path == '-':
+        _stdin()
         return None
     if os.path.isdir(path):
         raise UsageError('%s: is a directory, not an input file' % path)
@@ -90,6 +100,30 @@ def check_input(path):
                                  % (path, line_number, e.start + 1))
             count += bool(line.strip())
     return count
+
+
+def check_label_forms(first_lines, path, known=()):
+    """UsageError when two labels of `path`, or one of it and one of `known` (a training
+    run's labels), differ only by Unicode normalisation.
+
+    'café' with a composed é (U+00E9) and with e + U+0301 look the same everywhere they
+    are printed, yet are two strings, so they would silently be two classes. Nothing is
+    normalised here: a label is written back as it was read, so the file is refused and
+    the user normalises it (NFC), once, for every script alike.
+
+    first_lines: {label: the line of `path` it first appears on}.
+    """
+    forms = {unicodedata.normalize('NFC', label): (label, None) for label in known}
+    for label, line_number in first_lines.items():
+        other, other_line = forms.setdefault(unicodedata.normalize('NFC', label),
+                                             (label, line_number))
+        if other != label:
+            where = 'line %d' % other_line if other_line is not None else 'the training file'
+            raise UsageError('%s:%d: label %r and %r (%s) differ only by Unicode '
+                             'normalisation (composed and decomposed accents): they print '
+                             'alike but would be two classes; normalise the file to NFC, '
+                             'e.g. uconv -x any-nfc' % (path, line_number, label, other,
+                                                        where))
 
 
 def _carriage_return(path, line_number):
@@ -120,9 +154,11 @@ def load_split(path, tokenizer, max_seq_length, label_to_id=None, closed=False):
     """Reads and tokenises a labelled file. New labels get the next id (first-seen order)
     unless `closed`, where an unknown label is an error."""
     label_to_id = dict(label_to_id or {})
-    ids, labels, unknown, truncated = [], [], {}, 0
+    known = list(label_to_id)
+    ids, labels, unknown, truncated, first_lines = [], [], {}, 0, {}
     for example in iter_examples(path, require_label=True):
         label = example.label
+        first_lines.setdefault(label, example.line_number)
         if label not in label_to_id:
             if closed:
                 unknown.setdefault(label, example.line_number)
@@ -132,6 +168,7 @@ def load_split(path, tokenizer, max_seq_length, label_to_id=None, closed=False):
         truncated += cut
         ids.append(token_ids)
         labels.append(label_to_id[label])
+    check_label_forms(first_lines, path, known)
     if unknown:
         shown = ', '.join('%r (line %d)' % item for item in list(unknown.items())[:5])
         raise UsageError('%s: labels never seen in training: %s' % (path, shown))

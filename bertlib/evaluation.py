@@ -7,7 +7,7 @@ code as the training log's acc1/acc2. Clustering and probe scores come from scik
   (cosine geometry, as the retrieval scores), compared with the labels;
 - silhouette: of the *labels* under cosine distance, i.e. how well the classes are
   separated in the feature space; exact on up to `silhouette_samples` points, else on a
-  seeded sample of that size (the exact score is quadratic in the number of points);
+  seeded stratified sample of that size (the exact score is quadratic in the number of points);
 - probe: accuracy on the features of a logistic regression fitted on training features
   (standardised), a linear-probe measure of how much label information they carry.
 """
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from bertlib import metrics
+from bertlib import metrics, projection
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,11 @@ def score_features(labels, features, seed=0, silhouette_samples=10000, train=Non
     if len(labels) <= len(classes):
         raise UsageError('%d points for %d labels: too few to cluster'
                          % (len(labels), len(classes)))
+    sample = None if len(labels) <= silhouette_samples else silhouette_samples
+    if sample is not None and sample <= len(classes):
+        raise UsageError('--silhouette_samples %d is not more than the %d labels: a '
+                         'silhouette needs every label and one point more'
+                         % (sample, len(classes)))
     scores = {'count': len(labels)}
     start = time.time()
     scores.update({k: v for k, v in metrics.retrieval_metrics(features, labels).items()
@@ -63,9 +68,12 @@ def score_features(labels, features, seed=0, silhouette_samples=10000, train=Non
     logger.info('KMeans: %.1f sec', time.time() - start)
 
     start = time.time()
-    sample = None if len(labels) <= silhouette_samples else silhouette_samples
+    # Stratified, not scikit-learn's uniform draw: every label keeps its points, so a
+    # small sample cannot end with one label, for which no silhouette exists.
+    chosen = np.arange(len(labels)) if sample is None else \
+        projection.stratified_sample(labels, sample, seed)
     scores['silhouette'] = float(skm.silhouette_score(
-        unit, labels, metric='cosine', sample_size=sample, random_state=seed))
+        unit[chosen], [labels[i] for i in chosen], metric='cosine'))
     logger.info('silhouette%s: %.1f sec',
                 ' (on %d sampled points)' % sample if sample else '', time.time() - start)
 

@@ -1,12 +1,15 @@
 """Reading the features TSV that the extraction scripts write: `label<TAB>f1<TAB>f2...`.
 
-Any tool's file in that format is accepted. Bad input is reported with its file and line:
-rows whose number of columns differs from the first row's, non-numeric values, NaN or
-infinity, and an empty file.
+Any tool's file in that format is accepted. A leading byte-order mark is dropped, as in
+text files (`bertlib.data`). Bad input is reported with its file and line: rows whose
+number of columns differs from the first row's, a single feature column, non-numeric
+values, NaN or infinity, labels that differ only by Unicode normalisation, and an empty
+file.
 """
 
 import numpy as np
 
+from bertlib import data
 from bertlib.errors import UsageError
 
 
@@ -14,9 +17,11 @@ def read_features(path, dtype=np.float32):
     """Reads a features file.
 
     Returns (labels, features): a list of N label strings (possibly empty strings) and an
-    (N, D) array of `dtype`. Raises UsageError naming the file and line of a bad row.
+    (N, D) array of `dtype`, D >= 2. Raises UsageError naming the file and line of a bad
+    row.
     """
     labels, rows, width, first_line = [], [], None, None
+    first_lines = {}  # label -> the line it first appears on
     try:
         stream = open(path, encoding='utf-8', newline='')
     except OSError as e:
@@ -24,6 +29,8 @@ def read_features(path, dtype=np.float32):
     with stream:
         try:
             for number, line in enumerate(stream, 1):
+                if number == 1:
+                    line = line.lstrip(data.BOM)
                 line = line.rstrip('\r\n')
                 if not line.strip():
                     continue
@@ -34,15 +41,22 @@ def read_features(path, dtype=np.float32):
                 row = _parse_row(values, path, number)
                 if width is None:
                     width, first_line = row.size, number
+                    if width < 2:
+                        # Cosine similarity of one number is only its sign, and no 2-D
+                        # map can be made of it: not features, e.g. a 'label<TAB>score'.
+                        raise UsageError('%s, line %d: one feature column; features have '
+                                         'at least 2' % (path, number))
                 elif row.size != width:
                     raise UsageError('%s, line %d: %d feature columns, but line %d has %d'
                                      % (path, number, row.size, first_line, width))
                 labels.append(label)
+                first_lines.setdefault(label, number)
                 rows.append(row.astype(dtype, copy=False))
         except UnicodeDecodeError as e:
             raise UsageError('%s: not UTF-8 text (%s)' % (path, e.reason))
     if not rows:
         raise UsageError('%s: no features (the file is empty)' % path)
+    data.check_label_forms(first_lines, path)
     return labels, np.stack(rows)
 
 

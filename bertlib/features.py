@@ -160,9 +160,10 @@ def add_io_arguments(parser):
     return parser
 
 
-def read_examples(args):
-    """The examples of --input, up to line --max_length when it is given."""
-    examples = data.iter_examples(args.input)
+def read_examples(args, require_label=False):
+    """The examples of --input, up to line --max_length when it is given
+    (`data.iter_examples`)."""
+    examples = data.iter_examples(args.input, require_label=require_label)
     limit = getattr(args, 'max_length', None)
     if limit is None:
         return examples

@@ -102,6 +102,30 @@ def display_name(label):
     return NO_LABEL if label == '' else str(label)
 
 
+# Longest label drawn in full; a longer one is cut with an ellipsis. Two 100,000-character
+# labels made a legend 1,500,101 pixels wide (5.46 GB to draw).
+MAX_LABEL_CHARS = 40
+# Longest title or panel note drawn in full (titles name files, which may be long).
+MAX_TITLE_CHARS = 200
+# Most labels listed in a legend; the rest are summed up in one last entry. 3,000 labels
+# made a legend 39,116 pixels tall.
+MAX_LEGEND_LABELS = 40
+
+
+def literal(text, limit=MAX_LABEL_CHARS):
+    """`text` as matplotlib must be given it to draw it as it is, at most `limit`
+    characters (a longer one ends with '…').
+
+    Every label, title and name drawn in a picture goes through here: matplotlib reads
+    text between two '$' as math and fails on what it cannot parse (a label '$\\foo$'
+    raised ParseFatalException at the end of a run); an escaped '\\$' is drawn as '$'.
+    """
+    text = str(text)
+    if len(text) > limit:
+        text = text[:limit - 1] + '\u2026'
+    return text.replace('$', '\\$')
+
+
 def scatter(ax, xy, labels, title):
     """Draws (N, 2) points `xy` on `ax`, coloured by their N `labels`, with a legend of the
     label names (outside the axes, on the right, beyond 10 labels) and `title`.
@@ -114,7 +138,7 @@ def scatter(ax, xy, labels, title):
     point_colors = np.array([color_of[display_name(label)] for label in labels])
     draw_points(ax, xy, point_colors)
     _legend(ax, names, colors)
-    ax.set_title(title)
+    ax.set_title(literal(title, MAX_TITLE_CHARS))
 
 
 def draw_points(ax, xy, colors):
@@ -139,14 +163,27 @@ def legend_handles(colors):
             for color in colors]
 
 
+def legend_entries(names, colors):
+    """(handles, texts) of a legend of the K `names` with their (K, 4) RGBA `colors`,
+    largest class first: at most MAX_LEGEND_LABELS of them, each drawn literally and cut
+    to MAX_LABEL_CHARS, then one entry that counts the labels left out."""
+    shown = min(len(names), MAX_LEGEND_LABELS)
+    handles = legend_handles(colors[:shown])
+    texts = [literal(name) for name in names[:shown]]
+    if len(names) > shown:
+        handles.append(legend_handles([NOISE_COLOR])[0])
+        texts.append('\u2026 and %d more labels' % (len(names) - shown))
+    return handles, texts
+
+
 def _legend(ax, names, colors):
     """A legend of coloured dots, one per name, inside the axes up to 10 names."""
-    handles = legend_handles(colors[:len(names)])
-    if len(names) <= 10:
-        ax.legend(handles, names, loc='best', fontsize='small', framealpha=0.8)
+    handles, texts = legend_entries(names, colors)
+    if len(texts) <= 10:
+        ax.legend(handles, texts, loc='best', fontsize='small', framealpha=0.8)
     else:
-        columns = 1 if len(names) <= 30 else 2
-        ax.legend(handles, names, loc='upper left', bbox_to_anchor=(1.01, 1.0),
+        columns = 1 if len(texts) <= 30 else 2
+        ax.legend(handles, texts, loc='upper left', bbox_to_anchor=(1.01, 1.0),
                   fontsize='small', ncol=columns, borderaxespad=0.0, frameon=False)
 
 
@@ -190,8 +227,15 @@ def check_picture_size(width_inches, height_inches, dpi, path):
 
 def save_figure(figure, path, dpi=150):
     """Writes `figure` to `path` in the format of its extension, complete or not at all;
-    UsageError, before drawing, when it would be too large to open."""
+    UsageError, before drawing, when it would be too large to open.
+
+    The size checked is the final one: `bbox_inches='tight'` grows the picture to hold
+    everything outside the axes (a legend on the right, long tick labels), so the layout
+    is computed first without rendering, and its bounding box is what is measured."""
     check_picture_size(*figure.get_size_inches(), dpi, path)
+    figure.draw_without_rendering()
+    box = figure.get_tightbbox()
+    check_picture_size(box.width, box.height, dpi, path)
     with atomic_write(path, 'wb') as stream:
         figure.savefig(stream, format=figure_format(path), dpi=dpi, bbox_inches='tight')
 
@@ -256,19 +300,19 @@ def draw_grid(figure, xy, labels, results, columns, timeout, title):
     axes[0].set_title('ground truth\n%d labels' % len(set(labels)), fontsize='medium')
     axes[0].get_legend().remove()
     names, colors = label_palette(labels)
-    handles = legend_handles(colors)
+    handles, texts = legend_entries(names, colors)
     for ax, (name, outcome) in zip(axes[1:], results):
         _draw_panel(ax, xy, labels, name, outcome, timeout)
     for ax in axes[panels:]:
         ax.axis('off')
     where = axes[panels] if panels < len(axes) else None
     if where is not None:
-        where.legend(handles, names, loc='center', frameon=False,
-                     ncol=1 if len(names) <= 20 else 2)
+        where.legend(handles, texts, loc='center', frameon=False,
+                     ncol=1 if len(texts) <= 20 else 2)
     else:
-        figure.legend(handles, names, loc='center left', bbox_to_anchor=(1.0, 0.5),
+        figure.legend(handles, texts, loc='center left', bbox_to_anchor=(1.0, 0.5),
                       fontsize='small', frameon=False)
-    figure.suptitle(title)
+    figure.suptitle(literal(title, MAX_TITLE_CHARS))
 
 
 def _draw_panel(ax, xy, labels, name, outcome, timeout):
@@ -279,7 +323,7 @@ def _draw_panel(ax, xy, labels, name, outcome, timeout):
                 color='tab:red', fontsize='x-large', fontweight='bold')
         if word == 'failed':
             reason = outcome.status[len('failed: '):]
-            ax.text(0.5, 0.38, reason[:60], transform=ax.transAxes, ha='center',
+            ax.text(0.5, 0.38, literal(reason, 60), transform=ax.transAxes, ha='center',
                     va='center', color='tab:red', fontsize='x-small', wrap=True)
     else:
         draw_points(ax, xy, cluster_colors(labels, outcome.value[0]))
@@ -326,13 +370,14 @@ def draw_confusion(matrix, rates, names, path, title):
     ax = figure.subplots()
     image = ax.imshow(rates, cmap='Blues', vmin=0.0, vmax=1.0)
     figure.colorbar(image, ax=ax, label='rate of the true class')
-    ax.set_xticks(range(len(names)), names, rotation=90)
-    ax.set_yticks(range(len(names)), names)
+    shown = [literal(name) for name in names]
+    ax.set_xticks(range(len(names)), shown, rotation=90)
+    ax.set_yticks(range(len(names)), shown)
     ax.set_xlabel('predicted')
     ax.set_ylabel('true')
     if len(names) <= 30:
         for (i, j), count in np.ndenumerate(matrix):
             ax.text(j, i, str(count), ha='center', va='center', fontsize='small',
                     color='white' if rates[i, j] > 0.5 else 'black')
-    ax.set_title(title)
+    ax.set_title(literal(title, MAX_TITLE_CHARS))
     save_figure(figure, path, dpi=100)

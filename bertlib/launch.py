@@ -14,7 +14,6 @@ checked here (`check_args`) before any work.
 
 import json
 import logging
-import math
 import os
 
 import numpy as np
@@ -68,6 +67,10 @@ def prepare(args, kind, same=(), check_flags=None, check_train=None, closed=Fals
     train, label_to_id = data.load_split(args.train, tokenizer, args.max_seq_length, known)
     if check_train is not None:
         check_train(train, label_to_id, args.train)
+    if args.batchsize > len(train):
+        raise UsageError('--batchsize %d is more than the %d sentences of %s: a batch '
+                         'cannot hold more than the training set'
+                         % (args.batchsize, len(train), args.train))
     # Classes unseen in training get ids after the training ones (as the original
     # BERT-DML gave new labels new ids): retrieval scores and D/loss use the eval set's
     # own labels, the standard protocol of metric learning on disjoint classes.
@@ -144,7 +147,6 @@ def check_args(args, kind, same=(), comm=None):
     distributed.check_training_communicator(args)
     for name in ('train', 'eval'):
         cli.check_file(getattr(args, name), '--%s file' % name)
-    check_training_flags(args)
     if distributed.is_root(comm):
         claim_out(args.out)
         if args.resume and os.path.isdir(args.resume):
@@ -158,23 +160,6 @@ def check_args(args, kind, same=(), comm=None):
         raise UsageError('--start_epoch %d is past --epoch %d: nothing to train'
                          % (start_epoch, args.epoch))
     return start_epoch, start_step
-
-
-def check_training_flags(args):
-    """One message per out-of-range training flag."""
-    if args.epoch < 1:
-        raise UsageError('--epoch must be at least 1, got %d' % args.epoch)
-    if not (math.isfinite(args.learnrate) and args.learnrate > 0):
-        raise UsageError('--learnrate must be a positive number, got %s' % args.learnrate)
-    if not (math.isfinite(args.weightdecay) and args.weightdecay >= 0):
-        raise UsageError('--weightdecay must be 0 or more, got %s' % args.weightdecay)
-    if not (0 <= args.warmup < 1):
-        raise UsageError('--warmup is the fraction of steps spent warming up: at least 0 '
-                         'and below 1, got %s' % args.warmup)
-    if args.start_epoch is not None and args.start_epoch < 1:
-        raise UsageError('--start_epoch must be at least 1, got %d' % args.start_epoch)
-    if not 0 <= args.seed < 2 ** 32:
-        raise UsageError('--seed must be between 0 and 2**32 - 1, got %d' % args.seed)
 
 
 def claim_out(out):

@@ -316,9 +316,9 @@ def test_flag_errors(tmp_path, tiny):
     import train_dml
     for flags, message in ((('--loss', 'batch_hard', '--memory_size', '8'),
                             '--memory_size works with'),
-                           (('--ema', '1.5'), '--ema is a decay'),
+                           (('--ema', '1.5'), '--ema must be a number above 0 and below 1'),
                            (('--supcon_weight', '2'), '--supcon_weight must be'),
-                           (('--memory_size', '-1'), '--memory_size and --memory_warmup')):
+                           (('--memory_size', '-1'), '--memory_size must be between 0 and')):
         with pytest.raises(UsageError, match=message):
             train_dml.main(train_args(tmp_path, tiny, tmp_path / 'x', *flags))
     out = run(tmp_path, tiny, 'plain', '--epoch', '1')

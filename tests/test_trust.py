@@ -311,20 +311,20 @@ def test_a_hostile_commit_journal_renames_nothing(world, tmp_path):
 # --- flags and text files ---------------------------------------------------------------
 
 @pytest.mark.parametrize('flag, value, message', [
-    ('--temperature', '0', '--temperature must be a positive number'),
-    ('--temperature', '-1', '--temperature must be a positive number'),
-    ('--learnrate', '-1', '--learnrate must be a positive number'),
-    ('--learnrate', 'nan', '--learnrate must be a positive number'),
-    ('--weightdecay', '-0.1', '--weightdecay must be 0 or more'),
-    ('--samples_per_class', '0', '--samples_per_class must be at least 2'),
-    ('--warmup', '5', '--warmup is the fraction of steps'),
+    ('--temperature', '0', '--temperature must be a number above 0'),
+    ('--temperature', '-1', '--temperature must be a number above 0'),
+    ('--learnrate', '-1', '--learnrate must be a number above 0'),
+    ('--learnrate', 'nan', '--learnrate must be a number above 0'),
+    ('--weightdecay', '-0.1', '--weightdecay must be a number of at least 0'),
+    ('--samples_per_class', '0', '--samples_per_class must be between 2 and'),
+    ('--warmup', '5', '--warmup must be a number of at least 0 and below 1'),
     ('--start_epoch', '-3', '--start_epoch must be at least 1'),
-    ('--triplets', '-1', '--triplets must be 0'),
-    ('--margin', '-0.1', '--margin must be 0 or more'),
-    ('--scale', '0', '--scale must be a positive number'),
+    ('--triplets', '-1', '--triplets must be between 0 and'),
+    ('--margin', '-0.1', '--margin must be a number of at least 0'),
+    ('--scale', '0', '--scale must be a number above 0'),
     ('--seed', '-1', '--seed must be between 0 and'),
     ('--epoch', '0', '--epoch must be at least 1'),
-    ('--dim', '0', '--dim must be at least 1'),
+    ('--dim', '0', '--dim must be between 1 and'),
 ])
 def test_out_of_range_flags(world, tmp_path, flag, value, message):
     out = tmp_path / 'out'
