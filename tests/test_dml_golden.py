@@ -3,7 +3,7 @@ samplers or the training set-up must not change a single draw.
 
 The golden values are those of main at 3020ef1 (before `losses.build` and
 `bertlib/launch.py`), where the same runs gave bit-identical log.jsonl and model files.
-The tolerances only absorb another machine's BLAS rounding; a changed draw, default or
+The tolerances only absorb another machine's BLAS rounding (MAP@R's a swapped near-tie); a changed draw, default or
 loss moves these figures by far more.
 """
 
@@ -47,6 +47,9 @@ def test_the_same_seed_gives_the_numbers_of_before(tmp_path, tiny, flags, capsys
             np.load(out / 'final.model') as final:
         moved = np.abs(final[KEY].astype(np.float64) - initial[KEY]).sum()
     t_loss, d_loss, t_map, expected_moved = GOLDEN[flags]
-    np.testing.assert_allclose([last['T/loss'], last['D/loss'], last['T/acc2']],
-                               [t_loss, d_loss, t_map], rtol=1e-5)
+    np.testing.assert_allclose([last['T/loss'], last['D/loss']], [t_loss, d_loss], rtol=1e-5)
+    # MAP@R ranks near-ties among barely trained features: one BLAS rounding can swap two
+    # neighbours (0.419759 -> 0.419429 for the triplet run on a Haswell OpenBLAS), which
+    # the losses above, at 1e-5, would not allow.
+    np.testing.assert_allclose(last['T/acc2'], t_map, atol=1e-3)
     np.testing.assert_allclose(moved, expected_moved, rtol=1e-3)
