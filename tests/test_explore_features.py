@@ -337,3 +337,48 @@ def test_search_box_and_label_toggles(page, driver):
     driver.find_element(By.ID, 'show-all').click()
     assert driver.execute_script('return explorer.drawnPoints()') == len(page['texts'])
     assert console_errors(driver) == []
+
+
+def local(url):
+    """True for the page itself and what it makes in memory (no network, no other site)."""
+    return url.split(':', 1)[0] in ('file', 'data', 'blob', 'about')
+
+
+def test_no_control_on_the_page_leaves_the_machine(page, driver):
+    """Every toolbar button clicked: no request and no window to any other origin (the
+    plotly 'Share chart...' button opened cloud.plotly.com in a new window)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    browser.open_page(driver, page['html'])
+    browser.requests(driver)
+    handles = driver.window_handles
+    buttons = driver.find_elements(By.CSS_SELECTOR, '.modebar-btn')
+    titles = [b.get_attribute('data-title') for b in buttons]
+    assert len(buttons) >= 8 and 'Box Select' in titles and 'Lasso Select' in titles, titles
+    assert not [t for t in titles if 'share' in t.lower() or 'cloud' in t.lower()], titles
+    assert not driver.find_elements(By.CSS_SELECTOR, 'a[href^="http"], .modebar-btn--logo')
+    controls = 'button, a, [role=button], input'
+
+    def visible_controls():
+        return [e for e in driver.find_elements(By.CSS_SELECTOR, '#plot ' + controls)
+                if e.is_displayed() and 'modebar-btn' not in (e.get_attribute('class') or '')]
+    before = visible_controls()
+    for title, button in zip(titles, buttons):
+        ActionChains(driver).move_to_element(button).click().perform()
+        time.sleep(0.3)
+        # What a button opens is clicked too, its last control (a dialog's confirm
+        # button, as plotly's upload dialog has) first.
+        for _ in range(5):
+            extra = [e for e in visible_controls() if e not in before]
+            if not extra:
+                break
+            ActionChains(driver).move_to_element(extra[-1]).click().perform()
+            time.sleep(0.3)
+        assert driver.window_handles == handles, title
+        asked, windows = browser.requests(driver)
+        assert [u for u in asked if not local(u)] == [] and windows == [], title
+    # The upload has nowhere to go even if something called it.
+    assert driver.execute_script(
+        "var c = document.getElementById('plot')._context;"
+        "return [c.showSendToCloud, c.plotlyServerURL, c.displaylogo]") == [False, '', False]
+    assert [e for e in console_errors(driver) if 'favicon' not in e['message']] == []
