@@ -10,7 +10,10 @@ extractors skip them), and writes one self-contained HTML page that works offlin
   - hovering a point shows its label and sentence; clicking it lists its k nearest
     neighbours in the full feature space (cosine, as the retrieval metrics), each with
     its similarity, label and whether the label matches; a search box finds sentences;
-  - precision@1 and MAP@R of the whole file.
+  - precision@1 and MAP@R of the whole file; the points whose nearest neighbour has
+    another label, and each point's precision@k, as colours, filters and a list of the
+    worst points with their wrong neighbours;
+  - box or lasso selection, listed and downloadable as TSV (made in the page).
 
 With --projector DIR it also writes DIR/tensors.tsv, DIR/metadata.tsv (label and
 sentence) and DIR/projector_config.pbtxt: `tensorboard --logdir DIR` then shows the
@@ -56,15 +59,18 @@ def main(argv=None):
 
 def write_page(args, labels, features, texts):
     start = time.time()
-    scores, neighbours, similarities = metrics.retrieval_and_neighbours(
-        features, labels, args.neighbours)
+    with explorer.still_running('nearest neighbours of %d points' % len(labels)):
+        scores, neighbours, similarities = metrics.retrieval_and_neighbours(
+            features, labels, args.neighbours)
     summary = explorer.summarise(labels, scores, neighbours)
     logger.info('%d nearest neighbours of %d points, precision@1 %s, MAP@R %s (%.1f s)',
                 neighbours.shape[1], len(labels), _fixed(summary['precision_at_1']),
                 _fixed(summary['map_at_r']), time.time() - start)
     start = time.time()
-    xy = projection.project_2d(features, method=args.method, perplexity=args.perplexity,
-                               seed=args.seed)
+    with explorer.still_running('%s of %d points' % (explorer.METHOD_NAMES[args.method],
+                                                     len(labels))):
+        xy = projection.project_2d(features, method=args.method, perplexity=args.perplexity,
+                                   seed=args.seed)
     logger.info('%s of %d points: %.1f s', args.method, len(xy), time.time() - start)
     page = explorer.page_data(labels, texts, xy, neighbours, similarities, summary,
                               args.title, args.method)

@@ -37,8 +37,9 @@ def run(*args):
 
 
 def make_data(folder, per_label=40, dim=12, seed=0):
-    """Three clustered labels of unique sentences (TRICKY among them), with an empty line
-    in the text file: returns (features path, text path, labels, texts, vectors)."""
+    """Three clustered labels of unique sentences (TRICKY among them), every 13th point in
+    the cluster of another label, with an empty line in the text file: returns (features
+    path, text path, labels, texts, vectors)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(len(LABELS), dim)) * 3
     labels, texts, vectors = [], [], []
@@ -47,7 +48,8 @@ def make_data(folder, per_label=40, dim=12, seed=0):
         labels.append(LABELS[k])
         texts.append(TRICKY[i] if i < len(TRICKY) else 'sentence number %d of %s'
                      % (i, LABELS[k]))
-        vectors.append(centres[k] + rng.normal(size=dim))
+        misplaced = i % 13 == 12
+        vectors.append(centres[(k + misplaced) % len(LABELS)] + rng.normal(size=dim))
     vectors = np.array(vectors, dtype=np.float32)
     features, text = folder / 'features.txt', folder / 'text.txt'
     features.write_text(''.join('%s\t%s\n' % (lab, '\t'.join('%.6f' % v for v in row))
@@ -382,3 +384,233 @@ def test_no_control_on_the_page_leaves_the_machine(page, driver):
         "var c = document.getElementById('plot')._context;"
         "return [c.showSendToCloud, c.plotlyServerURL, c.displaylogo]") == [False, '', False]
     assert [e for e in console_errors(driver) if 'favicon' not in e['message']] == []
+
+
+def drawn_indices(driver):
+    """The point indices the label traces hold, visible ones only."""
+    return sorted(driver.execute_script(
+        "var C = explorer.data.names.length, p = document.getElementById('plot');"
+        "return [].concat(...p._fullData.slice(0, C).filter(t => t.visible === true)"
+        ".map(t => Array.from(t.customdata || [])))"))
+
+
+def test_misplaced_points_precision_at_k_and_the_worst_list(page, driver):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    browser.open_page(driver, page['html'])
+    labels = np.array(page['labels'], dtype=object)
+    nb = page['neighbours']
+    precision = (labels[nb] == labels[:, None]).mean(axis=1)
+    counts = {name: (labels == name).sum() for name in set(labels)}
+    wrong = (labels[nb[:, 0]] != labels) & np.array([counts[lab] > 1 for lab in labels])
+    assert 0 < wrong.sum() < len(labels) and precision.min() < 1  # the data has some
+    np.testing.assert_allclose(driver.execute_script('return Array.from(explorer.precision)'),
+                               precision)
+    assert driver.execute_script('return Array.from(explorer.wrong)') == wrong.astype(int).tolist()
+    summary = driver.find_element(By.ID, 'misplaced').text
+    assert summary.startswith('%d of %d points have a nearest neighbour with another label'
+                              % (wrong.sum(), len(labels)))
+    # One click from the summary: only the misplaced points on the map, the list in view.
+    driver.find_element(By.ID, 'show-misplaced').click()
+    time.sleep(0.3)
+    assert drawn_indices(driver) == np.flatnonzero(wrong).tolist()
+    # The worst points, lowest precision@k first, each with its wrong neighbours.
+    worst = driver.execute_script(
+        "return [...document.querySelectorAll('#worst-list > li')].map(li => "
+        "[+li.dataset.index, [...li.querySelectorAll('li.sub .sentence')].map(e => e.textContent)])")
+    order = sorted((j for j in range(len(labels)) if precision[j] < 1),
+                   key=lambda j: (precision[j], -int(wrong[j]), j))[:50]
+    assert [j for j, _ in worst] == order
+    for j, subs in worst:
+        assert subs == [page['texts'][n] for n in nb[j] if labels[n] != labels[j]][:3]
+    # Filter by precision@k, colour by the nearest neighbour's label.
+    Select(driver.find_element(By.ID, 'filter')).select_by_value('precision')
+    time.sleep(0.3)
+    assert drawn_indices(driver) == np.flatnonzero(precision <= 0.5).tolist()
+    Select(driver.find_element(By.ID, 'filter')).select_by_value('all')
+    Select(driver.find_element(By.ID, 'colour-by')).select_by_value('wrong')
+    time.sleep(0.3)
+    colours = driver.execute_script(
+        "var C = explorer.data.names.length, p = document.getElementById('plot'), out = {};"
+        "p.data.slice(0, C).forEach(t => t.customdata.forEach((j, n) => out[j] = t.marker.color[n]));"
+        "return out")
+    assert len(set(colours[str(j)] for j in np.flatnonzero(wrong))) == 1
+    assert {colours[str(j)] for j in np.flatnonzero(~wrong)}.isdisjoint(
+        colours[str(j)] for j in np.flatnonzero(wrong))
+    legend = driver.find_element(By.ID, 'legend').text
+    assert 'nearest neighbour has another label' in legend
+    assert console_errors(driver) == []
+
+
+def drag(driver, start, end):
+    """A real mouse drag between two page points."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    actions = ActionChains(driver)
+    pointer = actions.w3c_actions.pointer_action
+    pointer.move_to_location(*start)
+    pointer.pointer_down()
+    for f in (0.3, 0.6, 1.0):
+        pointer.move_to_location(int(start[0] + f * (end[0] - start[0])),
+                                 int(start[1] + f * (end[1] - start[1])))
+    pointer.pointer_up()
+    actions.perform()
+
+
+def test_box_selection_lists_the_sentences_and_downloads_them_as_tsv(page, driver, tmp_path):
+    from selenium.webdriver.common.by import By
+    browser.open_page(driver, page['html'])
+    driver.execute_cdp_cmd('Browser.setDownloadBehavior',
+                           {'behavior': 'allow', 'downloadPath': str(tmp_path)})
+    browser.requests(driver)
+    driver.find_element(By.CSS_SELECTOR, '.modebar-btn[data-title="Box Select"]').click()
+    # A box over the left half of the map, in the plot's pixels.
+    box = driver.execute_script(
+        "var L = document.getElementById('plot')._fullLayout, r = document.getElementById('plot')"
+        ".getBoundingClientRect(); return [r.left + L._size.l, r.top + L._size.t, L._size.w, L._size.h]")
+    left, top, width, height = box
+    drag(driver, (int(left + 2), int(top + 2)), (int(left + width / 2), int(top + height - 2)))
+    time.sleep(0.5)
+    picked = driver.execute_script('return explorer.picked()')
+    at = np.array([list(driver.execute_script('return explorer.pixelOf(arguments[0])', j).values())
+                   for j in range(len(page['texts']))])
+    inside = np.flatnonzero((at[:, 0] > left + 2) & (at[:, 0] < left + width / 2))
+    assert 0 < len(picked) < len(page['texts']) and picked == inside.tolist()
+    listed = driver.execute_script(
+        "return [...document.querySelectorAll('#selection-list .sentence')].map(e => e.textContent)")
+    assert listed == [page['texts'][j] for j in picked]
+    driver.find_element(By.ID, 'download').click()
+    deadline = time.time() + 10
+    while not list(tmp_path.glob('*.tsv')) and time.time() < deadline:
+        time.sleep(0.1)
+    written = list(tmp_path.glob('*.tsv'))
+    assert [f.name for f in written] == ['_i_title_i_-selection.tsv']
+    rows = written[0].read_text(encoding='utf-8').split('\n')
+    assert rows[0] == 'index\tlabel\tsentence\tneighbours' and rows[-1] == ''
+    # A run of tabs and line breaks inside a sentence becomes one space.
+    expected = ['%d\t%s\t%s\t%s' % (j, page['labels'][j],
+                                    re.sub('[\t\r\n\u2028\u2029]+', ' ', page['texts'][j]),
+                                    ' '.join(map(str, page['neighbours'][j]))) for j in picked]
+    assert rows[1:-1] == expected
+    asked, windows = browser.requests(driver)
+    assert [u for u in asked if not local(u)] == [] and windows == []
+    # Escape clears the selection.
+    driver.find_element(By.TAG_NAME, 'body').send_keys('\ue00c')
+    assert driver.execute_script('return explorer.picked()') == []
+    assert console_errors(driver) == []
+
+
+def hex_rgb(color):
+    return np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)])
+
+
+def test_legend_marks_outside_the_palette_and_label_toggles(page, driver):
+    from selenium.webdriver.common.by import By
+    browser.open_page(driver, page['html'])
+    data = driver.execute_script('return explorer.data')
+    legend = driver.find_element(By.ID, 'legend').text.split('\n')
+    assert legend[:len(LABELS)] == data['names'] and 'search match' in legend
+    # The largest label's point nearest to the others' (so its rings lie on both).
+    target = int(np.flatnonzero(np.array(data['label']) == 0)[0])
+    driver.execute_script('explorer.select(arguments[0]); explorer.search("sentence")', target)
+    time.sleep(0.3)
+    marks = driver.execute_script(
+        "var p = document.getElementById('plot'); return [p.layout.shapes.map(s => s.line.color),"
+        " p.data[explorer.data.names.length].marker.color]")
+    palette = [hex_rgb(c) for c in data['colors']] + [hex_rgb(c) for c in (
+        '#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2',
+        '#7f7f7f', '#bcbd22', '#17becf')]
+    for color in marks[0] + [marks[1]]:
+        assert min(np.abs(hex_rgb(color) - p).max() for p in palette) > 60, color
+    ranges = "var L = document.getElementById('plot').layout; return [L.xaxis.range, L.yaxis.range]"
+    before = driver.execute_script(ranges)
+    driver.find_element(By.CSS_SELECTOR, '#labels input[data-label="0"]').click()
+    time.sleep(0.3)
+    assert driver.execute_script(ranges) == before
+    hidden = {j for j, c in enumerate(data['label']) if c == 0}
+    xy = {(data['x'][j], data['y'][j]) for j in hidden}
+    shapes = driver.execute_script(
+        "return document.getElementById('plot').layout.shapes.map(s => [s.xanchor, s.yanchor])")
+    visible_neighbours = [j for j in page['neighbours'][target] if j not in hidden]
+    assert len(shapes) == len(visible_neighbours) and not xy & set(map(tuple, shapes))
+    searched = driver.execute_script(
+        "return document.getElementById('plot').data[explorer.data.names.length].customdata")
+    assert searched and not hidden & set(searched)
+    driver.find_element(By.ID, 'show-all').click()
+    time.sleep(0.3)
+    assert len(driver.execute_script(
+        "return document.getElementById('plot').layout.shapes")) == len(page['neighbours'][0]) + 2
+    # The similarity scale is explained with the file's own range.
+    first = [data['similarity'][j * data['k']] for j in range(data['count'])]
+    note = driver.find_element(By.ID, 'similarity-note').text
+    assert 'from %.2f to %.2f' % (min(first), max(first)) in note and 'centred' in note
+    assert console_errors(driver) == []
+
+
+def test_hover_box_stays_inside_the_window(page, driver):
+    browser.open_page(driver, page['html'])
+    longest = max(range(len(page['texts'])), key=lambda j: len(page['texts'][j]))
+    for at in ('[0, 0]', '[innerWidth - 1, innerHeight - 1]', '[innerWidth - 1, 0]',
+               '[0, innerHeight - 1]'):
+        box = driver.execute_script(
+            "var at = %s; explorer.showTooltip(arguments[0], at[0], at[1]);"
+            "var r = document.getElementById('tooltip').getBoundingClientRect();"
+            "return [r.left, r.top, r.right, r.bottom, innerWidth, innerHeight]" % at, longest)
+        assert box[0] >= 0 and box[1] >= 0 and box[2] <= box[4] and box[3] <= box[5], (at, box)
+
+
+def test_keyboard_reaches_the_lists_enter_selects_escape_clears(page, driver):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    browser.open_page(driver, page['html'])
+    driver.find_element(By.ID, 'search').send_keys('number 7 of')
+    time.sleep(0.6)
+    assert driver.execute_script('return explorer.search("number 7 of")') == [7]
+    active = "var e = document.activeElement; return [e.parentNode.id, +e.dataset.index]"
+    driver.switch_to.active_element.send_keys(Keys.TAB)
+    assert driver.execute_script(active) == ['search-results', 7]
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    assert driver.execute_script('return explorer.selected') == 7
+    first = int(page['neighbours'][7][0])
+    assert driver.execute_script(active) == ['neighbours', first]
+    driver.switch_to.active_element.send_keys(Keys.TAB)
+    second = int(page['neighbours'][7][1])
+    assert driver.execute_script(active) == ['neighbours', second]
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    assert driver.execute_script('return explorer.selected') == second
+    driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+    assert driver.execute_script(
+        "return [explorer.selected, document.getElementById('plot').layout.shapes.length,"
+        " document.getElementById('search').value,"
+        " document.querySelectorAll('#neighbours li, #search-results li').length]") == [-1, 0, '', 0]
+    assert console_errors(driver) == []
+
+
+def test_without_webgl_the_page_draws_svg_and_offers_no_link(page):
+    reason = browser.missing()
+    if reason:
+        pytest.skip(reason)
+    from selenium.webdriver.common.by import By
+    driver = browser.start(['--disable-webgl', '--disable-3d-apis'])
+    try:
+        browser.open_page(driver, page['html'])
+        assert driver.execute_script(
+            "return document.getElementById('plot')._fullData[0].type") == 'scatter'
+        assert driver.execute_script('return explorer.drawnPoints()') == len(page['texts'])
+        assert 'WebGL is off' in driver.find_element(By.ID, 'about').text
+        assert not driver.find_elements(By.CSS_SELECTOR, '.no-webgl')
+    finally:
+        driver.quit()
+
+
+def test_long_steps_log_that_they_are_still_running(caplog):
+    caplog.set_level('INFO', logger='bertlib.explorer')
+    with explorer.still_running('t-SNE of 9 points', every=0.05):
+        time.sleep(0.32)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == 't-SNE of 9 points ...'
+    assert 4 <= len(lines) <= 7 and all(re.fullmatch(r't-SNE of 9 points: \d+ s so far', m)
+                                        for m in lines[1:])
+    caplog.clear()
+    with explorer.still_running('quick', every=10):
+        pass
+    assert [r.getMessage() for r in caplog.records] == ['quick ...']
