@@ -78,29 +78,36 @@ def summarise(labels, scores, neighbours):
             'per_label': per_label}
 
 
-def page_data(labels, texts, xy, neighbours, similarities, summary, title, method):
+def page_data(labels, texts, sets, title):
     """The JSON-able content of the page.
 
-    labels, texts: N strings; xy: (N, 2) map coordinates; neighbours, similarities:
-    (N, k); summary: from `summarise`. Labels become codes into `names` (largest class
-    first, coloured as plot_features.py colours them); arrays are flattened row-major.
+    labels, texts: the N strings all feature sets share; sets: one dict per feature set,
+    with name, method ('tsne' or 'pca'), xy (N, 2) map coordinates, neighbours and
+    similarities (N, k), and summary (from `summarise`). Labels become codes into
+    `names` (largest class first, coloured as plot_features.py colours them); arrays are
+    flattened row-major.
     """
     names, colors = figures.label_palette(labels)
     code = {name: i for i, name in enumerate(names)}
-    per_label = summary['per_label']
     return {
-        'title': title, 'method': METHOD_NAMES[method], 'count': len(labels),
-        'k': int(neighbours.shape[1]),
+        'title': title, 'count': len(labels), 'k': int(sets[0]['neighbours'].shape[1]),
         'names': names, 'colors': [_hex(c) for c in colors[:len(names)]],
         'label': [code[figures.display_name(label)] for label in labels],
-        'x': _rounded(xy[:, 0]), 'y': _rounded(xy[:, 1]), 'text': list(texts),
-        'neighbours': neighbours.ravel().tolist(),
-        'similarity': np.round(similarities.ravel(), 3).tolist(),
-        'summary': {'precision_at_1': summary['precision_at_1'],
-                    'map_at_r': summary['map_at_r'], 'queries': summary['queries'],
-                    'count': [per_label[name][0] for name in names],
-                    'precision_at_1_per_label': [per_label[name][1] for name in names]},
+        'label_count': [sets[0]['summary']['per_label'][name][0] for name in names],
+        'text': list(texts),
+        'sets': [_set_data(s, names) for s in sets],
     }
+
+
+def _set_data(s, names):
+    summary, per_label = s['summary'], s['summary']['per_label']
+    return {'name': s['name'], 'method': METHOD_NAMES[s['method']],
+            'x': _rounded(s['xy'][:, 0]), 'y': _rounded(s['xy'][:, 1]),
+            'neighbours': s['neighbours'].ravel().tolist(),
+            'similarity': np.round(s['similarities'].ravel(), 3).tolist(),
+            'precision_at_1': summary['precision_at_1'], 'map_at_r': summary['map_at_r'],
+            'queries': summary['queries'],
+            'precision_at_1_per_label': [per_label[name][1] for name in names]}
 
 
 def render(page):

@@ -182,7 +182,8 @@ def test_page_holds_every_text_as_data_never_as_markup(page):
     data = json.loads(block)
     assert data['text'] == page['texts'] and data['count'] == len(page['texts'])
     assert [data['names'][c] for c in data['label']] == page['labels']
-    assert data['neighbours'] == page['neighbours'].ravel().tolist()
+    assert len(data['sets']) == 1 and data['sets'][0]['name'] == 'features'
+    assert data['sets'][0]['neighbours'] == page['neighbours'].ravel().tolist()
     # Three script elements: the data, plotly.js and the page's own code; no sentence
     # opened another, and the title is escaped.
     assert len(re.findall(r'<script\b', html)) == 3
@@ -283,7 +284,7 @@ def test_click_lists_the_python_nearest_neighbours(page, driver):
     from selenium.webdriver.common.action_chains import ActionChains
     browser.open_page(driver, page['html'])
     # The point farthest from every other on the map, so the click hits it alone.
-    xy = np.array(driver.execute_script('return [explorer.data.x, explorer.data.y]')).T
+    xy = np.array(driver.execute_script('return [explorer.data.sets[0].x, explorer.data.sets[0].y]')).T
     gaps = np.linalg.norm(xy[:, None] - xy[None], axis=2)
     np.fill_diagonal(gaps, np.inf)
     target = int(np.argmax(gaps.min(axis=1)))
@@ -333,7 +334,7 @@ def test_search_box_and_label_toggles(page, driver):
     assert driver.find_element(By.CSS_SELECTOR, '#selected .sentence').text == TRICKY[0]
     assert driver.execute_script('return window.pwned') is None
     box = driver.find_element(By.CSS_SELECTOR, '#labels input[data-label="0"]')
-    hidden = driver.execute_script('return explorer.data.summary.count[0]')
+    hidden = driver.execute_script('return explorer.data.label_count[0]')
     box.click()
     assert driver.execute_script('return explorer.drawnPoints()') == len(page['texts']) - hidden
     driver.find_element(By.ID, 'show-all').click()
@@ -404,9 +405,9 @@ def test_misplaced_points_precision_at_k_and_the_worst_list(page, driver):
     counts = {name: (labels == name).sum() for name in set(labels)}
     wrong = (labels[nb[:, 0]] != labels) & np.array([counts[lab] > 1 for lab in labels])
     assert 0 < wrong.sum() < len(labels) and precision.min() < 1  # the data has some
-    np.testing.assert_allclose(driver.execute_script('return Array.from(explorer.precision)'),
+    np.testing.assert_allclose(driver.execute_script('return Array.from(explorer.data.sets[0].precision)'),
                                precision)
-    assert driver.execute_script('return Array.from(explorer.wrong)') == wrong.astype(int).tolist()
+    assert driver.execute_script('return Array.from(explorer.data.sets[0].wrong)') == wrong.astype(int).tolist()
     summary = driver.find_element(By.ID, 'misplaced').text
     assert summary.startswith('%d of %d points have a nearest neighbour with another label'
                               % (wrong.sum(), len(labels)))
@@ -506,7 +507,9 @@ def hex_rgb(color):
 def test_legend_marks_outside_the_palette_and_label_toggles(page, driver):
     from selenium.webdriver.common.by import By
     browser.open_page(driver, page['html'])
-    data = driver.execute_script('return explorer.data')
+    data = driver.execute_script(
+        "var D = explorer.data, S = D.sets[0]; return {names: D.names, colors: D.colors, "
+        "label: D.label, k: D.k, count: D.count, x: S.x, y: S.y, similarity: S.similarity}")
     legend = driver.find_element(By.ID, 'legend').text.split('\n')
     assert legend[:len(LABELS)] == data['names'] and 'search match' in legend
     # The largest label's point nearest to the others' (so its rings lie on both).
@@ -565,7 +568,8 @@ def test_keyboard_reaches_the_lists_enter_selects_escape_clears(page, driver):
     driver.find_element(By.ID, 'search').send_keys('number 7 of')
     time.sleep(0.6)
     assert driver.execute_script('return explorer.search("number 7 of")') == [7]
-    active = "var e = document.activeElement; return [e.parentNode.id, +e.dataset.index]"
+    active = ("var e = document.activeElement, list = e.closest('ul, #neighbours');"
+              "return [list.id, +e.dataset.index]")
     driver.switch_to.active_element.send_keys(Keys.TAB)
     assert driver.execute_script(active) == ['search-results', 7]
     driver.switch_to.active_element.send_keys(Keys.ENTER)
@@ -614,3 +618,78 @@ def test_long_steps_log_that_they_are_still_running(caplog):
     with explorer.still_running('quick', every=10):
         pass
     assert [r.getMessage() for r in caplog.records] == ['quick ...']
+
+
+@pytest.fixture(scope='module')
+def sets_page(tmp_path_factory):
+    """One page of two feature sets of the same sentences (t-SNE maps, 4 neighbours)."""
+    folder = tmp_path_factory.mktemp('sets')
+    paths, vectors = [], []
+    for seed, name in ((0, 'dml'), (3, 'pre-trained')):
+        (folder / name).mkdir()
+        features, text, labels, texts, x = make_data(folder / name, seed=seed)
+        paths.append(features.rename(folder / (name + '.txt')))
+        vectors.append(x)
+    html = folder / 'page.html'
+    result = run('--input', *paths, '--text', text, '--output', html, '--neighbours', 4)
+    assert result.returncode == 0, result.stderr
+    assert 'dml: t-SNE of 120 points ...' in result.stderr
+    return {'html': html, 'paths': paths, 'text': text, 'labels': labels, 'texts': texts,
+            'neighbours': [metrics.nearest_neighbours(x, 4)[0] for x in vectors]}
+
+
+def test_several_feature_sets_side_by_side(sets_page, driver):
+    from selenium.webdriver.common.by import By
+    data = json.loads(page_json(sets_page['html'].read_text(encoding='utf-8')))
+    assert [s['name'] for s in data['sets']] == ['dml', 'pre-trained']
+    assert data['title'] == 'dml / pre-trained'
+    for s, nb in zip(data['sets'], sets_page['neighbours']):
+        assert s['neighbours'] == nb.ravel().tolist() and s['method'] == 't-SNE'
+    assert data['sets'][0]['x'] != data['sets'][1]['x']
+    browser.open_page(driver, sets_page['html'])
+    target = 12                       # a misplaced point of the dml set
+    driver.execute_script('explorer.select(arguments[0])', target)
+    columns = driver.execute_script(
+        "return [...document.querySelectorAll('#neighbours .column')].map(c => "
+        "[c.querySelector('h3').textContent, [...c.querySelectorAll('.sentence')]"
+        ".map(e => e.textContent)])")
+    assert columns == [[name, [sets_page['texts'][j] for j in nb[target]]]
+                       for name, nb in zip(['dml', 'pre-trained'], sets_page['neighbours'])]
+    labels = np.array(sets_page['labels'], dtype=object)
+    for set_index, nb in enumerate(sets_page['neighbours']):
+        driver.find_elements(By.CSS_SELECTOR, '#sets input[type=radio]')[set_index].click()
+        time.sleep(0.3)
+        xs = driver.execute_script(
+            "var p = document.getElementById('plot'), out = {};"
+            "p.data.slice(0, explorer.data.names.length).forEach(t => "
+            "t.customdata.forEach((j, n) => out[j] = t.x[n])); return out")
+        assert [xs[str(j)] for j in range(len(labels))] == data['sets'][set_index]['x']
+        rings = driver.execute_script(
+            "return document.getElementById('plot').layout.shapes.map(s => s.xanchor)")
+        assert sorted(rings) == sorted([data['sets'][set_index]['x'][j] for j in nb[target]]
+                                       + [data['sets'][set_index]['x'][target]] * 2)
+        wrong = (labels[nb[:, 0]] != labels).sum()
+        assert driver.find_element(By.ID, 'misplaced').text.startswith(
+            '%d of %d points of %s' % (wrong, len(labels), data['sets'][set_index]['name']))
+    tsv = driver.execute_script('return explorer.selectionTsv()')
+    assert tsv == 'index\tlabel\tsentence\tneighbours dml\tneighbours pre-trained\n'
+    assert console_errors(driver) == []
+
+
+def test_several_feature_sets_must_hold_the_same_sentences(sets_page, tmp_path):
+    dml, other = sets_page['paths']
+    short = tmp_path / 'short.txt'
+    short.write_text(''.join(dml.read_text(encoding='utf-8').splitlines(True)[:-1]),
+                     encoding='utf-8')
+    twin = tmp_path / 'dml.txt'
+    twin.write_text(other.read_text(encoding='utf-8'), encoding='utf-8')
+    for args, message in (
+            ([dml, short], '%s has 119 feature rows' % short),
+            ([dml, twin], "same name 'dml'"),
+            ([dml, other, '--projector', tmp_path / 'p'], '--projector takes one --input'),
+            ([dml, other, dml, other], 'at most 3 feature sets')):
+        result = run('--input', *args, '--text', sets_page['text'],
+                     '--output', tmp_path / 'p.html')
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / 'p.html').exists()
