@@ -72,7 +72,8 @@ def write_page(args, labels, feature_sets, texts):
     for path, features in zip(args.input, feature_sets):
         name = set_name(path)
         start = time.time()
-        with explorer.still_running('%s: nearest neighbours of %d points' % (name, len(labels))):
+        what = '%s: nearest neighbours of %d points' % (name, len(labels))
+        with explorer.still_running(what):
             scores, neighbours, similarities = metrics.retrieval_and_neighbours(
                 features, labels, args.neighbours)
         summary = explorer.summarise(labels, scores, neighbours)

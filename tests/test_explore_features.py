@@ -284,7 +284,8 @@ def test_click_lists_the_python_nearest_neighbours(page, driver):
     from selenium.webdriver.common.action_chains import ActionChains
     browser.open_page(driver, page['html'])
     # The point farthest from every other on the map, so the click hits it alone.
-    xy = np.array(driver.execute_script('return [explorer.data.sets[0].x, explorer.data.sets[0].y]')).T
+    xy = np.array(driver.execute_script(
+        'return [explorer.data.sets[0].x, explorer.data.sets[0].y]')).T
     gaps = np.linalg.norm(xy[:, None] - xy[None], axis=2)
     np.fill_diagonal(gaps, np.inf)
     target = int(np.argmax(gaps.min(axis=1)))
@@ -405,9 +406,15 @@ def test_misplaced_points_precision_at_k_and_the_worst_list(page, driver):
     counts = {name: (labels == name).sum() for name in set(labels)}
     wrong = (labels[nb[:, 0]] != labels) & np.array([counts[lab] > 1 for lab in labels])
     assert 0 < wrong.sum() < len(labels) and precision.min() < 1  # the data has some
-    np.testing.assert_allclose(driver.execute_script('return Array.from(explorer.data.sets[0].precision)'),
-                               precision)
-    assert driver.execute_script('return Array.from(explorer.data.sets[0].wrong)') == wrong.astype(int).tolist()
+    shown = driver.execute_script('var S = explorer.data.sets[0];'
+                                  'return [Array.from(S.precision), Array.from(S.wrong)]')
+    np.testing.assert_allclose(shown[0], precision)
+    assert shown[1] == wrong.astype(int).tolist()
+    scores = metrics.retrieval_metrics(page['vectors'], page['labels'])
+    assert driver.execute_script(
+        "return [...document.querySelectorAll('#sets td')].map(e => e.textContent)") == [
+        'features', '%.3f' % scores['precision_at_1'], '%.3f' % scores['map_at_r'],
+        str(wrong.sum())]
     summary = driver.find_element(By.ID, 'misplaced').text
     assert summary.startswith('%d of %d points have a nearest neighbour with another label'
                               % (wrong.sum(), len(labels)))
@@ -418,7 +425,8 @@ def test_misplaced_points_precision_at_k_and_the_worst_list(page, driver):
     # The worst points, lowest precision@k first, each with its wrong neighbours.
     worst = driver.execute_script(
         "return [...document.querySelectorAll('#worst-list > li')].map(li => "
-        "[+li.dataset.index, [...li.querySelectorAll('li.sub .sentence')].map(e => e.textContent)])")
+        "[+li.dataset.index, [...li.querySelectorAll('li.sub .sentence')]"
+        ".map(e => e.textContent)])")
     order = sorted((j for j in range(len(labels)) if precision[j] < 1),
                    key=lambda j: (precision[j], -int(wrong[j]), j))[:50]
     assert [j for j, _ in worst] == order
@@ -433,7 +441,8 @@ def test_misplaced_points_precision_at_k_and_the_worst_list(page, driver):
     time.sleep(0.3)
     colours = driver.execute_script(
         "var C = explorer.data.names.length, p = document.getElementById('plot'), out = {};"
-        "p.data.slice(0, C).forEach(t => t.customdata.forEach((j, n) => out[j] = t.marker.color[n]));"
+        "p.data.slice(0, C).forEach(t => t.customdata.forEach("
+        "(j, n) => out[j] = t.marker.color[n]));"
         "return out")
     assert len(set(colours[str(j)] for j in np.flatnonzero(wrong))) == 1
     assert {colours[str(j)] for j in np.flatnonzero(~wrong)}.isdisjoint(
@@ -466,18 +475,20 @@ def test_box_selection_lists_the_sentences_and_downloads_them_as_tsv(page, drive
     driver.find_element(By.CSS_SELECTOR, '.modebar-btn[data-title="Box Select"]').click()
     # A box over the left half of the map, in the plot's pixels.
     box = driver.execute_script(
-        "var L = document.getElementById('plot')._fullLayout, r = document.getElementById('plot')"
-        ".getBoundingClientRect(); return [r.left + L._size.l, r.top + L._size.t, L._size.w, L._size.h]")
+        "var p = document.getElementById('plot'), L = p._fullLayout,"
+        " r = p.getBoundingClientRect();"
+        "return [r.left + L._size.l, r.top + L._size.t, L._size.w, L._size.h]")
     left, top, width, height = box
     drag(driver, (int(left + 2), int(top + 2)), (int(left + width / 2), int(top + height - 2)))
     time.sleep(0.5)
     picked = driver.execute_script('return explorer.picked()')
-    at = np.array([list(driver.execute_script('return explorer.pixelOf(arguments[0])', j).values())
-                   for j in range(len(page['texts']))])
+    at = np.array([[p['x'], p['y']] for p in driver.execute_script(
+        'return explorer.data.text.map((t, j) => explorer.pixelOf(j))')])
     inside = np.flatnonzero((at[:, 0] > left + 2) & (at[:, 0] < left + width / 2))
     assert 0 < len(picked) < len(page['texts']) and picked == inside.tolist()
     listed = driver.execute_script(
-        "return [...document.querySelectorAll('#selection-list .sentence')].map(e => e.textContent)")
+        "return [...document.querySelectorAll('#selection-list .sentence')]"
+        ".map(e => e.textContent)")
     assert listed == [page['texts'][j] for j in picked]
     driver.find_element(By.ID, 'download').click()
     deadline = time.time() + 10
@@ -517,22 +528,24 @@ def test_legend_marks_outside_the_palette_and_label_toggles(page, driver):
     driver.execute_script('explorer.select(arguments[0]); explorer.search("sentence")', target)
     time.sleep(0.3)
     marks = driver.execute_script(
-        "var p = document.getElementById('plot'); return [p.layout.shapes.map(s => s.line.color),"
+        "var p = document.getElementById('plot');"
+        "return [p.layout.shapes.map(s => s.line.color),"
         " p.data[explorer.data.names.length].marker.color]")
     palette = [hex_rgb(c) for c in data['colors']] + [hex_rgb(c) for c in (
         '#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2',
         '#7f7f7f', '#bcbd22', '#17becf')]
     for color in marks[0] + [marks[1]]:
         assert min(np.abs(hex_rgb(color) - p).max() for p in palette) > 60, color
-    ranges = "var L = document.getElementById('plot').layout; return [L.xaxis.range, L.yaxis.range]"
+    ranges = ("var L = document.getElementById('plot').layout;"
+              "return [L.xaxis.range, L.yaxis.range]")
     before = driver.execute_script(ranges)
     driver.find_element(By.CSS_SELECTOR, '#labels input[data-label="0"]').click()
     time.sleep(0.3)
     assert driver.execute_script(ranges) == before
     hidden = {j for j, c in enumerate(data['label']) if c == 0}
     xy = {(data['x'][j], data['y'][j]) for j in hidden}
-    shapes = driver.execute_script(
-        "return document.getElementById('plot').layout.shapes.map(s => [s.xanchor, s.yanchor])")
+    shapes = driver.execute_script("return document.getElementById('plot').layout.shapes"
+                                   ".map(s => [s.xanchor, s.yanchor])")
     visible_neighbours = [j for j in page['neighbours'][target] if j not in hidden]
     assert len(shapes) == len(visible_neighbours) and not xy & set(map(tuple, shapes))
     searched = driver.execute_script(
@@ -540,8 +553,8 @@ def test_legend_marks_outside_the_palette_and_label_toggles(page, driver):
     assert searched and not hidden & set(searched)
     driver.find_element(By.ID, 'show-all').click()
     time.sleep(0.3)
-    assert len(driver.execute_script(
-        "return document.getElementById('plot').layout.shapes")) == len(page['neighbours'][0]) + 2
+    assert len(driver.execute_script("return document.getElementById('plot').layout.shapes")) \
+        == len(page['neighbours'][0]) + 2
     # The similarity scale is explained with the file's own range.
     first = [data['similarity'][j * data['k']] for j in range(data['count'])]
     note = driver.find_element(By.ID, 'similarity-note').text
@@ -585,7 +598,8 @@ def test_keyboard_reaches_the_lists_enter_selects_escape_clears(page, driver):
     assert driver.execute_script(
         "return [explorer.selected, document.getElementById('plot').layout.shapes.length,"
         " document.getElementById('search').value,"
-        " document.querySelectorAll('#neighbours li, #search-results li').length]") == [-1, 0, '', 0]
+        " document.querySelectorAll('#neighbours li, #search-results li').length]") \
+        == [-1, 0, '', 0]
     assert console_errors(driver) == []
 
 
