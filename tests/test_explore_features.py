@@ -452,6 +452,25 @@ def test_misplaced_points_precision_at_k_and_the_worst_list(page, driver):
     assert console_errors(driver) == []
 
 
+def test_a_page_with_nothing_misplaced_says_so(tmp_path, driver):
+    features, text, labels, _, _ = make_data(tmp_path, per_label=6)
+    # Every point on its label's centre, a little apart: all neighbours share the label.
+    centres = {label: np.eye(12)[k] * 100 for k, label in enumerate(LABELS)}
+    rows = [centres[label] + 0.01 * np.eye(12)[j % 12] for j, label in enumerate(labels)]
+    features.write_text(''.join('%s\t%s\n' % (label, '\t'.join('%.4f' % v for v in row))
+                                for label, row in zip(labels, rows)), encoding='utf-8')
+    html = tmp_path / 'page.html'
+    result = run('--input', features, '--text', text, '--output', html, '--method', 'pca',
+                 '--neighbours', 3)
+    assert result.returncode == 0, result.stderr
+    from selenium.webdriver.common.by import By
+    browser.open_page(driver, html)
+    assert driver.find_element(By.ID, 'worst-list').text == \
+        "None: every point's 3 nearest neighbours share its label."
+    assert not driver.find_element(By.ID, 'show-misplaced').is_enabled()
+    assert driver.find_element(By.ID, 'misplaced').text.startswith('0 of 18 points')
+
+
 def drag(driver, start, end):
     """A real mouse drag between two page points."""
     from selenium.webdriver.common.action_chains import ActionChains
