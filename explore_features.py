@@ -15,6 +15,10 @@ extractors skip them), and writes one self-contained HTML page that works offlin
     worst points with their wrong neighbours;
   - box or lasso selection, listed and downloadable as TSV (made in the page).
 
+Two or three features files of the same sentences (--input A B C) make one page that
+compares them: each set's map and figures, and a sentence's neighbours under each side
+by side.
+
 With --projector DIR it also writes DIR/tensors.tsv, DIR/metadata.tsv (label and
 sentence) and DIR/projector_config.pbtxt: `tensorboard --logdir DIR` then shows the
 vectors in its Projector tab. Logs go to stderr.

@@ -6,9 +6,11 @@ The page (template: explorer.html beside this file) shows the 2-D map of
 point shows its sentence, clicking it lists its k nearest neighbours in the full feature
 space, found with the retrieval figures in one pass over the cosine similarities
 (`metrics.retrieval_and_neighbours`), so the page ships k indices per point instead of
-every vector. Every label and sentence goes into the page as JSON inside a
-<script type="application/json"> block, with `<`, `>` and `&` written as \\u escapes,
-and the page's script inserts them with textContent: text is never parsed as markup.
+every vector; a page of two or three feature sets of the same sentences holds one map
+and one set of neighbours per set. Every label and sentence goes into the page as JSON
+inside a <script type="application/json"> block, with `<`, `>` and `&` written as \\u
+escapes, and the page's script inserts them with textContent: text is never parsed as
+markup.
 """
 
 import contextlib
