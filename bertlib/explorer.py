@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from bertlib import data, figures, metrics
+from bertlib import data, figures
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
