@@ -726,3 +726,21 @@ def test_several_feature_sets_must_hold_the_same_sentences(sets_page, tmp_path):
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / 'p.html').exists()
+
+
+def test_legend_of_many_labels_names_twelve_and_counts_the_rest(tmp_path, driver):
+    from selenium.webdriver.common.by import By
+    rng = np.random.default_rng(4)
+    labels = ['label %02d' % (j % 15) for j in range(60)]
+    vectors = rng.normal(size=(60, 6))
+    scores, neighbours, sims = metrics.retrieval_and_neighbours(vectors, labels, 3)
+    page_set = {'name': 'many', 'method': 'pca', 'xy': vectors[:, :2],
+                'neighbours': neighbours, 'similarities': sims,
+                'summary': explorer.summarise(labels, scores, neighbours)}
+    data = explorer.page_data(labels, ['s %d' % j for j in range(60)], [page_set], 'many')
+    explorer.write_page(str(tmp_path / 'many.html'), data)
+    browser.open_page(driver, tmp_path / 'many.html')
+    rows = driver.find_element(By.ID, 'legend').text.split('\n')
+    assert rows[:12] == data['names'][:12]
+    assert rows[12] == '+ 3 more labels: see the label table'
+    assert console_errors(driver) == []
