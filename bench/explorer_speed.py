@@ -7,8 +7,8 @@ rt-polarity's lengths), runs explore_features.py as a whole process (reading, ne
 metrics, the map, writing), and prints the page size and the build time. Where headless
 Chromium is installed (`make browser`) it then opens the page and prints the time from
 navigation start until plotly.js has drawn the map (explorer.paintedAt), the median of
---loads fresh loads, then the time a click's neighbour list and a search for 'the' take
-until the next paint.
+--loads fresh loads, then the time a click's neighbour list, a search for 'the' and
+colouring every point by its precision@k take until the next paint.
 
     python bench/explorer_speed.py [--sizes 5000 50000] [--method tsne] [--keep DIR]
 """
@@ -63,8 +63,9 @@ def build(features, text, page, method):
     return time.time() - start
 
 
-# Milliseconds of a click's work (neighbour list and rings redrawn) and of a search for a
-# common word (list and rings of every match), each until the browser has painted again.
+# Milliseconds of a click's work (neighbour list and rings redrawn), of a search for a
+# common word (list and rings of every match) and of colouring by precision@k (every
+# label trace rebuilt with a colour per point), each until the browser has painted again.
 INTERACTION = """
 const done = arguments[arguments.length - 1];
 const frame = () => new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)));
@@ -75,7 +76,13 @@ const click = performance.now() - t;
 t = performance.now();
 const found = explorer.search('the').length;
 await frame();
-done([click, performance.now() - t, found]);
+const search = performance.now() - t;
+const colour = document.getElementById('colour-by');
+t = performance.now();
+colour.value = 'precision';
+colour.dispatchEvent(new Event('change'));
+await frame();
+done([click, search, performance.now() - t, found]);
 """
 
 
@@ -94,11 +101,11 @@ def browser_times(page, loads):
             assert driver.execute_script('return explorer.drawnPoints()') == \
                 driver.execute_script('return explorer.data.count')
             driver.set_script_timeout(120)
-            click, search, found = driver.execute_async_script(
+            click, search, colouring, found = driver.execute_async_script(
                 '(async () => {%s})()' % INTERACTION)
         finally:
             driver.quit()
-    return float(np.median(times)), click, search, found
+    return float(np.median(times)), click, search, colouring, found
 
 
 def main():
@@ -111,16 +118,16 @@ def main():
     args = parser.parse_args()
     folder = pathlib.Path(args.keep or tempfile.mkdtemp(prefix='explorer-speed-'))
     folder.mkdir(parents=True, exist_ok=True)
-    print('| points | map | page size | build time | first paint | click | search |')
-    print('|---|---|---|---|---|---|---|')
+    print('| points | map | page size | build time | first paint | click | search | colour by P@k |')
+    print('|---|---|---|---|---|---|---|---|')
     for n in args.sizes:
         features, text = generate(folder, n)
         page = folder / ('page-%d.html' % n)
         seconds = build(features, text, page, args.method)
         times = browser_times(page, args.loads)
-        shown = ['-'] * 3 if times is None else [
+        shown = ['-'] * 4 if times is None else [
             '%.1f s' % (times[0] / 1000.0), '%.0f ms' % times[1],
-            '%.0f ms (%d matches)' % (times[2], times[3])]
+            '%.0f ms (%d matches)' % (times[2], times[4]), '%.0f ms' % times[3]]
         print('| %d | %s | %.1f MB | %.1f s | %s |'
               % (n, args.method, os.path.getsize(page) / 1e6, seconds, ' | '.join(shown)),
               flush=True)

@@ -6,20 +6,25 @@ The page (template: explorer.html beside this file) shows the 2-D map of
 point shows its sentence, clicking it lists its k nearest neighbours in the full feature
 space, found with the retrieval figures in one pass over the cosine similarities
 (`metrics.retrieval_and_neighbours`), so the page ships k indices per point instead of
-every vector. Every label and sentence goes into the page as JSON inside a
-<script type="application/json"> block, with `<`, `>` and `&` written as \\u escapes,
-and the page's script inserts them with textContent: text is never parsed as markup.
+every vector; a page of two or three feature sets of the same sentences holds one map
+and one set of neighbours per set. Every label and sentence goes into the page as JSON
+inside a <script type="application/json"> block, with `<`, `>` and `&` written as \\u
+escapes, and the page's script inserts them with textContent: text is never parsed as
+markup.
 """
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
+import threading
+import time
 
 import numpy as np
 
-from bertlib import data, figures, metrics
+from bertlib import data, figures
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
@@ -75,29 +80,36 @@ def summarise(labels, scores, neighbours):
             'per_label': per_label}
 
 
-def page_data(labels, texts, xy, neighbours, similarities, summary, title, method):
+def page_data(labels, texts, sets, title):
     """The JSON-able content of the page.
 
-    labels, texts: N strings; xy: (N, 2) map coordinates; neighbours, similarities:
-    (N, k); summary: from `summarise`. Labels become codes into `names` (largest class
-    first, coloured as plot_features.py colours them); arrays are flattened row-major.
+    labels, texts: the N strings all feature sets share; sets: one dict per feature set,
+    with name, method ('tsne' or 'pca'), xy (N, 2) map coordinates, neighbours and
+    similarities (N, k), and summary (from `summarise`). Labels become codes into
+    `names` (largest class first, coloured as plot_features.py colours them); arrays are
+    flattened row-major.
     """
     names, colors = figures.label_palette(labels)
     code = {name: i for i, name in enumerate(names)}
-    per_label = summary['per_label']
     return {
-        'title': title, 'method': METHOD_NAMES[method], 'count': len(labels),
-        'k': int(neighbours.shape[1]),
+        'title': title, 'count': len(labels), 'k': int(sets[0]['neighbours'].shape[1]),
         'names': names, 'colors': [_hex(c) for c in colors[:len(names)]],
         'label': [code[figures.display_name(label)] for label in labels],
-        'x': _rounded(xy[:, 0]), 'y': _rounded(xy[:, 1]), 'text': list(texts),
-        'neighbours': neighbours.ravel().tolist(),
-        'similarity': np.round(similarities.ravel(), 3).tolist(),
-        'summary': {'precision_at_1': summary['precision_at_1'],
-                    'map_at_r': summary['map_at_r'], 'queries': summary['queries'],
-                    'count': [per_label[name][0] for name in names],
-                    'precision_at_1_per_label': [per_label[name][1] for name in names]},
+        'label_count': [sets[0]['summary']['per_label'][name][0] for name in names],
+        'text': list(texts),
+        'sets': [_set_data(s, names) for s in sets],
     }
+
+
+def _set_data(s, names):
+    summary, per_label = s['summary'], s['summary']['per_label']
+    return {'name': s['name'], 'method': METHOD_NAMES[s['method']],
+            'x': _rounded(s['xy'][:, 0]), 'y': _rounded(s['xy'][:, 1]),
+            'neighbours': s['neighbours'].ravel().tolist(),
+            'similarity': np.round(s['similarities'].ravel(), 3).tolist(),
+            'precision_at_1': summary['precision_at_1'], 'map_at_r': summary['map_at_r'],
+            'queries': summary['queries'],
+            'precision_at_1_per_label': [per_label[name][1] for name in names]}
 
 
 def render(page):
@@ -164,6 +176,30 @@ def check_projector_dir(directory):
         existing = os.path.dirname(existing)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError('--projector %s: %s is not writable' % (directory, existing))
+
+
+@contextlib.contextmanager
+def still_running(what, every=15.0):
+    """Logs '<what>: N s so far' every `every` seconds while the block runs.
+
+    Why: the long steps (t-SNE: 69 s for 10,000 points on 2 cores; the neighbours of
+    50,000 points) give no sign of life of their own, and scikit-learn's progress goes to
+    stdout in its own format.
+    """
+    start = time.time()
+    logger.info('%s ...', what)
+    finished = threading.Event()
+
+    def beat():
+        while not finished.wait(every):
+            logger.info('%s: %.0f s so far', what, time.time() - start)
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        thread.join()
 
 
 def _tsv_cell(text):

@@ -26,16 +26,32 @@ def missing():
     return None
 
 
-def start():
-    """A headless Chromium WebDriver that keeps the page's console log."""
+def start(extra_flags=()):
+    """A headless Chromium WebDriver that keeps the page's console log and its DevTools
+    events (every request and new window: see `requests`), with `extra_flags`."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     options = webdriver.ChromeOptions()
-    for flag in FLAGS:
+    for flag in FLAGS + tuple(extra_flags):
         options.add_argument(flag)
     options.binary_location = _which(CHROMIUM)
-    options.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
+    options.set_capability('goog:loggingPrefs', {'browser': 'ALL', 'performance': 'ALL'})
     return webdriver.Chrome(options=options, service=Service(_which(DRIVER)))
+
+
+def requests(driver):
+    """The URLs the browser requested, or opened a window on, since the last call:
+    (request URLs, window URLs), from the DevTools events of the performance log."""
+    import json
+    asked, windows = [], []
+    for entry in driver.get_log('performance'):
+        message = json.loads(entry['message'])['message']
+        if message['method'] == 'Network.requestWillBeSent':
+            asked.append(message['params']['request']['url'])
+        elif message['method'] in ('Page.windowOpen', 'Target.targetCreated'):
+            params = message['params']
+            windows.append(params.get('url') or params.get('targetInfo', {}).get('url'))
+    return asked, windows
 
 
 def open_page(driver, path, timeout=60.0):
