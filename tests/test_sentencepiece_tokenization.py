@@ -255,15 +255,22 @@ def test_embed_pads_with_the_mask_and_uses_the_prefix(tmp_path, spm_bert, capsys
     assert np.abs(features('--text_prefix', 'query: ') - plain).max() > 1e-3
 
 
-def test_tokenizer_larger_than_the_embedding_is_refused(tmp_path, capsys):
+def test_tokenizer_larger_than_the_embedding_is_one_error_line(tmp_path):
     folder = write_random_sentencepiece_bert(tmp_path / 'bert', WORDS, extra_rows=0)
     config = json.loads((folder / 'bert_config.json').read_text())
     config['vocab_size'] -= 1
     (folder / 'bert_config.json').write_text(json.dumps(config))
     (tmp_path / 'in.txt').write_text('a\tthe film\n')
-    with pytest.raises(UsageError, match='pieces but .* says vocab_size'):
-        extruct_bert_embed.main(['--input', str(tmp_path / 'in.txt')]
-                                + sentencepiece_model_flags(folder))
+    result = subprocess.run([sys.executable, str(ROOT / 'extruct_bert_embed.py'), '--input',
+                             str(tmp_path / 'in.txt')] + sentencepiece_model_flags(folder),
+                            capture_output=True, text=True, cwd=str(ROOT), timeout=120)
+    assert result.returncode == 2 and result.stdout == '' and 'Traceback' not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+    assert errors == ['error: %s has %d pieces but %s says vocab_size %d: the tokenizer does '
+                      'not belong to this model' % (folder / 'tokenizer.json',
+                                                    config['vocab_size'] + 1,
+                                                    folder / 'bert_config.json',
+                                                    config['vocab_size'])]
 
 
 def test_do_lower_case_is_refused_with_a_sentencepiece_tokenizer(tmp_path, spm_bert):
