@@ -30,6 +30,7 @@ import tempfile
 
 import numpy as np
 
+from bertlib import tokenization
 from bertlib.errors import UsageError
 from bertlib.modeling import BertConfig, ConfigError
 
@@ -395,11 +396,20 @@ def _short_list(names, limit=5):
 
 
 def _to_float32(array, display, where):
+    """The tensor as float32, which must be finite: NaN, infinity or a value too large
+    for float32 (1e300 in a float64 tensor) would give NaN features everywhere."""
     array = np.asarray(array)
     if array.dtype.kind != 'f' and array.dtype.name != 'bfloat16':
         raise UsageError('%s: tensor %r has dtype %s, expected floating point'
                          % (where, display, array.dtype))
-    return array.astype(np.float32)
+    with np.errstate(over='ignore', invalid='ignore'):
+        converted = array.astype(np.float32)
+    if not np.isfinite(converted).all():
+        finite = np.isfinite(array.astype(np.float64)).all()
+        raise UsageError('%s: tensor %r holds %s' % (
+            where, display, 'values too large for float32 (up to %g; it is %s)'
+            % (np.finfo(np.float32).max, array.dtype) if finite else 'NaN or infinite values'))
+    return converted
 
 
 def map_arrays(config, fmt, shapes, fetch, where, config_path, display=None):
@@ -484,6 +494,7 @@ def _read_vocab(source, config):
             data = f.read()
     except OSError as e:
         raise UsageError('%s: cannot read the vocabulary: %s' % (source.vocab, e.strerror))
+    tokenization.load_vocab(source.vocab)  # refuses a token given twice
     try:
         lines = count_lines(data)
     except UnicodeDecodeError as e:
