@@ -198,11 +198,11 @@ def test_a_token_given_twice_is_refused_naming_both_lines(world, tmp_path, where
     bert = copy(world, 'bert', tmp_path)
     words = SPECIAL_TOKENS + WORDS
     if where == 'last':
-        words[-1] = 'good'
-        message = r"line 20 repeats the token 'good' of line 6"
+        words = words + ['good']
+        message = r"line 21 repeats the token 'good' of line 6"
     else:
-        words[8] = 'film'
-        message = r"line 15 repeats the token 'film' of line 9"
+        words = words[:13] + ['dull'] + words[13:]
+        message = r"line 14 repeats the token 'dull' of line 13"
     (bert / 'vocab.txt').write_text('\n'.join(words) + '\n')
     with pytest.raises(UsageError, match=message):
         embed(world, bert, tmp_path)
