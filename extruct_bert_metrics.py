@@ -34,17 +34,14 @@ def main(argv=None):
     comm, total, device = extraction.start(args)
     checkpoints.load_model_labels(args.model, args.label, 'dml')
     cli.settle_text_prefix(args, args.model)
-    meta = checkpoints.read_meta(args.model)
-    head = meta.get('head', 'linear')
-    if head not in dml.HEADS:
-        raise UsageError('%s: model metadata head is %r, not one of %s'
-                         % (args.model, head, ', '.join(dml.HEADS)))
+    meta = dml.read_meta(args.model)
+    head = meta['head']
     shape = checkpoints.array_shape(args.model, 'output/W')
     if shape is None and head == 'linear':
         raise UsageError('%s has no embedding layer (output/W): not a train_dml.py model'
                          % args.model)
     config, tokenizer, bert = cli.load_bert(args, load_weights=False)
-    pooling = args.pooling or meta.get('pooling', 'pooled')
+    pooling = args.pooling or meta['pooling']
     dim = shape[0] if head == 'linear' else config.hidden_size
     model = dml.DMLModel(bert, dim=dim, pooling=pooling, head=head)
     checkpoints.load_model(args.model, model, ignore_prefixes=('loss/',))

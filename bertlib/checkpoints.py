@@ -14,6 +14,7 @@ code.
 
 import io
 import json
+import math
 import os
 import pickle
 import zipfile
@@ -112,40 +113,61 @@ def array_shape(path, name):
         return archive.shape(name) if name in archive.files else None
 
 
+def check_fits(path, shapes, prefix='', ignore_prefixes=(), what='the model'):
+    """UsageError unless the npz at `path` holds exactly the arrays `shapes` ({name: shape},
+    names without `prefix`) among its arrays under `prefix`, in those shapes, none empty.
+    Only the headers are read. `ignore_prefixes` and `what` (named in the message) as in
+    `load_model`."""
+    with NpzReader(path) as archive:
+        _check_fits(archive, path, shapes, prefix, ignore_prefixes, what)
+
+
+def _check_fits(archive, path, shapes, prefix, ignore_prefixes, what):
+    expected = {prefix + name.lstrip('/'): tuple(shape) for name, shape in shapes.items()}
+    ignored = tuple(prefix + p for p in ignore_prefixes)
+    stored = {n for n in archive.files if n.startswith(prefix) and n != META_KEY
+              and not (ignored and n.startswith(ignored))}
+    missing = sorted(set(expected) - stored)
+    unexpected = sorted(stored - set(expected))
+    mismatched = ['%s: checkpoint %s, model %s' % (name, archive.shape(name), expected[name])
+                  for name in sorted(set(expected) & stored)
+                  if archive.shape(name) != expected[name]]
+    problems = []
+    if missing:
+        problems.append('missing %d arrays (%s)' % (len(missing), _few(missing)))
+    if unexpected:
+        problems.append('unexpected %d arrays (%s)' % (len(unexpected), _few(unexpected)))
+    if mismatched:
+        problems.append('%d arrays of another shape (%s)'
+                        % (len(mismatched), _few(mismatched)))
+    if problems:
+        raise UsageError('%s does not fit %s: %s' % (path, what, '; '.join(problems)))
+    # A layer sized from the file itself (a head's output/W) matches whatever it holds: a
+    # (0, 16) head would give features of no columns.
+    empty = sorted(name for name in expected if 0 in expected[name])
+    if empty:
+        raise UsageError('%s: array %s has shape %s: an empty layer, not a trained model'
+                         % (path, empty[0], expected[empty[0]]))
+
+
 def load_model(path, model, prefix='', ignore_prefixes=()):
     """Copies the arrays of an npz file into `model`, strictly.
 
     Only arrays whose names start with `prefix` are considered (the prefix is dropped to
     match `model`'s parameter names); of those, ones under `ignore_prefixes` (e.g. a loss
     head that extraction does not need) and the meta entry are skipped. A missing,
-    unexpected or mis-shaped array is a UsageError that names it; shapes are checked from
-    the headers before any data is read. So is an array holding NaN or infinity.
+    unexpected, mis-shaped or empty array is a UsageError that names it; shapes are checked
+    from the headers before any data is read. So is an array holding NaN or infinity once
+    converted to the parameter's dtype (1e300 in a float64 file is infinite in float32).
     """
     with NpzReader(path) as archive:
+        _check_fits(archive, path, {name: param.shape for name, param in model.namedparams()},
+                    prefix, ignore_prefixes, 'the model')
         params = {prefix + name.lstrip('/'): param for name, param in model.namedparams()}
-        ignored = tuple(prefix + p for p in ignore_prefixes)
-        stored = {n for n in archive.files if n.startswith(prefix) and n != META_KEY
-                  and not (ignored and n.startswith(ignored))}
-        missing = sorted(set(params) - stored)
-        unexpected = sorted(stored - set(params))
-        mismatched = ['%s: checkpoint %s, model %s'
-                      % (name, archive.shape(name), tuple(params[name].shape))
-                      for name in sorted(set(params) & stored)
-                      if archive.shape(name) != tuple(params[name].shape)]
-        problems = []
-        if missing:
-            problems.append('missing %d arrays (%s)' % (len(missing), _few(missing)))
-        if unexpected:
-            problems.append('unexpected %d arrays (%s)' % (len(unexpected), _few(unexpected)))
-        if mismatched:
-            problems.append('%d arrays of another shape (%s)'
-                            % (len(mismatched), _few(mismatched)))
-        if problems:
-            raise UsageError('%s does not fit the model: %s' % (path, '; '.join(problems)))
         for name in sorted(params):
             param = params[name]
-            array = archive.read(name, numeric=True)
-            param.array[...] = param.xp.asarray(array, dtype=param.dtype)
+            array = archive.read(name, numeric=True, dtype=param.dtype)
+            param.array[...] = param.xp.asarray(array)
 
 
 def load_model_labels(model_path, labels_path, kind):
@@ -192,14 +214,18 @@ def load_state(path, optimizer):
     shapes, checked from the headers before any data is read."""
     with NpzReader(path) as archive:
         expected = {'t': (), 'epoch': ()}
+        dtypes = {}  # of the floating-point arrays, checked finite in it
         for name, param in optimizer.target.namedparams():
             name = name.lstrip('/')
             expected[name + '/t'] = ()
             for key in _STATE_ARRAYS:
                 expected[name + '/' + key] = tuple(param.shape)
+                dtypes[name + '/' + key] = param.dtype
         # State kept beside Adam's (optimization.keep_state: --ema, --memory_size).
         extra = getattr(optimizer, 'extra_state', dict)()
         expected.update((name, tuple(array.shape)) for name, array in extra.items())
+        dtypes.update((name, array.dtype) for name, array in extra.items()
+                      if array.dtype.kind == 'f')
         missing = sorted(set(expected) - set(archive.files))
         unexpected = sorted(set(archive.files) - set(expected))
         mismatched = ['%s: state %s, model %s' % (n, archive.shape(n), expected[n])
@@ -218,22 +244,25 @@ def load_state(path, optimizer):
             raise UsageError('%s: optimizer state does not fit the model: %s'
                              % (path, '; '.join(problems)))
         try:
-            chainer.serializers.NpzDeserializer(_NumericArrays(archive)).load(optimizer)
+            arrays = _NumericArrays(archive, dtypes)
+            chainer.serializers.NpzDeserializer(arrays).load(optimizer)
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError('%s: cannot restore the optimizer state: %s' % (path, e))
 
 
 class _NumericArrays(object):
-    """The mapping Chainer's NpzDeserializer reads from, backed by an `NpzReader`."""
+    """The mapping Chainer's NpzDeserializer reads from, backed by an `NpzReader`;
+    `dtypes`: {name: dtype} the deserializer will copy an array into."""
 
-    def __init__(self, archive):
+    def __init__(self, archive, dtypes):
         self.archive = archive
+        self.dtypes = dtypes
 
     def __contains__(self, name):
         return name in self.archive.files
 
     def __getitem__(self, name):
-        return self.archive.read(name, numeric=True)
+        return self.archive.read(name, numeric=True, dtype=self.dtypes.get(name))
 
 
 class NpzReader(object):
@@ -261,23 +290,36 @@ class NpzReader(object):
             raise UsageError('%s: not an npz archive (%s): truncated or another format'
                              % (path, e))
         try:
-            for member in self.zip.namelist():
+            for info in self.zip.infolist():
+                member = info.filename
                 if not member.endswith('.npy'):
                     raise UsageError('%s: not an npz archive: member %r is not an npy '
                                      'array' % (path, member))
                 name = member[:-4]
-                with self.zip.open(member) as stream:
+                if info.flag_bits & 0x1:  # zipfile would ask for a password
+                    raise UsageError('%s: array %r is encrypted: numpy never writes an '
+                                     'encrypted npz' % (path, name))
+                with self.zip.open(info) as stream:
                     shape, dtype = _read_header(stream)
+                    header = stream.tell()
                 if dtype.hasobject:
                     raise UsageError('%s: array %r holds Python objects (dtype %s): refused, '
                                      'since reading it could run code; model and state '
                                      'files hold numbers only' % (path, name, dtype))
+                # The shapes are compared with a model's before any data is read: they
+                # must be those of the data the member holds.
+                declared = math.prod(shape) * dtype.itemsize
+                if declared != info.file_size - header:
+                    raise UsageError('%s: damaged array %r: its header declares %s %s (%d '
+                                     'bytes) but it holds %d bytes'
+                                     % (path, name, shape, dtype, declared,
+                                        info.file_size - header))
                 self.headers[name] = (shape, dtype)
         except UsageError:
             self.zip.close()
             raise
         except (zipfile.BadZipFile, ValueError, EOFError, OSError, SyntaxError,
-                TypeError, NotImplementedError) as e:
+                TypeError, NotImplementedError, RuntimeError) as e:
             self.zip.close()
             raise UsageError('%s: damaged npz archive (%s)' % (path, e))
 
@@ -291,14 +333,16 @@ class NpzReader(object):
     def dtype(self, name):
         return self.headers[name][1]
 
-    def read(self, name, numeric=False, max_bytes=None):
+    def read(self, name, numeric=False, max_bytes=None, dtype=None):
         """The array `name`. numeric: it must be of numbers (bool, int, float), and
-        floating point ones finite. max_bytes: refuse a larger declared size unread."""
-        shape, dtype = self.headers[name]
-        if numeric and dtype.kind not in 'biuf':
+        floating point ones finite. max_bytes: refuse a larger declared size unread.
+        dtype: the array converted to it, and checked finite after the conversion (a
+        float64 1e300 is infinite in float32)."""
+        shape, stored = self.headers[name]
+        if numeric and stored.kind not in 'biuf':
             raise UsageError('%s: array %r is of type %s, not numbers'
-                             % (self.path, name, dtype))
-        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                             % (self.path, name, stored))
+        size = math.prod(shape) * stored.itemsize
         if max_bytes is not None and size > max_bytes:
             raise UsageError('%s: array %r declares %d bytes, more than the %d expected'
                              % (self.path, name, size, max_bytes))
@@ -307,8 +351,17 @@ class NpzReader(object):
                 array = np.lib.format.read_array(stream, allow_pickle=False)
         except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
             raise UsageError('%s: damaged array %r (%s)' % (self.path, name, e))
-        if numeric and dtype.kind == 'f' and not np.isfinite(array).all():
+        if numeric and array.dtype.kind == 'f' and not np.isfinite(array).all():
             raise UsageError('%s: array %r holds NaN or infinite values' % (self.path, name))
+        if dtype is not None and array.dtype != dtype:
+            with np.errstate(over='ignore', invalid='ignore'):
+                converted = array.astype(dtype)
+            if numeric and converted.dtype.kind == 'f' and not np.isfinite(converted).all():
+                raise UsageError('%s: array %r holds values too large for %s (up to %g; '
+                                 'it is stored as %s)' % (self.path, name, converted.dtype,
+                                                          np.finfo(converted.dtype).max,
+                                                          array.dtype))
+            array = converted
         return array
 
     def close(self):

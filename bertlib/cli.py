@@ -450,11 +450,9 @@ def load_tokenizer(args, config):
                     config.vocab_size, text_prefix)
         return tokenizer
     vocab = tokenization.load_vocab(args.vocab_file)
-    if len(vocab) != config.vocab_size:
-        raise UsageError('%s has %d entries but %s says vocab_size %d: the vocabulary does '
-                         'not belong to this model'
-                         % (args.vocab_file, len(vocab), args.bert_config_file,
-                            config.vocab_size))
+    tokenization.check_vocab_size(vocab, args.vocab_file, config.vocab_size,
+                                  '%s (vocab_size in %s)' % (args.init_checkpoint,
+                                                             args.bert_config_file))
     do_lower_case = tokenization.resolve_do_lower_case(args.do_lower_case, vocab)
     split_cjk = not tokenization.vocab_has_cjk_words(vocab)
     tokenizer = tokenization.FullTokenizer(args.vocab_file, do_lower_case=do_lower_case,
@@ -477,6 +475,10 @@ def load_bert(args, load_weights=True):
     check_file(args.vocab_file, 'vocabulary')
     check_file(args.init_checkpoint, 'checkpoint')
     config = read_bert_config(args.bert_config_file)
+    # Before the model is built: a config asking for more than the checkpoint holds is
+    # refused without allocating it. A fine-tuned model (load_weights=False) was trained
+    # from this checkpoint, so its BERT has the same shapes (its loader checks them too).
+    modeling.check_pretrained(config, args.init_checkpoint, args.bert_config_file)
     if args.max_seq_length > config.max_position_embeddings:
         raise UsageError('--max_seq_length %d exceeds the model\'s max_position_embeddings %d'
                          % (args.max_seq_length, config.max_position_embeddings))

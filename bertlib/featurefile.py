@@ -3,8 +3,8 @@
 Any tool's file in that format is accepted. A leading byte-order mark is dropped, as in
 text files (`bertlib.data`). Bad input is reported with its file and line: rows whose
 number of columns differs from the first row's, a single feature column, non-numeric
-values, NaN or infinity, labels that differ only by Unicode normalisation, and an empty
-file.
+values, NaN or infinity (also a value that becomes infinite in the dtype read, 1e300 in
+float32), labels that differ only by Unicode normalisation, and an empty file.
 """
 
 import numpy as np
@@ -38,7 +38,7 @@ def read_features(path, dtype=np.float32):
                 if not tab:
                     raise UsageError('%s, line %d: no features (expected '
                                      "'label<TAB>f1<TAB>f2...')" % (path, number))
-                row = _parse_row(values, path, number)
+                row = _parse_row(values, path, number, dtype)
                 if width is None:
                     width, first_line = row.size, number
                     if width < 2:
@@ -51,7 +51,7 @@ def read_features(path, dtype=np.float32):
                                      % (path, number, row.size, first_line, width))
                 labels.append(label)
                 first_lines.setdefault(label, number)
-                rows.append(row.astype(dtype, copy=False))
+                rows.append(row)
         except UnicodeDecodeError as e:
             raise UsageError('%s: not UTF-8 text (%s)' % (path, e.reason))
     if not rows:
@@ -60,8 +60,9 @@ def read_features(path, dtype=np.float32):
     return labels, np.stack(rows)
 
 
-def _parse_row(values, path, number):
-    """'f1<TAB>f2...' -> (D,) float64, finite; UsageError names the first bad value."""
+def _parse_row(values, path, number, dtype):
+    """'f1<TAB>f2...' -> (D,) `dtype`, finite in it; UsageError names the first bad
+    value (1e300 is finite as read, infinite in float32)."""
     fields = values.split('\t')
     try:
         row = np.array(fields, dtype=np.float64)
@@ -77,4 +78,11 @@ def _parse_row(values, path, number):
         column = int(np.flatnonzero(~np.isfinite(row))[0]) + 2
         raise UsageError('%s, line %d, column %d: %s is not a finite number'
                          % (path, number, column, fields[column - 2]))
-    return row
+    with np.errstate(over='ignore'):
+        converted = row.astype(dtype)
+    if not np.isfinite(converted).all():
+        column = int(np.flatnonzero(~np.isfinite(converted))[0]) + 2
+        raise UsageError('%s, line %d, column %d: %s is too large for %s (up to %g)'
+                         % (path, number, column, fields[column - 2][:40],
+                            np.dtype(dtype).name, np.finfo(dtype).max))
+    return converted

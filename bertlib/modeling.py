@@ -37,6 +37,35 @@ class ConfigError(ValueError):
     line). Command-line callers turn it into their one-line error (`cli.read_bert_config`)."""
 
 
+# What a config may ask for: far above any published BERT (BERT-large has hidden 1024, 24
+# layers, intermediate 4096, 512 positions; multilingual vocabularies hold 250,002 entries),
+# so a larger value is a typo or a hostile file, refused before anything is allocated.
+SIZE_LIMITS = {
+    'vocab_size': 1 << 22,
+    'hidden_size': 1 << 16,
+    'num_hidden_layers': 1 << 10,
+    'num_attention_heads': 1 << 10,
+    'intermediate_size': 1 << 18,
+    'max_position_embeddings': 1 << 20,
+    'type_vocab_size': 1 << 16,
+}
+# ... and in all: 4.3 billion parameters, 16 GiB of float32 (BERT-large has 335 million).
+MAX_PARAMETERS = 1 << 32
+
+
+def _is_number(value):
+    """A finite int or float (JSON's NaN and Infinity and booleans are not)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _shown(value):
+    """A config value for a message, cut short (a hostile one may be a huge list)."""
+    text = json.dumps(value) if isinstance(value, (str, list, dict, bool)) or value is None \
+        else repr(value)
+    return text if len(text) <= 60 else text[:57] + '...'
+
+
 class BertConfig(object):
     """Configuration for `BertModel`, as in Google's `bert_config.json`.
 
@@ -95,23 +124,51 @@ class BertConfig(object):
         except json.JSONDecodeError as e:
             raise ConfigError('%s:%d: BERT config is not valid JSON: %s'
                              % (json_file, e.lineno, e.msg))
+        except RecursionError:
+            raise ConfigError('%s: BERT config is nested too deeply to be a config'
+                             % json_file)
+        except ValueError as e:  # an integer of more than 4,300 digits
+            raise ConfigError('%s: BERT config is not valid JSON: %s' % (json_file, e))
         if not isinstance(obj, dict):
             raise ConfigError('%s: BERT config must be a JSON object' % json_file)
         return cls.from_dict(obj, source=json_file)
 
     def validate(self, source='<config>'):
-        for key in ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads',
-                    'intermediate_size', 'max_position_embeddings', 'type_vocab_size'):
+        """ConfigError naming `source` and the field unless every field has its type and
+        range: the sizes are integers (not booleans) from 1 to `SIZE_LIMITS`, the whole
+        model at most `MAX_PARAMETERS`; probabilities are from 0 to below 1; the epsilon is
+        positive, also in float32, where the model uses it."""
+        for key, limit in SIZE_LIMITS.items():
             value = getattr(self, key)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError('%s: "%s" must be a positive integer, got %r'
-                                 % (source, key, value))
+            if type(value) is not int or not 1 <= value <= limit:
+                raise ConfigError('%s: "%s" must be an integer from 1 to %d, got %s'
+                                 % (source, key, limit, _shown(value)))
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError('%s: hidden_size %d is not a multiple of num_attention_heads %d'
                              % (source, self.hidden_size, self.num_attention_heads))
-        if self.hidden_act not in activations.ACTIVATIONS:
-            raise ConfigError('%s: hidden_act %r is not one of %s'
-                             % (source, self.hidden_act, ', '.join(activations.ACTIVATIONS)))
+        count = sum(math.prod(shape) for shape in parameter_shapes(self).values())
+        if count > MAX_PARAMETERS:
+            raise ConfigError('%s: these sizes make a model of %d parameters, more than the '
+                             '%d accepted (%d GiB of float32)'
+                             % (source, count, MAX_PARAMETERS, MAX_PARAMETERS * 4 >> 30))
+        act = self.hidden_act
+        if not isinstance(act, str) or act not in activations.ACTIVATIONS:
+            raise ConfigError('%s: hidden_act %s is not one of %s'
+                             % (source, _shown(self.hidden_act),
+                                ', '.join(activations.ACTIVATIONS)))
+        for key in ('hidden_dropout_prob', 'attention_probs_dropout_prob'):
+            value = getattr(self, key)
+            if not _is_number(value) or not 0 <= value < 1:
+                raise ConfigError('%s: "%s" must be a probability from 0 to below 1, got %s'
+                                 % (source, key, _shown(value)))
+        if not _is_number(self.initializer_range) or self.initializer_range < 0:
+            raise ConfigError('%s: "initializer_range" must be a number of 0 or more, got %s'
+                             % (source, _shown(self.initializer_range)))
+        eps = self.layer_norm_eps
+        # LayerNormalization computes in float32, where 1e-50 is 0: a division by zero.
+        if not _is_number(eps) or not 0 < eps <= 1 or np.float32(eps) == 0:
+            raise ConfigError('%s: "layer_norm_eps" must be a positive number of at most 1 '
+                             '(and not 0 in float32), got %s' % (source, _shown(eps)))
 
     def to_dict(self):
         return copy.deepcopy(self.__dict__)
@@ -296,6 +353,42 @@ class BertModel(chainer.Chain):
 
 
 POOLINGS = ('pooled', 'cls', 'mean')
+
+
+def parameter_shapes(config):
+    """{name: shape} of every parameter of a `BertModel(config)`, named as its
+    `namedparams()` without the leading '/', computed without building the model (see the
+    tree in this module's docstring)."""
+    hidden, inner = config.hidden_size, config.intermediate_size
+    shapes = {
+        'word_embeddings/W': (config.vocab_size, hidden),
+        'position_embeddings/W': (config.max_position_embeddings, hidden),
+        'token_type_embeddings/W': (config.type_vocab_size, hidden),
+        'post_embedding_ln/gamma': (hidden,),
+        'post_embedding_ln/beta': (hidden,),
+        'pooler/W': (hidden, hidden),
+        'pooler/b': (hidden,),
+    }
+    layer = {}
+    for name in ('attention/query', 'attention/key', 'attention/value',
+                 'attention_output_dense'):
+        layer[name + '/W'], layer[name + '/b'] = (hidden, hidden), (hidden,)
+    layer['intermediate_dense1/W'], layer['intermediate_dense1/b'] = (inner, hidden), (inner,)
+    layer['intermediate_dense2/W'], layer['intermediate_dense2/b'] = (hidden, inner), (hidden,)
+    for name in ('attention_output_ln', 'intermediate_ln'):
+        layer[name + '/gamma'], layer[name + '/beta'] = (hidden,), (hidden,)
+    for i in range(config.num_hidden_layers):
+        for name, shape in layer.items():
+            shapes['encoder/layer_%d/%s' % (i, name)] = shape
+    return shapes
+
+
+def check_pretrained(config, npz_path, config_path):
+    """UsageError unless the npz checkpoint holds exactly the `bert/...` arrays of a
+    `BertModel(config)`, in their shapes: read from the headers alone, before the model
+    is built, so a config asking for more than the checkpoint holds allocates nothing."""
+    checkpoints.check_fits(npz_path, parameter_shapes(config), prefix='bert/',
+                           what='the BERT that %s describes' % config_path)
 
 
 def save_pretrained(bert, npz_path):

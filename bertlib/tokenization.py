@@ -76,7 +76,8 @@ def load_vocab(vocab_file):
 
     The id of a token is its line number, counted from 0. Each line is stripped of
     surrounding whitespace, as Google does. A file that cannot be read, that is not
-    valid UTF-8 or that holds no token raises UsageError.
+    valid UTF-8, that holds no token or a token twice (the message names both lines)
+    raises UsageError.
     """
     vocab_file = os.fspath(vocab_file)
     try:
@@ -91,10 +92,28 @@ def load_vocab(vocab_file):
                          % (vocab_file, error.strerror or error)) from None
     vocab = collections.OrderedDict()
     for index, line in enumerate(lines):
-        vocab[line.strip()] = index
+        token = line.strip()
+        if token in vocab:
+            # Google's loader keeps the later id: every id after the first copy would then
+            # be one off from the model's rows, or past them at the end.
+            raise UsageError("%s: line %d repeats the token %r of line %d: a vocabulary "
+                             "holds each token once" % (vocab_file, index + 1, token[:40],
+                                                        vocab[token] + 1))
+        vocab[token] = index
     if not vocab:
         raise UsageError("%s: the vocabulary file is empty" % vocab_file)
     return vocab
+
+
+def check_vocab_size(vocab, vocab_file, rows, model):
+    """UsageError unless `vocab` (from `vocab_file`) has one entry per word-embedding row
+    of the model: `rows` of them, in `model` (named in the message). Every tokenizer's
+    loader calls it: an id past the rows fails mid-run, a short vocabulary gives ids of
+    another model's words."""
+    if len(vocab) != rows:
+        raise UsageError("%s has %d entries but %s has %d word embeddings: the vocabulary "
+                         "does not belong to this model" % (vocab_file, len(vocab), model,
+                                                            rows))
 
 
 def vocab_is_cased(vocab):

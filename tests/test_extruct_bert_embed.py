@@ -98,7 +98,7 @@ def test_vocabulary_that_does_not_belong_to_the_model(tiny_model, tmp_path, caps
     (tmp_path / 'in.txt').write_text('a\tgood\n')
     with open(tiny_model / 'vocab.txt', 'a') as f:
         f.write('extra\n')
-    with pytest.raises(UsageError, match='22 entries but .*vocab_size 21'):
+    with pytest.raises(UsageError, match='22 entries but .*has 21 word embeddings'):
         run_main(['--input', str(tmp_path / 'in.txt')] + model_flags(tiny_model), capsys)
 
 
