@@ -256,10 +256,15 @@ def test_embed_pads_with_the_mask_and_uses_the_prefix(tmp_path, spm_bert, capsys
 
 
 def test_tokenizer_larger_than_the_embedding_is_one_error_line(tmp_path):
+    # The checkpoint and its config agree (45 rows); the tokenizer, of another model, has
+    # one word more.
     folder = write_random_sentencepiece_bert(tmp_path / 'bert', WORDS, extra_rows=0)
-    config = json.loads((folder / 'bert_config.json').read_text())
-    config['vocab_size'] -= 1
-    (folder / 'bert_config.json').write_text(json.dumps(config))
+    larger = write_random_sentencepiece_bert(tmp_path / 'larger', WORDS + ['films'],
+                                             extra_rows=0)
+    (folder / 'tokenizer.json').write_bytes((larger / 'tokenizer.json').read_bytes())
+    rows = json.loads((folder / 'bert_config.json').read_text())['vocab_size']
+    pieces = len(sentencepiece_pieces(WORDS + ['films']))
+    assert pieces > rows
     (tmp_path / 'in.txt').write_text('a\tthe film\n')
     result = subprocess.run([sys.executable, str(ROOT / 'extruct_bert_embed.py'), '--input',
                              str(tmp_path / 'in.txt')] + sentencepiece_model_flags(folder),
@@ -267,10 +272,8 @@ def test_tokenizer_larger_than_the_embedding_is_one_error_line(tmp_path):
     assert result.returncode == 2 and result.stdout == '' and 'Traceback' not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
     assert errors == ['error: %s has %d pieces but %s says vocab_size %d: the tokenizer does '
-                      'not belong to this model' % (folder / 'tokenizer.json',
-                                                    config['vocab_size'] + 1,
-                                                    folder / 'bert_config.json',
-                                                    config['vocab_size'])]
+                      'not belong to this model' % (folder / 'tokenizer.json', pieces,
+                                                    folder / 'bert_config.json', rows)]
 
 
 def test_do_lower_case_is_refused_with_a_sentencepiece_tokenizer(tmp_path, spm_bert):
