@@ -185,6 +185,10 @@ def add_training_arguments(parser, out):
                        help='decoupled weight decay of weight matrices (default: 0.01)')
     train.add_argument('--warmup', type=float, default=0.0,
                        help='fraction of the steps spent warming the rate up (default: 0)')
+    train.add_argument('--freeze_word_embeddings', action='store_true',
+                       help='train all but the word embedding table: no gradient and no '
+                            'Adam moments for it (on a 250,000-piece vocabulary, 1.1 GB '
+                            'less memory); the saved model keeps the whole table')
     train.add_argument('--seed', type=int, default=0,
                        help='seed of every random draw (default: 0)')
     train.add_argument('--resume', default='',
