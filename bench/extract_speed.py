@@ -1,12 +1,18 @@
 #!/usr/bin/env python
 """Extraction speed and memory of extruct_bert_embed.py, as a whole process.
 
-Extracts rt-polarity/04-test.txt (1,066 sentences) with the given model on the CPU and
+Extracts rt-polarity/04-test.txt (1,066 sentences; --input another file) with the given
+model on the CPU and
 prints sentences/second (wall clock of the whole process: start-up, loading, tokenising,
 encoding, writing) and peak memory. With --reference_python (a Python that has
 sentence-transformers and PyTorch), it runs sentence-transformers on the same file in the
 same command, whole process too, and prints the ratio: the machine is shared and noisy, so
 the ratio is the figure to trust.
+
+--tokenisation times reading the tokenizer and tokenising the lines in this process, as a
+share of the whole extraction. --torch_python (torch and transformers) runs a plain float32
+transformers BertModel over the same token ids, whole process too (bench/torch_bert_forward.py;
+the ids are given to it, so its time has no tokenising).
 
 --memory checks that memory stays flat with input length: a small random BERT extracts
 generated files of --short and --long lines and the two peaks are compared.
@@ -57,10 +63,47 @@ def timed(command, **kwargs):
 
 
 def extract_command(args, input_path, extra=()):
+    prefix = getattr(args, 'text_prefix', '')
     return [sys.executable, str(ROOT / 'extruct_bert_embed.py'), '--input', str(input_path),
             '--vocab_file', args.vocab_file, '--bert_config_file', args.bert_config_file,
             '--init_checkpoint', args.init_checkpoint, '--batchsize', str(args.batchsize),
-            '--pooling', 'mean', '--gpu', '-1'] + list(extra)
+            '--pooling', 'mean', '--gpu', '-1'] + (
+                ['--text_prefix', prefix] if prefix else []) + list(extra)
+
+
+def tokenisation(args):
+    """(seconds to read the tokenizer, seconds to tokenise every line of --input), in
+    this process, as extraction does them; and the id lists."""
+    from bertlib import cli, data
+    flags = argparse.Namespace(vocab_file=args.vocab_file, do_lower_case='auto',
+                               text_prefix=args.text_prefix,
+                               bert_config_file=args.bert_config_file)
+    config = cli.read_bert_config(args.bert_config_file)
+    start = time.perf_counter()
+    tokenizer = cli.load_tokenizer(flags, config)
+    loaded = time.perf_counter()
+    texts = [example.text for example in data.iter_examples(args.input)]
+    ids = [tokenizer.encode(text, args.max_seq_length)[0] for text in texts]
+    return loaded - start, time.perf_counter() - loaded, ids
+
+
+def torch_extraction(args, id_lists):
+    """Whole-process (wall seconds, peak MiB) of bench/torch_bert_forward.py, a plain
+    float32 transformers BertModel forward over the same ids (tokenised here, outside
+    its time), batch --batchsize, 2 threads."""
+    import numpy as np
+    sys.path.insert(0, str(ROOT / 'bench'))
+    from multilingual_fidelity import hf_arrays
+    folder = os.path.dirname(args.init_checkpoint)
+    with tempfile.TemporaryDirectory() as work:
+        weights, ids = os.path.join(work, 'weights.npz'), os.path.join(work, 'ids.npz')
+        np.savez(weights, **hf_arrays(folder))
+        np.savez(ids, ids=np.concatenate([np.asarray(i, np.int64) for i in id_lists]),
+                 lengths=np.array([len(i) for i in id_lists], np.int64))
+        return timed([args.torch_python, str(ROOT / 'bench' / 'torch_bert_forward.py'),
+                      '--weights', weights, '--config', args.bert_config_file, '--ids', ids,
+                      '--out', os.path.join(work, 'states.npy'),
+                      '--batchsize', str(args.batchsize), '--threads', '2'])
 
 
 def speed(args):
@@ -83,6 +126,20 @@ def speed(args):
                   % (ref_seconds, lines / ref_seconds, ref_seconds / seconds), flush=True)
     results['bert_dml_sentences_per_s'] = round(lines / min(ours), 1)
     results['bert_dml_peak_mib'] = round(peak, 1)
+    if args.tokenisation or args.torch_python:
+        load, encode, ids = tokenisation(args)
+        results['tokenizer_load_s'] = round(load, 2)
+        results['tokenise_s'] = round(encode, 2)
+        results['tokenisation_share'] = round((load + encode) / min(ours), 3)
+        print('tokenisation: %.2f s to read the tokenizer, %.2f s for the lines: %.1f%% of '
+              'the best whole extraction' % (load, encode, 100 * (load + encode) / min(ours)),
+              flush=True)
+    if args.torch_python:
+        torch_seconds, torch_peak = torch_extraction(args, ids)
+        results['torch_sentences_per_s'] = round(lines / torch_seconds, 1)
+        results['torch_peak_mib'] = round(torch_peak, 1)
+        print('plain transformers BertModel forward (ids given): %.2f s, %.1f sentences/s, '
+              'peak %.0f MiB' % (torch_seconds, lines / torch_seconds, torch_peak), flush=True)
     if theirs:
         results['sentence_transformers_sentences_per_s'] = round(lines / min(theirs), 1)
         results['speed_ratio'] = round(min(theirs) / min(ours), 2)
@@ -130,6 +187,15 @@ def main():
                         help='a Python with sentence-transformers, to run it alongside')
     parser.add_argument('--reference_model', default=None,
                         help='the Hugging Face folder of the same model, for the reference')
+    parser.add_argument('--text_prefix', default='', help='extruct_bert_embed.py\'s')
+    parser.add_argument('--max_seq_length', type=int, default=128,
+                        help='extruct_bert_embed.py\'s default (for --tokenisation)')
+    parser.add_argument('--tokenisation', action='store_true',
+                        help='also time reading the tokenizer and tokenising --input here, '
+                             'as a share of the whole extraction')
+    parser.add_argument('--torch_python', default=None,
+                        help='a Python with torch and transformers: a plain float32 '
+                             'BertModel forward over the same ids (bench/torch_bert_forward.py)')
     parser.add_argument('--memory', action='store_true',
                         help='also check that peak memory is flat in the input length')
     parser.add_argument('--short', type=int, default=10000)

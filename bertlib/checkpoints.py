@@ -22,6 +22,7 @@ import zipfile
 import chainer
 import numpy as np
 
+from bertlib import optimization
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
@@ -211,13 +212,16 @@ def state_step(path):
 def load_state(path, optimizer):
     """Restores `optimizer` (whose target is the model) from a final.state, strictly: it
     must hold the step counts and Adam moments of exactly the model's parameters, in their
-    shapes, checked from the headers before any data is read."""
+    shapes, checked from the headers before any data is read. A frozen parameter
+    (`optimization.is_frozen`) has a step count and no moments."""
     with NpzReader(path) as archive:
         expected = {'t': (), 'epoch': ()}
         dtypes = {}  # of the floating-point arrays, checked finite in it
         for name, param in optimizer.target.namedparams():
             name = name.lstrip('/')
             expected[name + '/t'] = ()
+            if optimization.is_frozen(param):  # no moments
+                continue
             for key in _STATE_ARRAYS:
                 expected[name + '/' + key] = tuple(param.shape)
                 dtypes[name + '/' + key] = param.dtype

@@ -56,11 +56,15 @@ def prepare(args, kind, same=(), check_flags=None, check_train=None, closed=Fals
     print(json.dumps(vars(args), indent=2), flush=True)
     if check_flags is not None:
         check_flags(args)
-    # The text prefix is part of what a model was trained on, like its shape.
-    start_epoch, start_step = check_args(args, kind, same=same + ('text_prefix',), comm=comm)
+    # The text prefix is part of what a model was trained on, like its shape; a frozen
+    # table has no Adam moments in final.state.
+    start_epoch, start_step = check_args(
+        args, kind, same=same + ('text_prefix', 'freeze_word_embeddings'), comm=comm)
     distributed.check_same_files(comm, [('--train', args.train), ('--eval', args.eval)])
     device = cli.select_device(args.gpu, comm)
     config, tokenizer, bert = cli.load_bert(args)
+    if args.freeze_word_embeddings:
+        bert.freeze_word_embeddings()  # before the script's make_optimizer
 
     known = checkpoints.load_labels(os.path.join(args.resume, 'labels.bin')) \
         if args.resume else None
@@ -126,7 +130,8 @@ def run(setup, task, optimizer):
             seed=args.seed, warmup=args.warmup, start_epoch=setup.start_epoch,
             start_step=setup.start_step,
             plot_path=None if args.noplot else training.beside_out(args.out, '.png'),
-            comm=setup.comm, meta={'text_prefix': args.text_prefix})
+            comm=setup.comm, meta={'text_prefix': args.text_prefix,
+                                   'freeze_word_embeddings': args.freeze_word_embeddings})
     except training.TrainingError as e:
         raise UsageError(str(e))
 

@@ -295,6 +295,15 @@ class BertModel(chainer.Chain):
                                                         eps=config.layer_norm_eps)
             self.encoder = Transformer(config)
             self.pooler = L.Linear(config.hidden_size, config.hidden_size, initialW=init)
+        self.word_embeddings_frozen = False
+
+    def freeze_word_embeddings(self):
+        """Trains everything but the word embedding table: the lookup then builds no
+        gradient for it (on a 250,000-row vocabulary a dense (vocab, hidden) array per
+        length piece), and `optimization.make_optimizer` keeps no Adam moments for it.
+        The table stays a parameter, saved with the model, so any text still extracts.
+        Call before `make_optimizer`."""
+        self.word_embeddings_frozen = True
 
     def get_sequence_output(self, input_ids, input_mask=None, token_type_ids=None):
         """Final hidden states, (batch, length, hidden)."""
@@ -310,7 +319,12 @@ class BertModel(chainer.Chain):
         positions = xp.arange(length, dtype=np.int32)
 
         hidden_size = self.config.hidden_size
-        words = F.reshape(self.word_embeddings(input_ids), (batch * length, hidden_size))
+        if self.word_embeddings_frozen:
+            # The table's array, not the Parameter: no gradient flows to it.
+            words = F.embed_id(input_ids, self.word_embeddings.W.array)
+        else:
+            words = self.word_embeddings(input_ids)
+        words = F.reshape(words, (batch * length, hidden_size))
         types = F.reshape(self.token_type_embeddings(token_type_ids),
                           (batch * length, hidden_size))
         position = F.tile(self.position_embeddings(positions), (batch, 1))

@@ -5,6 +5,10 @@ As Google's `optimization.py`: Adam with decoupled weight decay on weight matric
 rate warmed up linearly (optionally) and then decayed linearly to 0. The CPU update is one
 fused loop per parameter (Chainer's makes six NumPy passes over 22M numbers a step).
 
+A frozen parameter (`modeling.BertModel.freeze_word_embeddings`) has its update rule
+disabled: it gets no gradient (none is allocated), no Adam moments, no clipping and no
+weight average, and final.state holds its step count only.
+
 Training state kept beside the optimizer's (the raw weights of `WeightAverage`, the
 queue of a cross-batch memory) is registered with `keep_state` and saved in and restored
 from `final.state` with Adam's moments, so a resumed run stays bit-exact.
@@ -54,6 +58,14 @@ class AdamW(chainer.optimizers.AdamW):
     def create_update_rule(self):
         return FusedAdamRule(self.hyperparam)
 
+    def reallocate_cleared_grads(self):
+        """As Chainer's (zeros for every parameter that got no gradient, before and after
+        the hooks), but a frozen parameter keeps none: zeros for it would cost a (vocab,
+        hidden) array for the word embedding at every step."""
+        for param in self.target.params(False):
+            if param.grad is None and not is_frozen(param):
+                param.grad = param.xp.zeros_like(param.array)
+
     def extra_state(self):
         """{name: array} of the registered objects' state (saved in place, restored in
         place: a deserializer copies into these very arrays)."""
@@ -66,6 +78,32 @@ class AdamW(chainer.optimizers.AdamW):
         super(AdamW, self).serialize(serializer)
         for name, array in sorted(self.extra_state().items()):
             serializer(name, array)
+
+
+def is_frozen(param):
+    """True for a parameter whose update rule is disabled (see the module docstring)."""
+    return param.update_rule is not None and not param.update_rule.enabled
+
+
+class _ParamsWithGradients(object):
+    """What GradientClipping reads of an optimizer (`target.params(False)`), with the
+    parameters that have no gradient (the frozen ones) left out."""
+
+    def __init__(self, optimizer):
+        self.target = self
+        self.optimizer = optimizer
+
+    def params(self, include_uninit=True):
+        return [param for param in self.optimizer.target.params(include_uninit)
+                if param.grad is not None]
+
+
+class GradientClipping(chainer.optimizer_hooks.GradientClipping):
+    """Chainer's clipping to a global norm, over the parameters that have a gradient:
+    the same numbers when all have one."""
+
+    def __call__(self, optimizer):
+        super(GradientClipping, self).__call__(_ParamsWithGradients(optimizer))
 
 
 def keep_state(optimizer, owner):
@@ -95,7 +133,9 @@ class WeightAverage(object):
         if not 0 < decay < 1:
             raise ValueError('decay must be between 0 and 1, got %r' % decay)
         self.decay = decay
-        self.params = sorted(model.namedparams())
+        # A frozen parameter never changes: its average would be itself.
+        self.params = sorted((name, param) for name, param in model.namedparams()
+                             if not is_frozen(param))
         self.other = {name: param.array.copy() for name, param in self.params}
         self.holds_average = True  # the model holds the average
 
@@ -120,7 +160,8 @@ class WeightAverage(object):
 
 def add_weight_average(optimizer, model, decay):
     """Keeps an exponential moving average of `model`'s weights with `optimizer` (see
-    `WeightAverage`); call before loading a final.state."""
+    `WeightAverage`); call after `make_optimizer` (which freezes what the model asks)
+    and before loading a final.state."""
     average = WeightAverage(model, decay)
     optimizer.add_hook(average, name='ema', timing='post')
     keep_state(optimizer, average)
@@ -145,7 +186,8 @@ def use_averaged_weights(optimizer):
 
 
 def make_optimizer(model, learnrate, weightdecay):
-    """AdamW as BERT's: eps 1e-6, decoupled weight decay on weight matrices only.
+    """AdamW as BERT's: eps 1e-6, decoupled weight decay on weight matrices only; a
+    BertModel's word embeddings frozen if it asks (`freeze_word_embeddings`).
 
     Chainer's AdamW multiplies both the step and the decay by `eta`; the schedule drives
     `eta`, so the decay is given per unit of learning rate: weightdecay * learnrate makes
@@ -157,7 +199,10 @@ def make_optimizer(model, learnrate, weightdecay):
     for name, param in model.namedparams():
         if name.endswith(_NO_DECAY):
             param.update_rule.hyperparam.weight_decay_rate = 0.0
-    optimizer.add_hook(chainer.optimizer_hooks.GradientClipping(1.0))
+    for link in model.links():
+        if getattr(link, 'word_embeddings_frozen', False):  # a BertModel
+            link.word_embeddings.disable_update()
+    optimizer.add_hook(GradientClipping(1.0))
     return optimizer
 
 

@@ -235,6 +235,9 @@ def test_two_processes_train_as_one_batch_hard(tmp_path, tiny):
                       '--dim', '8'), 'extruct_bert_metrics.py'),
     # 45 sentences in batches of 16: a last batch of 13.
     ('train_classifier.py', ('--batchsize', '16',), 'extruct_bert_classified.py'),
+    # The frozen table has no gradient on any rank: the all-reduce leaves it out.
+    ('train_dml.py', ('--loss', 'supcon', '--samples_per_class', '4', '--batchsize', '16',
+                      '--dim', '8', '--freeze_word_embeddings'), None),
 ])
 def test_two_processes_train_as_one_other_losses(tmp_path, tiny, script, extra, extractor):
     """Then the fine-tuned model's features: the same bytes from 2 processes as from 1."""

@@ -131,6 +131,21 @@ def test_backward_reaches_every_parameter():
         assert param.grad is not None and np.abs(param.grad).sum() > 0, name
 
 
+def test_frozen_word_embeddings_give_the_same_output_and_no_table_gradient():
+    ids = np.array([[2, 5, 7, 3], [2, 9, 3, 0]], dtype=np.int32)
+    mask = (ids > 0).astype(np.int32)
+    trained, frozen = tiny_model(), tiny_model()
+    frozen.freeze_word_embeddings()
+    with chainer.using_config('train', False):  # no dropout draws
+        expected = trained.get_pooled_output(ids, mask).array
+        output = frozen.get_pooled_output(ids, mask)
+    np.testing.assert_array_equal(output.array, expected)
+    frozen.cleargrads()
+    chainer.functions.sum(output ** 2).backward()
+    assert frozen.word_embeddings.W.grad is None
+    assert np.abs(frozen.post_embedding_ln.gamma.grad).sum() > 0
+
+
 def test_load_pretrained_round_trip(tmp_path):
     source = tiny_model(seed=1)
     arrays = npz_of(source, tmp_path / 'm.npz')

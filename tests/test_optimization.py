@@ -129,3 +129,44 @@ def test_adam_step_factor_is_the_bias_correction():
     assert optimization.adam_step_factor(1) == pytest.approx(math.sqrt(0.001) / 0.1)
     assert optimization.adam_step_factor(100) == pytest.approx(
         math.sqrt(1 - 0.999 ** 100) / (1 - 0.9 ** 100))
+
+
+def test_a_frozen_parameter_gets_no_gradient_and_leaves_the_others_as_alone():
+    """A disabled update rule (a frozen word table): the parameter keeps no gradient and
+    no moments and does not move, and the others move exactly as in a model without it
+    (the clipping norm is theirs alone)."""
+    grads = gradients(4, 10.0)  # clipped: the norm matters
+    etas = [1.0] * 4
+    _, alone, _ = run_optimizer(grads, etas)
+
+    model = chainer.Chain()
+    with model.init_scope():
+        model.trained = new_link()
+        model.frozen = L.Linear(5, 3)
+    frozen_before = model.frozen.W.array.copy()
+    optimizer = optimization.make_optimizer(model, LEARNRATE, WEIGHTDECAY)
+    model.frozen.disable_update()
+    assert optimization.is_frozen(model.frozen.W)
+    assert not optimization.is_frozen(model.trained.W)
+    for step_grads, eta in zip(grads, etas):
+        model.cleargrads()
+        for name, param in model.trained.namedparams():
+            param.grad = step_grads[name].copy()
+        optimizer.eta = eta
+        optimizer.update()
+        assert model.frozen.W.grad is None and model.frozen.b.grad is None
+    assert model.frozen.W.update_rule.state is None
+    np.testing.assert_array_equal(model.frozen.W.array, frozen_before)
+    for name, param in model.trained.namedparams():
+        np.testing.assert_array_equal(param.array, alone[name])
+
+
+def test_a_weight_average_leaves_frozen_parameters_out():
+    model = chainer.Chain()
+    with model.init_scope():
+        model.trained = new_link()
+        model.frozen = L.Linear(5, 3)
+    optimizer = optimization.make_optimizer(model, LEARNRATE, WEIGHTDECAY)
+    model.frozen.disable_update()
+    average = optimization.add_weight_average(optimizer, model, 0.9)
+    assert sorted(average.state()) == ['ema/trained/W', 'ema/trained/b']

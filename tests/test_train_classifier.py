@@ -170,3 +170,15 @@ def test_a_missing_early_stopped_model_skips_its_report(tmp_path, tiny, capsys, 
     assert '== early-stopped model (best D/UAR): early_stopped-uar.model on' in printed
     assert 'early_stopped-loss.model on' not in printed
     assert 'early_stopped-loss.model was not written' in caplog.text
+
+
+def test_frozen_word_embeddings_stay_as_loaded(tmp_path, tiny, capsys):
+    out = tmp_path / 'out'
+    train_classifier.main(train_args(tmp_path, tiny, out, '--epoch', '2',
+                                     '--learnrate', '5e-3', '--freeze_word_embeddings'))
+    with np.load(tiny / 'arrays_bert_model.ckpt.npz') as initial:
+        table = initial['bert/word_embeddings/W']
+        types = initial['bert/token_type_embeddings/W']
+    final = final_arrays(out)
+    assert np.array_equal(final['bert/word_embeddings/W'], table)
+    assert not np.array_equal(final['bert/token_type_embeddings/W'], types)

@@ -83,9 +83,11 @@ def test_log_line_has_the_original_format(tmp_path, tiny, caplog):
     assert 'batches' in messages[progress[0]]
 
 
-def test_resume_ends_with_the_same_weights(tmp_path, tiny, monkeypatch, capsys):
+@pytest.mark.parametrize('extra', [(), ('--freeze_word_embeddings', '--ema', '0.9')],
+                         ids=['trained', 'frozen-word-embeddings'])
+def test_resume_ends_with_the_same_weights(tmp_path, tiny, monkeypatch, capsys, extra):
     common = ('--epoch', '3', '--loss', 'batch_hard', '--samples_per_class', '4',
-              '--seed', '3')
+              '--seed', '3') + extra
     whole, part = tmp_path / 'whole', tmp_path / 'part'
     train_dml.main(train_args(tmp_path, tiny, whole, *common))
 
@@ -109,6 +111,32 @@ def test_resume_ends_with_the_same_weights(tmp_path, tiny, monkeypatch, capsys):
         assert np.array_equal(a[key], b[key]), key
     log = [json.loads(line) for line in (part / 'log.jsonl').read_text().splitlines()]
     assert [r['epoch'] for r in log] == [1, 2, 3]
+
+
+def test_frozen_word_embeddings_train_the_rest_and_save_the_whole_table(tmp_path, tiny):
+    """--freeze_word_embeddings: the table is saved unchanged (extraction of any text
+    still has it), the other weights train, final.state holds no moments for it (nor
+    --ema's average), and a resume must say the flag again."""
+    out = tmp_path / 'out'
+    train_dml.main(train_args(tmp_path, tiny, out, '--epoch', '2', '--triplets', '8',
+                              '--ema', '0.9', '--freeze_word_embeddings'))
+    with np.load(tiny / 'arrays_bert_model.ckpt.npz') as initial:
+        initial = {k: initial[k] for k in initial.files}
+    final = final_arrays(out)
+    word = 'bert/word_embeddings/W'
+    assert np.array_equal(final[word], initial[word])
+    key = 'bert/encoder/layer_0/attention/key/W'
+    assert not np.array_equal(final[key], initial[key])
+    with np.load(out / 'final.state') as state:
+        names = set(state.files)
+    assert word + '/t' in names
+    assert not {word + '/m', word + '/v', 'ema/' + word} & names
+    assert {key + '/m', key + '/v', 'ema/' + key} <= names
+    assert checkpoints.read_meta(str(out / 'final.model'))['freeze_word_embeddings'] is True
+    with pytest.raises(UsageError, match='trained with --freeze_word_embeddings True, '
+                                         'not False'):
+        train_dml.main(train_args(tmp_path, tiny, tmp_path / 'again', '--epoch', '3',
+                                  '--triplets', '8', '--ema', '0.9', '--resume', str(out)))
 
 
 def test_nan_loss_stops_without_touching_the_last_good_model(tmp_path, tiny, monkeypatch):
