@@ -41,7 +41,7 @@ import time
 
 import numpy as np
 
-from bertlib import cli, clustering, figures, projection
+from bertlib import cli, clustering, figures, labelnames, projection
 from bertlib.errors import UsageError
 from bertlib.featurefile import read_features
 from bertlib.fileio import atomic_write
@@ -60,11 +60,12 @@ MAX_TIMEOUT = 1e6
 
 def main(argv=None):
     args = parse_args(argv)
-    algorithms = check_args(args)
+    algorithms, names = check_args(args)
     started = time.time()
     labels, features = read_features(args.input)
     logger.info('%s: %d points x %d features, %d labels', args.input, len(labels),
                 features.shape[1], len(set(labels)))
+    show = labelnames.display(names, labels, args.label_names)
     labels, features = subsample(labels, features, args)
     n_clusters = check_clusters(labels, args.clusters)
     xy = tsne(features, args) if args.dim2 else None
@@ -76,7 +77,7 @@ def main(argv=None):
     write_scores(results, scores_path(args.output))
     if args.plots != 0:
         xy = tsne(features, args) if xy is None else xy
-        draw(xy, labels, results, args, X.shape[1])
+        draw(xy, labels, show, results, args, X.shape[1])
     logger.info('done in %.1f s', time.time() - started)
 
 
@@ -184,22 +185,23 @@ def score_cells(outcome):
     return cells + ['%.2f' % seconds]
 
 
-def draw(xy, labels, results, args, dims):
-    """The picture: the (N, 2) t-SNE points of the N clustered `labels`, --plots of them
-    (a stratified sample) in each panel, --columns panels a row."""
+def draw(xy, labels, show, results, args, dims):
+    """The picture: the (N, 2) t-SNE points of the N clustered `labels`, each shown as
+    show[label] (--label_names), --plots of them (a stratified sample) in each panel,
+    --columns panels a row."""
     from matplotlib.figure import Figure
     figures.use_japanese_font()
     shown = shown_points(labels, args.plots, args.seed)
     panels = len(results) + 1
     columns = min(args.columns, panels)
     rows = -(-panels // columns)
-    figure = Figure(figsize=(4.2 * columns, 4.4 * rows + 0.6), layout='constrained')
+    figure = Figure(figsize=(4.6 * columns, 5.0 * rows + 0.6), layout='constrained')
     space = '2-D t-SNE (--dim2)' if args.dim2 else '%d-D features' % dims
     title = '%s: %d points clustered on the %s' % (os.path.basename(args.input), len(xy),
                                                    space)
     if len(shown) < len(xy):
         title += ', %d drawn' % len(shown)
-    figures.draw_grid(figure, xy[shown], [labels[i] for i in shown],
+    figures.draw_grid(figure, xy[shown], [show[labels[i]] for i in shown],
                          [(name, shown_outcome(outcome, shown)) for name, outcome in results],
                          columns, args.timeout, title)
     figures.save_figure(figure, args.output, dpi=100)
@@ -224,7 +226,7 @@ def shown_outcome(outcome, shown):
 
 def check_args(args):
     """Every flag and path is checked here, before the slow work. Returns the algorithm
-    names to run."""
+    names to run and the --label_names mapping ({} without one)."""
     cli.check_file(args.input, 'features file')
     figures.figure_format(args.output)
     figures.check_writable(args.output)
@@ -232,7 +234,7 @@ def check_args(args):
     if _same_file(scores_path(args.output), args.input):
         raise UsageError('--output %s would write its scores table over the input %s: '
                          'name the picture differently' % (args.output, args.input))
-    return parse_algorithms(args.algorithms)
+    return parse_algorithms(args.algorithms), labelnames.read(args.label_names)
 
 
 def _same_file(a, b):
@@ -293,6 +295,7 @@ def parse_args(argv=None):
     parser.add_argument('--clusters', type=cli.integer('--clusters', 2), default=None,
                         help='clusters to ask for, where the algorithm takes a number '
                              '(default: the number of labels)')
+    labelnames.add_argument(parser)
     return parser.parse_args(argv)
 
 
