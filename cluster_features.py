@@ -107,9 +107,9 @@ def describe(name, outcome):
     if outcome.value is None:
         return '%-24s %s (%.1f s)' % (name, outcome.status, outcome.seconds)
     _, seconds, s = outcome.value
-    return ('%-24s %6.1f s  %3d clusters  NMI %.3f  ARI %.3f  silhouette %.3f  %s'
-            % (name, seconds, s['clusters'], s['nmi'], s['ari'], s['silhouette'],
-               outcome.status))
+    return ('%-24s %6.1f s  %12s  NMI %.3f  ARI %.3f  silhouette %.3f  %s'
+            % (name, seconds, figures.count(s['clusters'], 'cluster'), s['nmi'], s['ari'],
+               s['silhouette'], outcome.status))
 
 
 def tsne(features, args):

@@ -156,10 +156,14 @@ def scores_line(precision_at_1, map_at_r):
     return 'precision@1 %s   MAP@R %s' % (fixed(precision_at_1, 3), fixed(map_at_r, 3))
 
 
-def draw_points(ax, xy, colors):
-    """(N, 2) points with (N, 4) RGBA colours, in a seeded random order, no ticks."""
+def draw_points(ax, xy, colors, layers=None):
+    """(N, 2) points with (N, 4) RGBA colours, in a seeded random order, no ticks.
+    layers: None, or (N,) ints: points of a lower layer are drawn first, under the
+    others (in a random order within a layer)."""
     xy = np.asarray(xy)
     order = np.random.default_rng(0).permutation(len(xy))
+    if layers is not None:
+        order = order[np.argsort(np.asarray(layers)[order], kind='stable')]
     ax.scatter(xy[order, 0], xy[order, 1], c=np.asarray(colors)[order],
                s=marker_size(len(xy)), linewidths=0, alpha=0.8)
     ax.set_xticks([])
@@ -411,7 +415,9 @@ def _draw_panel(ax, xy, name, outcome, timeout):
             ax.text(0.5, 0.38, literal(reason, 60), transform=ax.transAxes, ha='center',
                     va='center', color='tab:red', fontsize='small', wrap=True)
     else:
-        draw_points(ax, xy, cluster_colors(outcome.value[0]))
+        # Ids are size ranks: noise first, then from the largest cluster to the smallest,
+        # so that a small cluster (a single point) is never hidden under a large one.
+        draw_points(ax, xy, cluster_colors(outcome.value[0]), layers=outcome.value[0])
     ax.set_title(literal(panel_title(name, outcome, timeout), MAX_TITLE_CHARS),
                  fontsize=PANEL_TITLE_SIZE)
 

@@ -240,3 +240,15 @@ def test_identical_rows_write_the_scores_then_a_clear_error(tmp_path):
         cluster_features.main(argv)
     assert [r['algorithm'] for r in read_scores(tmp_path / 'c.tsv')] == ['MiniBatchKMeans']
     assert not (tmp_path / 'c.png').exists()
+
+
+def test_small_clusters_are_drawn_over_large_ones():
+    """A single point of cluster 2 sits where cluster 1's points are: drawn last, on top."""
+    from matplotlib.figure import Figure
+    predicted = np.array([0] * 20 + [1] + [-1] * 3)
+    ax = Figure().subplots()
+    figures.draw_points(ax, np.zeros((24, 2)), figures.cluster_colors(predicted),
+                        layers=predicted)
+    drawn = ax.collections[0].get_facecolors()[:, :3]  # in drawing order; alpha aside
+    assert np.allclose(drawn[-1], figures.cluster_colors([1])[0][:3])
+    assert np.allclose(drawn[:3], figures.NOISE_COLOR[:3])
