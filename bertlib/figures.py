@@ -467,8 +467,9 @@ def plot_curves(records, path, score_names=('acc1', 'acc2'), title=''):
                    label='train loss')
     loss_axis.plot(epochs, [r['D/loss'] for r in records], 's-', color=color['D'],
                    label='eval loss')
-    losses = [r[key] for r in records for key in ('T/loss', 'D/loss')]
-    if min(losses) >= 0:
+    losses = [r[key] for r in records for key in ('T/loss', 'D/loss')
+              if np.isfinite(r[key])]  # a NaN loss is left out of the range
+    if losses and min(losses) >= 0:
         # From zero, so that a 3% drop does not look like a crash.
         loss_axis.set_ylim(bottom=0, top=max(losses) * 1.1 or 1.0)
     loss_axis.set_title('loss: ' + loss_range(records), fontsize='medium')

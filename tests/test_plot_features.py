@@ -210,3 +210,12 @@ def test_negative_losses_keep_their_own_range(monkeypatch):
     records = [curve_record(1, -2.0, 0.5, 0.4), curve_record(2, -3.0, 0.6, 0.5)]
     loss_axis = drawn_curves(monkeypatch, records, ('precision@1', 'MAP@R')).axes[0]
     assert loss_axis.get_ylim()[0] < -3.0
+
+
+def test_a_nan_loss_leaves_the_other_curves_drawn(monkeypatch):
+    records = [curve_record(1, 2.0, 0.5, 0.4), curve_record(2, 1.5, 0.6, 0.5)]
+    for record in records:
+        record['D/loss'] = float('nan')
+    loss_axis = drawn_curves(monkeypatch, records, ('precision@1', 'MAP@R')).axes[0]
+    assert loss_axis.get_ylim() == (0, pytest.approx(2.2))
+    assert loss_axis.get_title() == 'loss: train 2 \u2192 1.5, eval nan \u2192 nan'
