@@ -63,9 +63,9 @@ def test_samples_draws_a_stratified_subset(tmp_path, monkeypatch):
     assert len(drawn['labels']) == 30
     assert [drawn['labels'].count(n) for n in JAPANESE] == [12, 9, 6, 3]
     # The default first line is the input file name; the second says what is drawn, and
-    # the scores are those of all 300 points (well-separated classes: 1.000).
+    # whose scores these are (well-separated classes: 1.000).
     assert drawn['title'] == ('f.tsv\nPCA of 30 of 300 points (a stratified sample)   '
-                              'precision@1 1.000   MAP@R 1.000')
+                              'precision@1 1.000   MAP@R 1.000 of the sample')
 
 
 def test_stratified_sample_keeps_shares_and_every_class():
