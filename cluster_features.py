@@ -4,7 +4,9 @@ on sentence features, scored against the labels, in one picture and one table.
 
 The picture (png, pdf or svg, from the --output extension) holds the ground truth and one
 panel per algorithm, all drawn on the t-SNE coordinates of the same points, each titled
-with its run time, the clusters it found and its NMI and ARI. The scores are also written
+with the sizes of the clusters it found (and its noise), its run time and its NMI and
+ARI; clusters are numbered by size and coloured apart from the labels, and one legend
+says what the colours mean. The scores are also written
 as TSV next to the picture (--output with the extension .tsv): algorithm, clusters, NMI,
 ARI, homogeneity, completeness, V-measure, silhouette, seconds and status.
 

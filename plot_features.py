@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """A 2-D picture of sentence features: t-SNE (or PCA) of a features TSV, points coloured
-by label, with a legend of the label names. Japanese labels are drawn with IPAexGothic.
+by label, with a legend of the label names (or of their --label_names names), titled with
+the method, the points drawn and their precision@1 and MAP@R. Japanese labels are drawn
+with IPAexGothic.
 
 The input is the `label<TAB>f1<TAB>f2...` file that the extraction scripts write. The
 picture format (png, pdf or svg) follows the --output extension (default: result.png,
