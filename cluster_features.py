@@ -4,7 +4,9 @@ on sentence features, scored against the labels, in one picture and one table.
 
 The picture (png, pdf or svg, from the --output extension) holds the ground truth and one
 panel per algorithm, all drawn on the t-SNE coordinates of the same points, each titled
-with its run time, the clusters it found and its NMI and ARI. The scores are also written
+with the sizes of the clusters it found (and its noise), its run time and its NMI and
+ARI; clusters are numbered by size and coloured apart from the labels, and one legend
+says what the colours mean. The scores are also written
 as TSV next to the picture (--output with the extension .tsv): algorithm, clusters, NMI,
 ARI, homogeneity, completeness, V-measure, silhouette, seconds and status.
 
@@ -41,7 +43,7 @@ import time
 
 import numpy as np
 
-from bertlib import cli, clustering, figures, projection
+from bertlib import cli, clustering, figures, labelnames, projection
 from bertlib.errors import UsageError
 from bertlib.featurefile import read_features
 from bertlib.fileio import atomic_write
@@ -60,11 +62,12 @@ MAX_TIMEOUT = 1e6
 
 def main(argv=None):
     args = parse_args(argv)
-    algorithms = check_args(args)
+    algorithms, names = check_args(args)
     started = time.time()
     labels, features = read_features(args.input)
     logger.info('%s: %d points x %d features, %d labels', args.input, len(labels),
                 features.shape[1], len(set(labels)))
+    show = labelnames.display(names, labels, args.label_names)
     labels, features = subsample(labels, features, args)
     n_clusters = check_clusters(labels, args.clusters)
     xy = tsne(features, args) if args.dim2 else None
@@ -76,7 +79,7 @@ def main(argv=None):
     write_scores(results, scores_path(args.output))
     if args.plots != 0:
         xy = tsne(features, args) if xy is None else xy
-        draw(xy, labels, results, args, X.shape[1])
+        draw(xy, labels, show, results, args, X.shape[1])
     logger.info('done in %.1f s', time.time() - started)
 
 
@@ -106,9 +109,9 @@ def describe(name, outcome):
     if outcome.value is None:
         return '%-24s %s (%.1f s)' % (name, outcome.status, outcome.seconds)
     _, seconds, s = outcome.value
-    return ('%-24s %6.1f s  %3d clusters  NMI %.3f  ARI %.3f  silhouette %.3f  %s'
-            % (name, seconds, s['clusters'], s['nmi'], s['ari'], s['silhouette'],
-               outcome.status))
+    return ('%-24s %6.1f s  %12s  NMI %.3f  ARI %.3f  silhouette %.3f  %s'
+            % (name, seconds, figures.count(s['clusters'], 'cluster'), s['nmi'], s['ari'],
+               s['silhouette'], outcome.status))
 
 
 def tsne(features, args):
@@ -184,22 +187,23 @@ def score_cells(outcome):
     return cells + ['%.2f' % seconds]
 
 
-def draw(xy, labels, results, args, dims):
-    """The picture: the (N, 2) t-SNE points of the N clustered `labels`, --plots of them
-    (a stratified sample) in each panel, --columns panels a row."""
+def draw(xy, labels, show, results, args, dims):
+    """The picture: the (N, 2) t-SNE points of the N clustered `labels`, each shown as
+    show[label] (--label_names), --plots of them (a stratified sample) in each panel,
+    --columns panels a row."""
     from matplotlib.figure import Figure
     figures.use_japanese_font()
     shown = shown_points(labels, args.plots, args.seed)
     panels = len(results) + 1
     columns = min(args.columns, panels)
     rows = -(-panels // columns)
-    figure = Figure(figsize=(4.2 * columns, 4.4 * rows + 0.6), layout='constrained')
+    figure = Figure(figsize=(4.6 * columns, 5.0 * rows + 0.6), layout='constrained')
     space = '2-D t-SNE (--dim2)' if args.dim2 else '%d-D features' % dims
     title = '%s: %d points clustered on the %s' % (os.path.basename(args.input), len(xy),
                                                    space)
     if len(shown) < len(xy):
         title += ', %d drawn' % len(shown)
-    figures.draw_grid(figure, xy[shown], [labels[i] for i in shown],
+    figures.draw_grid(figure, xy[shown], [show[labels[i]] for i in shown],
                          [(name, shown_outcome(outcome, shown)) for name, outcome in results],
                          columns, args.timeout, title)
     figures.save_figure(figure, args.output, dpi=100)
@@ -224,7 +228,7 @@ def shown_outcome(outcome, shown):
 
 def check_args(args):
     """Every flag and path is checked here, before the slow work. Returns the algorithm
-    names to run."""
+    names to run and the --label_names mapping ({} without one)."""
     cli.check_file(args.input, 'features file')
     figures.figure_format(args.output)
     figures.check_writable(args.output)
@@ -232,7 +236,7 @@ def check_args(args):
     if _same_file(scores_path(args.output), args.input):
         raise UsageError('--output %s would write its scores table over the input %s: '
                          'name the picture differently' % (args.output, args.input))
-    return parse_algorithms(args.algorithms)
+    return parse_algorithms(args.algorithms), labelnames.read(args.label_names)
 
 
 def _same_file(a, b):
@@ -293,6 +297,7 @@ def parse_args(argv=None):
     parser.add_argument('--clusters', type=cli.integer('--clusters', 2), default=None,
                         help='clusters to ask for, where the algorithm takes a number '
                              '(default: the number of labels)')
+    labelnames.add_argument(parser)
     return parser.parse_args(argv)
 
 

@@ -7,7 +7,9 @@ write). Columns: precision@1, MAP@R and R-precision of leave-one-out cosine retr
 labels, the labels' silhouette under cosine distance (on a seeded stratified sample of
 --silhouette_samples points when there are more) and, with --train_features, the accuracy
 of a logistic-regression probe fitted on the training features of the same kind.
---grid draws one t-SNE panel per file in a row, titled with its name and precision@1.
+--grid draws one t-SNE panel per file in a row, titled with its name, precision@1 and
+MAP@R, under a title naming the projection and the points drawn; --label_names shows
+names instead of the labels in its legends.
 
 Example:
     python evaluate_features.py features/rt-dml-04-test.txt \\
@@ -21,7 +23,7 @@ import os
 
 import numpy as np
 
-from bertlib import cli, evaluation, featurefile, figures, fileio, projection
+from bertlib import cli, evaluation, featurefile, figures, fileio, labelnames, projection
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
@@ -30,11 +32,12 @@ logger = logging.getLogger(__name__)
 
 def main(argv=None):
     args = parse_args(argv)
-    names = check_args(args)
+    names, label_names = check_args(args)
     rows, panels = [], []
     for index, (name, path) in enumerate(zip(names, args.features)):
         logger.info('%s: reading %s', name, path)
         labels, features = featurefile.read_features(path)
+        show = labelnames.display(label_names, labels, args.label_names)
         train = None
         if args.train_features:
             train = featurefile.read_features(args.train_features[index])
@@ -48,7 +51,7 @@ def main(argv=None):
         logger.info('%s: %d points, precision@1 %.3f, MAP@R %.3f', name, scores['count'],
                     scores['precision_at_1'], scores['map_at_r'])
         if args.grid:
-            panels.append((name, path, labels, features, scores))
+            panels.append((name, path, labels, show, features, scores))
     table = evaluation.markdown_table(rows)
     if args.output == '-':
         print(table, end='', flush=True)
@@ -60,30 +63,48 @@ def main(argv=None):
 
 
 def draw_grid(panels, args):
-    """One t-SNE panel per feature set in a row, as in the original BERT-DML's
-    README."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    """One t-SNE panel per feature set in a row, as in the original BERT-DML's README,
+    each titled with its name, precision@1 and MAP@R (of all its points), under one title.
+
+    panels: (name, path, N labels, {label: shown name}, (N, D) features, scores) per
+    feature set."""
+    from matplotlib.figure import Figure
     figures.use_japanese_font()
-    figures.check_picture_size(5 * len(panels), 5, 100, args.grid)
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
-    for ax, (name, path, labels, features, scores) in zip(axes[0], panels):
+    figures.check_picture_size(5 * len(panels), 5.6, 100, args.grid)
+    figure = Figure(figsize=(5 * len(panels), 5.6), layout='constrained')
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    drawn = []
+    for ax, (name, path, labels, show, features, scores) in zip(axes, panels):
         chosen = np.arange(len(labels))
         if args.grid_samples and len(labels) > args.grid_samples:
             chosen = projection.stratified_sample(labels, args.grid_samples, args.seed)
         xy = projection.project_2d(features[chosen], method='tsne', seed=args.seed,
                                    source=path)
-        figures.scatter(ax, xy, [labels[i] for i in chosen],
-                           '%s (P@1 %.3f)' % (name, scores['precision_at_1']))
-    figure.tight_layout()
+        figures.scatter(ax, xy, [show[labels[i]] for i in chosen], '%s\n%s' % (
+            name, figures.scores_line(scores['precision_at_1'], scores['map_at_r'])))
+        drawn.append((len(chosen), len(labels)))
+    figure.suptitle(grid_title(drawn), fontsize='x-large')
     figures.save_figure(figure, args.grid, dpi=100)
-    plt.close(figure)
     logger.info('comparison picture: %s', args.grid)
 
 
+def grid_title(drawn):
+    """The comparison picture's title: the method and the points each panel draws.
+    drawn: (points drawn, points of the file) per panel."""
+    counts = sorted(set(drawn))
+    if len(counts) == 1:
+        shown, total = counts[0]
+        points = ('%d points each' % total if shown == total else
+                  'a stratified sample of %d of the %d points each' % (shown, total))
+    else:
+        points = ', '.join(str(shown) for shown, _ in drawn) + ' points'
+    return ('t-SNE of each feature set: %s, coloured by label\nprecision@1 and MAP@R: '
+            "leave-one-out cosine retrieval over all of a file's points" % points)
+
+
 def check_args(args):
-    """Checks every file and flag before the slow work; returns the row names."""
+    """Checks every file and flag before the slow work; returns the row names and the
+    --label_names mapping ({} without one)."""
     for path in args.features + (args.train_features or []):
         cli.check_file(path, 'features file')
     names = args.names or [os.path.splitext(os.path.basename(p))[0] for p in args.features]
@@ -99,7 +120,7 @@ def check_args(args):
             figures.check_writable(path, what)
     if args.grid:
         figures.figure_format(args.grid)
-    return names
+    return names, labelnames.read(args.label_names)
 
 
 def parse_args(argv=None):
@@ -123,6 +144,7 @@ def parse_args(argv=None):
                         default=10000,
                         help='points the silhouette is computed on (default: 10000)')
     cli.add_seed_argument(parser, 'seed of k-means, samples and t-SNE (default: 0)')
+    labelnames.add_argument(parser)
     return parser.parse_args(argv)
 
 

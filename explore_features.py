@@ -34,7 +34,7 @@ import logging
 import os
 import time
 
-from bertlib import cli, explorer, figures, metrics, projection
+from bertlib import cli, explorer, figures, labelnames, metrics, projection
 from bertlib.errors import UsageError
 from bertlib.featurefile import read_features
 
@@ -46,7 +46,7 @@ MAX_SETS = 3
 
 def main(argv=None):
     args = parse_args(argv)
-    check_args(args)
+    names = check_args(args)
     start = time.time()
     feature_sets, labels, texts = [], None, None
     for path in args.input:
@@ -59,6 +59,10 @@ def main(argv=None):
     for path, features in zip(args.input, feature_sets):
         logger.info('%s: %d points x %d features, %d labels, sentences from %s', path,
                     len(labels), features.shape[1], len(set(labels)), args.text)
+    # From here on a label is what the page shows (--label_names): a one-to-one renaming
+    # leaves the neighbours and scores as they are.
+    show = labelnames.display(names, labels, args.label_names)
+    labels = [show[label] for label in labels]
     if len(labels) < 2:
         raise UsageError('%s: a map and neighbours need at least 2 points, got %d'
                          % (args.input[0], len(labels)))
@@ -86,7 +90,7 @@ def write_page(args, labels, feature_sets, texts):
                     _fixed(summary['precision_at_1']), _fixed(summary['map_at_r']),
                     time.time() - start)
         start = time.time()
-        what = '%s: %s of %d points' % (name, explorer.METHOD_NAMES[args.method], len(labels))
+        what = '%s: %s of %d points' % (name, projection.METHOD_NAMES[args.method], len(labels))
         with explorer.still_running(what):
             xy = projection.project_2d(features, method=args.method,
                                        perplexity=args.perplexity, seed=args.seed, source=path)
@@ -108,7 +112,8 @@ def _fixed(value):
 
 
 def check_args(args):
-    """Every flag and path is checked here, before the slow work."""
+    """Every flag and path is checked here, before the slow work. Returns the
+    --label_names mapping ({} without one)."""
     for path in args.input:
         cli.check_file(path, 'features file')
     cli.check_file(args.text, 'text file')
@@ -133,6 +138,7 @@ def check_args(args):
         explorer.check_projector_dir(args.projector)
     if args.title is None:
         args.title = ' / '.join(names)
+    return labelnames.read(args.label_names)
 
 
 def parse_args(argv=None):
@@ -164,6 +170,7 @@ def parse_args(argv=None):
     parser.add_argument('--title', default=None,
                         help='page title and projector tensor name (default: the input '
                              'file names without extension)')
+    labelnames.add_argument(parser)
     return parser.parse_args(argv)
 
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """A 2-D picture of sentence features: t-SNE (or PCA) of a features TSV, points coloured
-by label, with a legend of the label names. Japanese labels are drawn with IPAexGothic.
+by label, with a legend of the label names (or of their --label_names names), titled with
+the method, the points drawn and their precision@1 and MAP@R. Japanese labels are drawn
+with IPAexGothic.
 
 The input is the `label<TAB>f1<TAB>f2...` file that the extraction scripts write. The
 picture format (png, pdf or svg) follows the --output extension (default: result.png,
@@ -18,7 +20,7 @@ import logging
 import os
 import time
 
-from bertlib import cli, figures, projection
+from bertlib import cli, figures, labelnames, metrics, projection
 from bertlib.featurefile import read_features
 
 logger = logging.getLogger(__name__)
@@ -26,18 +28,40 @@ logger = logging.getLogger(__name__)
 
 def main(argv=None):
     args = parse_args(argv)
-    check_args(args)
+    names = check_args(args)
     start = time.time()
     labels, features = read_features(args.input)
     logger.info('%s: %d points x %d features, %d labels (%.1f s)', args.input,
                 len(labels), features.shape[1], len(set(labels)), time.time() - start)
     print(summary_line(labels), flush=True)
+    show = labelnames.display(names, labels, args.label_names)
+    total = len(labels)
     labels, features = subsample(labels, features, args.samples, args.seed)
+    # Scored on the points drawn: with --samples, a quick picture of a large file stays
+    # quick (retrieval is quadratic: 20,000 x 512 features take 34 s on 2 cores).
+    start = time.time()
+    scores = metrics.retrieval_metrics(features, labels)
+    logger.info('precision@1 %.3f, MAP@R %.3f of the %d points drawn (%.1f s)',
+                scores['precision_at_1'], scores['map_at_r'], len(labels),
+                time.time() - start)
     start = time.time()
     xy = projection.project_2d(features, method=args.method, perplexity=args.perplexity,
                                seed=args.seed, source=args.input)
     logger.info('%s of %d points: %.1f s', args.method, len(xy), time.time() - start)
-    draw(xy, labels, args)
+    draw(xy, [show[label] for label in labels], picture_title(args, len(xy), total, scores), args)
+
+
+def picture_title(args, drawn, total, scores):
+    """Two lines: --title (the input file name by default), then the projection, the
+    points drawn (of `total`), and precision@1 and MAP@R of their features."""
+    points = ('%d points' % drawn if drawn == total
+              else '%d of %d points (a stratified sample)' % (drawn, total))
+    line = '%s of %s   %s' % (projection.METHOD_NAMES[args.method], points,
+                              figures.scores_line(scores['precision_at_1'],
+                                                  scores['map_at_r']))
+    if drawn < total:
+        line += ' of the sample'
+    return '%s\n%s' % (args.title, line)
 
 
 def summary_line(labels):
@@ -59,25 +83,28 @@ def subsample(labels, features, samples, seed):
     return [labels[i] for i in chosen], features[chosen]
 
 
-def draw(xy, labels, args):
-    """Draws the (N, 2) points and writes the picture to --output."""
+def draw(xy, labels, title, args):
+    """Draws the (N, 2) points with their N (display) labels and writes the picture to
+    --output."""
     from matplotlib.figure import Figure
     start = time.time()
     figures.use_japanese_font()
     many = len(set(labels)) > 10
     figure = Figure(figsize=(10 if many else 8, 7))
-    figures.scatter(figure.subplots(), xy, labels, args.title)
+    figures.scatter(figure.subplots(), xy, labels, title)
     figures.save_figure(figure, args.output)
     logger.info('wrote %s (%.1f s)', args.output, time.time() - start)
 
 
 def check_args(args):
-    """Every flag and path is checked here, before the slow work."""
+    """Every flag and path is checked here, before the slow work. Returns the
+    --label_names mapping ({} without one)."""
     cli.check_file(args.input, 'features file')
     figures.figure_format(args.output)
     figures.check_writable(args.output)
     if args.title is None:
         args.title = os.path.basename(args.input)
+    return labelnames.read(args.label_names)
 
 
 def parse_args(argv=None):
@@ -99,7 +126,10 @@ def parse_args(argv=None):
                              'keeping its share, when there are more (default: all points)')
     cli.add_seed_argument(parser, 'seed of the sample and of t-SNE (default: 0)')
     parser.add_argument('--title', default=None,
-                        help='picture title (default: the input file name)')
+                        help='first line of the picture title; the second names the '
+                             'projection, the points and their precision@1 and MAP@R '
+                             '(default: the input file name)')
+    labelnames.add_argument(parser)
     return parser.parse_args(argv)
 
 

@@ -57,6 +57,11 @@ class ClassifierTask(training.Task):
     """Shuffled mini-batches, softmax cross-entropy, accuracy and UAR."""
 
     early_stopping = {'loss': ('D/loss', 'min'), 'uar': ('D/acc2', 'max')}
+    score_names = ('accuracy', 'UAR')
+
+    def describe(self):
+        weighted = '' if self.weights is None else 'class-weighted '
+        return 'classifier, %ssoftmax cross-entropy loss' % weighted
 
     def __init__(self, model, train, evaluation, n_classes, batchsize, xp, weights=None,
                  seed=0, comm=None):

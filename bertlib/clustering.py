@@ -282,14 +282,28 @@ def silhouette_distances(X, seed):
 def evaluate(name, X, n_clusters, seed, truth, silhouette):
     """Runs algorithm `name` on (N, D) `X` and scores it against (N,) int `truth`.
 
-    Meant for run_guarded's child. Returns (predicted (N,) ids, seconds of the
-    clustering alone, scores dict).
+    Meant for run_guarded's child. Returns (predicted (N,) ids numbered by size, see
+    by_size; seconds of the clustering alone; scores dict).
     """
     start = time.time()
-    predicted = fit_predict(name, X, n_clusters, seed)
+    predicted = by_size(fit_predict(name, X, n_clusters, seed))
     seconds = time.time() - start
     with projection.one_openmp_thread():
         return predicted, seconds, scores(truth, predicted, silhouette)
+
+
+def by_size(predicted):
+    """(N,) cluster ids renumbered 0, 1, ... from the largest cluster to the smallest
+    (equal sizes in the order of their old ids); noise (-1) stays -1. The scores do not
+    change; the pictures colour cluster k the same in every panel."""
+    predicted = np.asarray(predicted)
+    clusters, ids, sizes = np.unique(predicted, return_inverse=True, return_counts=True)
+    sizes[clusters == -1] = -1  # noise is ranked last and mapped back to -1 below
+    rank = np.empty(len(clusters), dtype=np.int64)
+    rank[np.argsort(-sizes, kind='stable')] = np.arange(len(clusters))
+    renumbered = rank[ids.ravel()]
+    renumbered[predicted == -1] = -1
+    return renumbered
 
 
 def scores(truth, predicted, silhouette=None):
@@ -298,7 +312,8 @@ def scores(truth, predicted, silhouette=None):
     Noise counts as one more cluster for NMI, ARI, homogeneity, completeness and
     V-measure, and is left out of the silhouette, which is computed on the points and
     distances of `silhouette` (from silhouette_distances) and is NaN with fewer than two
-    clusters. Returns a dict with SCORE_COLUMNS.
+    clusters. Returns a dict with SCORE_COLUMNS, and for the pictures 'sizes' (the
+    clusters' sizes, largest first) and 'noise' (the number of points in no cluster).
     """
     from sklearn import metrics
     homogeneity, completeness, v_measure = metrics.homogeneity_completeness_v_measure(
@@ -311,6 +326,9 @@ def scores(truth, predicted, silhouette=None):
         'completeness': completeness,
         'v_measure': v_measure,
         'silhouette': _silhouette(predicted, silhouette),
+        'sizes': sorted(np.unique(predicted[predicted != -1], return_counts=True)[1].tolist(),
+                        reverse=True),
+        'noise': int(np.sum(predicted == -1)),
     }
 
 

@@ -135,6 +135,10 @@ class DMLTask(training.Task):
     """Batches, loss and scores of metric learning, for `training.train`."""
 
     early_stopping = {'loss': ('D/loss', 'min'), 'map': ('D/acc2', 'max')}
+    score_names = ('precision@1', 'MAP@R')
+
+    def describe(self):
+        return 'metric learning, %s loss' % self.metric_loss.name
 
     def __init__(self, model, loss, train, evaluation, batchsize, xp, seed=0, comm=None,
                  memory=None, settings=None):

@@ -24,14 +24,13 @@ import time
 
 import numpy as np
 
-from bertlib import data, figures
+from bertlib import data, figures, projection
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'explorer.html')
-METHOD_NAMES = {'tsne': 't-SNE', 'pca': 'PCA'}
 
 
 def read_texts(text_path, features_path, labels):
@@ -103,7 +102,7 @@ def page_data(labels, texts, sets, title):
 
 def _set_data(s, names):
     summary, per_label = s['summary'], s['summary']['per_label']
-    return {'name': s['name'], 'method': METHOD_NAMES[s['method']],
+    return {'name': s['name'], 'method': projection.METHOD_NAMES[s['method']],
             'x': _rounded(s['xy'][:, 0]), 'y': _rounded(s['xy'][:, 1]),
             'neighbours': s['neighbours'].ravel().tolist(),
             'similarity': np.round(s['similarities'].ravel(), 3).tolist(),

@@ -127,8 +127,9 @@ def literal(text, limit=MAX_LABEL_CHARS):
 
 
 def scatter(ax, xy, labels, title):
-    """Draws (N, 2) points `xy` on `ax`, coloured by their N `labels`, with a legend of the
-    label names (outside the axes, on the right, beyond 10 labels) and `title`.
+    """Draws (N, 2) points `xy` on `ax`, coloured by their N `labels`, with a legend
+    titled 'label' of the label names (outside the axes, on the right, beyond 10 labels)
+    and `title` (which may hold several lines).
 
     Classes are listed by size, largest first; points are drawn in a seeded random order
     so that no class hides the others.
@@ -141,10 +142,28 @@ def scatter(ax, xy, labels, title):
     ax.set_title(literal(title, MAX_TITLE_CHARS))
 
 
-def draw_points(ax, xy, colors):
-    """(N, 2) points with (N, 4) RGBA colours, in a seeded random order, no ticks."""
+def fixed(value, digits=2):
+    """`value` with `digits` decimals, never '-0.00' (a score of -0.001 is drawn 0.00);
+    'n/a' for NaN (e.g. precision@1 when every label is a singleton)."""
+    if value != value:
+        return 'n/a'
+    text = '%.*f' % (digits, value)
+    return text[1:] if text.startswith('-') and float(text) == 0 else text
+
+
+def scores_line(precision_at_1, map_at_r):
+    """'precision@1 0.816   MAP@R 0.297', the retrieval figures a picture is titled with."""
+    return 'precision@1 %s   MAP@R %s' % (fixed(precision_at_1, 3), fixed(map_at_r, 3))
+
+
+def draw_points(ax, xy, colors, layers=None):
+    """(N, 2) points with (N, 4) RGBA colours, in a seeded random order, no ticks.
+    layers: None, or (N,) ints: points of a lower layer are drawn first, under the
+    others (in a random order within a layer)."""
     xy = np.asarray(xy)
     order = np.random.default_rng(0).permutation(len(xy))
+    if layers is not None:
+        order = order[np.argsort(np.asarray(layers)[order], kind='stable')]
     ax.scatter(xy[order, 0], xy[order, 1], c=np.asarray(colors)[order],
                s=marker_size(len(xy)), linewidths=0, alpha=0.8)
     ax.set_xticks([])
@@ -176,15 +195,22 @@ def legend_entries(names, colors):
     return handles, texts
 
 
+# The title of every legend of label colours.
+LABEL_LEGEND_TITLE = 'label'
+
+
 def _legend(ax, names, colors):
-    """A legend of coloured dots, one per name, inside the axes up to 10 names."""
+    """A legend of coloured dots titled 'label', one per name, inside the axes up to 10
+    names."""
     handles, texts = legend_entries(names, colors)
     if len(texts) <= 10:
-        ax.legend(handles, texts, loc='best', fontsize='small', framealpha=0.8)
+        ax.legend(handles, texts, loc='best', fontsize='small', framealpha=0.8,
+                  title=LABEL_LEGEND_TITLE, title_fontsize='small')
     else:
         columns = 1 if len(texts) <= 30 else 2
         ax.legend(handles, texts, loc='upper left', bbox_to_anchor=(1.01, 1.0),
-                  fontsize='small', ncol=columns, borderaxespad=0.0, frameon=False)
+                  fontsize='small', ncol=columns, borderaxespad=0.0, frameon=False,
+                  title=LABEL_LEGEND_TITLE, title_fontsize='small')
 
 
 FIGURE_FORMATS = ('png', 'pdf', 'svg')
@@ -242,47 +268,88 @@ def save_figure(figure, path, dpi=150):
 
 NOISE_COLOR = (0.75, 0.75, 0.75, 1.0)
 
+# Cluster colours, largest cluster first: a palette of their own, so that a cluster id is
+# never read as a label (label_colors starts with tab10's blue and orange): Dark2 then
+# three of Set2 (colorbrewer), without their greys (grey is noise) and Set2's pink (too
+# close to tab10's), ordered so that the first two are neither blue nor orange.
+CLUSTER_PALETTE = ('#1b9e77', '#e7298a', '#7570b3', '#e6ab02', '#66a61e', '#d95f02',
+                   '#a6761d', '#66c2a5', '#8da0cb', '#ffd92f')
+# The one colour of every cluster past the palette's (MeanShift and AffinityPropagation
+# may find dozens): the legend says so, rather than repeating colours.
+SMALL_CLUSTERS_COLOR = (0.25, 0.25, 0.25, 1.0)
+# Panel titles in points: three lines at this size stay legible with 4.6-inch panels.
+PANEL_TITLE_SIZE = 13
 
-def cluster_colors(labels, predicted):
-    """(N, 4) RGBA colours of N points by cluster, comparable with the ground truth panel.
 
-    Clusters are matched one-to-one to labels (Hungarian matching on the overlap counts):
-    a matched cluster takes its label's colour from label_palette; unmatched
-    clusters take colours of tab20b in turn; noise (-1) is light grey.
-    """
-    from matplotlib import colormaps
-    from scipy.optimize import linear_sum_assignment
-    names, palette = label_palette(labels)
-    index = {name: i for i, name in enumerate(names)}
-    truth = np.array([index[display_name(label)] for label in labels])
-    clusters, ids = np.unique(predicted, return_inverse=True)
-    overlap = np.zeros((len(clusters), len(names)))
-    np.add.at(overlap, (ids, truth), 1)
-    overlap[clusters == -1] = -1  # noise is never matched
-    rows, columns = linear_sum_assignment(-overlap)
-    chosen = {int(r): palette[c] for r, c in zip(rows, columns) if clusters[r] != -1}
-    spare = colormaps['tab20b'](np.arange(20))
-    table = []
-    for r, cluster_id in enumerate(clusters):
-        if cluster_id == -1:
-            table.append(NOISE_COLOR)
-        elif r in chosen:
-            table.append(chosen[r])
-        else:
-            table.append(spare[(r - len(chosen)) % 20])
-    return np.asarray(table)[ids]
+def cluster_colors(predicted):
+    """(N, 4) RGBA colours of N points by their cluster ids `predicted`, numbered by size
+    from 0 (clustering.by_size): cluster k takes CLUSTER_PALETTE[k], clusters past the
+    palette SMALL_CLUSTERS_COLOR, noise (-1) light grey."""
+    from matplotlib.colors import to_rgba
+    table = np.array([to_rgba(c) for c in CLUSTER_PALETTE] + [SMALL_CLUSTERS_COLOR,
+                                                             NOISE_COLOR])
+    predicted = np.asarray(predicted)
+    rows = np.minimum(predicted, len(CLUSTER_PALETTE))
+    rows[predicted == -1] = len(CLUSTER_PALETTE) + 1
+    return table[rows]
+
+
+def count(number, noun):
+    """'1 cluster', '2 clusters', '0 clusters'."""
+    return '%d %s%s' % (number, noun, '' if number == 1 else 's')
+
+
+def sizes_line(sizes, noise):
+    """What a clustering found, for a panel title: '2 clusters: 1065 + 1 points', with
+    the noise after it. sizes: the clusters' sizes, largest first; noise: points in no
+    cluster (DBSCAN, OPTICS)."""
+    if not sizes:
+        text = 'no cluster'
+    elif len(sizes) <= 4:
+        text = '%s: %s' % (count(len(sizes), 'cluster'), count(sum(sizes), 'point')
+                           if len(sizes) == 1 else ' + '.join(map(str, sizes)) + ' points')
+    else:
+        text = '%s: %d, %d, %d \u2026 %d points' % (count(len(sizes), 'cluster'), sizes[0],
+                                                  sizes[1], sizes[2], sizes[-1])
+    if noise:
+        text += ', %d noise' % noise
+    return text
 
 
 def panel_title(name, outcome, timeout):
-    """Two lines: the algorithm, then its time, clusters, NMI and ARI or what went wrong."""
+    """Three lines: the algorithm, the sizes of its clusters (and noise), then its time,
+    NMI and ARI; or two, the algorithm and what went wrong."""
     if outcome.status == 'timeout':
         return '%s\ntimeout after %.0f s' % (name, timeout)
     if outcome.status.startswith('failed'):
         return '%s\nfailed' % name
     _, seconds, result = outcome.value
     note = ', not converged' if 'converge' in outcome.status else ''
-    return ('%s (%d clusters%s)\n%.1f s   NMI %.2f   ARI %.2f'
-            % (name, result['clusters'], note, seconds, result['nmi'], result['ari']))
+    return ('%s%s\n%s\n%.1f s   NMI %s   ARI %s'
+            % (name, note, sizes_line(result['sizes'], result['noise']), seconds,
+               fixed(result['nmi']), fixed(result['ari'])))
+
+
+def cluster_legend_entries(results):
+    """(handles, texts) of the legend of cluster colours, as many as the most clusters a
+    panel shows, then the colour of smaller ones and noise where a panel has them.
+    results: (name, Outcome) pairs, as draw_grid takes them."""
+    found = [outcome.value[2] for _, outcome in results if outcome.value is not None]
+    most = max([len(s['sizes']) for s in found], default=0)
+    shown = min(most, len(CLUSTER_PALETTE))
+    colors = list(CLUSTER_PALETTE[:shown])
+    texts = ['cluster %d%s' % (k + 1, ' (largest)' if k == 0 else '') for k in range(shown)]
+    if most > shown:
+        colors.append(SMALL_CLUSTERS_COLOR)
+        texts.append('clusters %d and smaller' % (shown + 1))
+    if any(s['noise'] for s in found):
+        colors.append(NOISE_COLOR)
+        texts.append('noise: in no cluster (DBSCAN, OPTICS:\ntoo few neighbours close by)')
+    return legend_handles(colors), texts
+
+
+# The two sections of the clustering grid's legend.
+LEGEND_HEADINGS = ('ground truth panel: label', 'other panels: cluster, numbered by size')
 
 
 def draw_grid(figure, xy, labels, results, columns, timeout, title):
@@ -290,32 +357,54 @@ def draw_grid(figure, xy, labels, results, columns, timeout, title):
     (N, 2) coordinates `xy`, `columns` panels a row.
 
     results: list of (name, Outcome) from clustering.run_guarded(clustering.evaluate,
-    ...). The label legend takes the first free slot of the grid, or sits right of the
-    last column.
+    ...), cluster ids numbered by size. The legends take the first free slot of the grid,
+    or sit right of the last column: one of the label colours of the ground truth, one
+    of the cluster colours of the other panels.
     """
     panels = len(results) + 1
     rows = -(-panels // columns)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     scatter(axes[0], xy, labels, '')
-    axes[0].set_title('ground truth\n%d labels' % len(set(labels)), fontsize='medium')
+    axes[0].set_title('ground truth\n%s\ncolour = label' % count(len(set(labels)), 'label'),
+                      fontsize=PANEL_TITLE_SIZE)
     axes[0].get_legend().remove()
     names, colors = label_palette(labels)
-    handles, texts = legend_entries(names, colors)
+    label_entries = legend_entries(names, colors)
+    cluster_entries = cluster_legend_entries(results)
     for ax, (name, outcome) in zip(axes[1:], results):
-        _draw_panel(ax, xy, labels, name, outcome, timeout)
+        _draw_panel(ax, xy, name, outcome, timeout)
     for ax in axes[panels:]:
         ax.axis('off')
-    where = axes[panels] if panels < len(axes) else None
-    if where is not None:
-        where.legend(handles, texts, loc='center', frameon=False,
-                     ncol=1 if len(texts) <= 20 else 2)
+    handles, texts = _headed(LEGEND_HEADINGS[0], *label_entries)
+    headings = [0]
+    if cluster_entries[1]:
+        more = _headed(LEGEND_HEADINGS[1], *cluster_entries)
+        headings.append(len(texts) + 1)
+        handles += [_blank()] + more[0]
+        texts += [''] + more[1]
+    columns = 1 if len(texts) <= 30 else 2
+    style = {'frameon': False, 'ncol': columns, 'fontsize': PANEL_TITLE_SIZE - 1}
+    if panels < len(axes):
+        legend = axes[panels].legend(handles, texts, loc='center', **style)
     else:
-        figure.legend(handles, texts, loc='center left', bbox_to_anchor=(1.0, 0.5),
-                      fontsize='small', frameon=False)
-    figure.suptitle(literal(title, MAX_TITLE_CHARS))
+        legend = figure.legend(handles, texts, loc='center left', bbox_to_anchor=(1.0, 0.5),
+                               **style)
+    for row in headings:
+        legend.get_texts()[row].set_fontweight('bold')
+    figure.suptitle(literal(title, MAX_TITLE_CHARS), fontsize=PANEL_TITLE_SIZE + 1)
 
 
-def _draw_panel(ax, xy, labels, name, outcome, timeout):
+def _blank():
+    from matplotlib.lines import Line2D
+    return Line2D([], [], linestyle='', marker='')
+
+
+def _headed(heading, handles, texts):
+    """A legend section: `heading` (without a mark), then the entries."""
+    return [_blank()] + list(handles), [heading] + list(texts)
+
+
+def _draw_panel(ax, xy, name, outcome, timeout):
     if outcome.value is None:
         draw_points(ax, xy, np.tile(NOISE_COLOR, (len(xy), 1)))
         word = 'timeout' if outcome.status == 'timeout' else 'failed'
@@ -324,39 +413,84 @@ def _draw_panel(ax, xy, labels, name, outcome, timeout):
         if word == 'failed':
             reason = outcome.status[len('failed: '):]
             ax.text(0.5, 0.38, literal(reason, 60), transform=ax.transAxes, ha='center',
-                    va='center', color='tab:red', fontsize='x-small', wrap=True)
+                    va='center', color='tab:red', fontsize='small', wrap=True)
     else:
-        draw_points(ax, xy, cluster_colors(labels, outcome.value[0]))
-    ax.set_title(panel_title(name, outcome, timeout), fontsize='medium')
+        # Ids are size ranks: noise first, then from the largest cluster to the smallest,
+        # so that a small cluster (a single point) is never hidden under a large one.
+        draw_points(ax, xy, cluster_colors(outcome.value[0]), layers=outcome.value[0])
+    ax.set_title(literal(panel_title(name, outcome, timeout), MAX_TITLE_CHARS),
+                 fontsize=PANEL_TITLE_SIZE)
 
 
-def plot_curves(records, path):
-    """Train/eval loss and acc1/acc2 per epoch, as the original BERT-DML's
-    results_*.png."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+# Two score curves closer than this at every epoch get one legend entry: on the 0-1 axis,
+# about 370 pixels tall, they are within 2 pixels, one hidden under the other.
+COINCIDE = 0.005
+
+
+def curve_labels(records, split, score_names):
+    """The legend texts of one split's ('T' or 'D') two score curves, e.g. ('eval
+    accuracy', 'eval UAR'); when the two coincide, the first says so and the second is
+    None (no legend entry of its own)."""
+    word = {'T': 'train', 'D': 'eval'}[split]
+    first, second = ['%s %s' % (word, name) for name in score_names]
+    gaps = np.array([abs(r[split + '/acc1'] - r[split + '/acc2']) for r in records])
+    if np.all(gaps < COINCIDE):  # a NaN score (no query had a match) never coincides
+        return ('%s = %s (within %s: one line)' % (first, score_names[1], COINCIDE), None)
+    return first, second
+
+
+def loss_range(records):
+    """'train 4.04 -> 3.87, eval 3.98 -> 3.98': the losses of the first and last epochs."""
+    return ', '.join('%s %s \u2192 %s' % (word, _loss_text(records[0][key]),
+                                          _loss_text(records[-1][key]))
+                     for word, key in (('train', 'T/loss'), ('eval', 'D/loss')))
+
+
+def _loss_text(value):
+    return '%.4g' % value
+
+
+def plot_curves(records, path, score_names=('acc1', 'acc2'), title=''):
+    """The training curves of a run, one point per epoch: the train and eval loss, on an
+    axis from zero with the first and last values written above it, and the train and
+    eval scores (acc1 and acc2 of the log, named in words by `score_names`, e.g.
+    ('precision@1', 'MAP@R') or ('accuracy', 'UAR')) on a 0-1 axis. `title` names the run
+    and its loss. records: the log's per-epoch dicts."""
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
     epochs = [r['epoch'] for r in records]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    axes[0].plot(epochs, [r['T/loss'] for r in records], 'o-', label='train loss')
-    axes[0].plot(epochs, [r['D/loss'] for r in records], 's-', label='eval loss')
-    axes[0].set_xlabel('epoch')
-    axes[0].set_ylabel('loss')
-    axes[0].legend()
-    for key, style in (('T/acc1', 'o-'), ('D/acc1', 's-'), ('T/acc2', 'o--'),
-                       ('D/acc2', 's--')):
-        axes[1].plot(epochs, [r[key] for r in records], style, label=key)
-    axes[1].set_xlabel('epoch')
-    axes[1].set_ylabel('score')
-    axes[1].set_ylim(0, 1)
-    axes[1].legend()
-    for axis in axes:
+    figure = Figure(figsize=(11, 4.6), layout='constrained')
+    loss_axis, score_axis = figure.subplots(1, 2)
+    # One colour per split in both panels; in the scores, acc1 solid and acc2 dashed.
+    color = {'T': 'tab:blue', 'D': 'tab:orange'}
+    loss_axis.plot(epochs, [r['T/loss'] for r in records], 'o-', color=color['T'],
+                   label='train loss')
+    loss_axis.plot(epochs, [r['D/loss'] for r in records], 's-', color=color['D'],
+                   label='eval loss')
+    losses = [r[key] for r in records for key in ('T/loss', 'D/loss')
+              if np.isfinite(r[key])]  # a NaN loss is left out of the range
+    if losses and min(losses) >= 0:
+        # From zero, so that a 3% drop does not look like a crash.
+        loss_axis.set_ylim(bottom=0, top=max(losses) * 1.1 or 1.0)
+    loss_axis.set_title('loss: ' + loss_range(records), fontsize='medium')
+    loss_axis.set_xlabel('epoch')
+    loss_axis.set_ylabel('loss')
+    loss_axis.legend(loc='best')
+    for split, marker in (('T', 'o'), ('D', 's')):
+        first, second = curve_labels(records, split, score_names)
+        score_axis.plot(epochs, [r[split + '/acc1'] for r in records], marker + '-',
+                        color=color[split], label=first)
+        score_axis.plot(epochs, [r[split + '/acc2'] for r in records], marker + '--',
+                        color=color[split], mfc='white', label=second or '_nolegend_')
+    score_axis.set_title(' and '.join(score_names), fontsize='medium')
+    score_axis.set_xlabel('epoch')
+    score_axis.set_ylabel('score')
+    score_axis.set_ylim(0, 1)
+    score_axis.legend(loc='best')
+    for axis in (loss_axis, score_axis):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    figure.tight_layout()
-    with atomic_write(path, 'wb') as f:
-        figure.savefig(f, format='png', dpi=100)
-    plt.close(figure)
+    figure.suptitle(literal(title, MAX_TITLE_CHARS))
+    save_figure(figure, path, dpi=100)
 
 
 def draw_confusion(matrix, rates, names, path, title):

@@ -15,6 +15,8 @@ from bertlib.errors import UsageError
 logger = logging.getLogger(__name__)
 
 METHODS = ('tsne', 'pca')
+# How pictures and pages name them.
+METHOD_NAMES = {'tsne': 't-SNE', 'pca': 'PCA'}
 
 # t-SNE's neighbour search and gradient cost grow with the dimension; 50 principal
 # components keep nearly all the neighbourhood structure of BERT features (the usual

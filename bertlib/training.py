@@ -68,6 +68,12 @@ class Task(object):
 
     model = None
     early_stopping = {}
+    # What the log's acc1 and acc2 are, in words, for the training curves' legend.
+    score_names = ('acc1', 'acc2')
+
+    def describe(self):
+        """The kind of run and its loss in words, for the training curves' title."""
+        return 'fine-tuning'
 
     def batches(self, rng):
         """The training batches of one epoch, drawn with `rng`."""
@@ -185,7 +191,8 @@ def train(task, optimizer, out, epochs, learnrate, seed, warmup=0.0, start_epoch
         save_epoch(out, LOG_NAME, task, optimizer, records,
                    dict(task.meta(), **(meta or {}), epoch=epoch, step=step), best)
         if plot_path:
-            figures.plot_curves(records, plot_path)
+            figures.plot_curves(records, plot_path, task.score_names, '%s: %s' % (
+                os.path.basename(os.path.normpath(out)), task.describe()))
     return records
 
 

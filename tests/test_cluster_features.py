@@ -137,13 +137,64 @@ def test_bad_input_is_a_usage_error_and_writes_nothing(tmp_path, text, flags, me
     assert list(tmp_path.iterdir()) == [source]
 
 
-def test_cluster_colours_follow_the_matching_label():
-    labels = [JAPANESE[0]] * 6 + [JAPANESE[1]] * 4
-    names, palette = figures.label_palette(labels)
-    colours = figures.cluster_colors(labels, np.array([5] * 6 + [2] * 3 + [-1]))
-    assert np.allclose(colours[0], palette[names.index(JAPANESE[0])])
-    assert np.allclose(colours[6], palette[names.index(JAPANESE[1])])
-    assert np.allclose(colours[-1], figures.NOISE_COLOR)
+def test_clusters_are_numbered_by_size_and_coloured_apart_from_the_labels():
+    """Cluster k is the k-th largest in every panel, and no cluster colour can be taken
+    for one of the first 20 label colours (RGB distance at least 0.12 of 1.73)."""
+    from matplotlib.colors import to_rgba
+    predicted = clustering.by_size(np.array([5] * 3 + [2] * 6 + [-1] + [7]))
+    assert predicted.tolist() == [1] * 3 + [0] * 6 + [-1, 2]
+    colours = figures.cluster_colors(predicted)
+    palette = np.array([to_rgba(c) for c in figures.CLUSTER_PALETTE])
+    assert np.allclose(colours[3], palette[0]) and np.allclose(colours[0], palette[1])
+    assert np.allclose(colours[9], figures.NOISE_COLOR)
+    assert np.allclose(figures.cluster_colors([len(palette) + 3]),
+                       figures.SMALL_CLUSTERS_COLOR)
+    labels = figures.label_colors(20)[:, :3]
+    gaps = np.linalg.norm(palette[:, None, :3] - labels[None], axis=2)
+    assert gaps.min() > 0.12
+
+
+def outcome_of(sizes, noise=0, nmi=0.5, ari=0.25):
+    """An Outcome as clustering.evaluate returns it, of clusters of `sizes` (largest
+    first) and `noise` noise points."""
+    predicted = np.concatenate([np.full(size, k) for k, size in enumerate(sizes)]
+                               + [np.full(noise, -1)]).astype(int)
+    scores = {'clusters': len(sizes), 'nmi': nmi, 'ari': ari, 'sizes': list(sizes),
+              'noise': noise}
+    return clustering.Outcome('ok', (predicted, 0.25, scores), 0.3)
+
+
+def test_panel_titles_show_sizes_noise_and_plain_numbers():
+    title = figures.panel_title('Ward', outcome_of([399, 1], ari=-0.001), 60)
+    assert title == 'Ward\n2 clusters: 399 + 1 points\n0.2 s   NMI 0.50   ARI 0.00'
+    assert '1 cluster: 400 points' in figures.panel_title('OPTICS', outcome_of([400]), 60)
+    assert '1 cluster: 397 points, 3 noise' in figures.panel_title(
+        'DBSCAN', outcome_of([397], noise=3), 60)
+    assert 'no cluster, 5 noise' in figures.panel_title('DBSCAN', outcome_of([], 5), 60)
+    many = figures.panel_title('MeanShift', outcome_of([20, 19, 18, 9, 5]), 60)
+    assert '5 clusters: 20, 19, 18 \u2026 5 points' in many
+    assert figures.fixed(-0.004) == '0.00' and figures.fixed(-0.006) == '-0.01'
+    assert figures.fixed(float('nan')) == 'n/a'
+
+
+def test_grid_legend_says_what_the_colours_mean_and_titles_are_legible():
+    from matplotlib.figure import Figure
+    labels = [JAPANESE[0]] * 30 + [JAPANESE[1]] * 20
+    xy = np.random.default_rng(0).normal(size=(50, 2))
+    results = [('Ward', outcome_of([49, 1])),
+               ('MeanShift', outcome_of([5] * 8 + [2] * 5)),
+               ('DBSCAN', outcome_of([30, 10], noise=10))]
+    figure = Figure(figsize=(13.8, 10.6))
+    figures.draw_grid(figure, xy, labels, results, 3, 60, 'title')
+    axes = figure.axes
+    texts = [t.get_text() for t in axes[4].get_legend().get_texts()]
+    assert texts[:3] == ['ground truth panel: label', JAPANESE[0], JAPANESE[1]]
+    assert texts[4:7] == ['other panels: cluster, numbered by size', 'cluster 1 (largest)',
+                          'cluster 2']
+    assert 'cluster 10' in texts and 'clusters 11 and smaller' in texts
+    assert any(t.startswith('noise: in no cluster') for t in texts)
+    assert 'colour = label' in axes[0].get_title()
+    assert all(ax.title.get_fontsize() >= 12 for ax in axes[:4])
 
 
 def test_original_samples_and_plots_cap_and_draw_that_many_points(tmp_path, monkeypatch):
@@ -189,3 +240,15 @@ def test_identical_rows_write_the_scores_then_a_clear_error(tmp_path):
         cluster_features.main(argv)
     assert [r['algorithm'] for r in read_scores(tmp_path / 'c.tsv')] == ['MiniBatchKMeans']
     assert not (tmp_path / 'c.png').exists()
+
+
+def test_small_clusters_are_drawn_over_large_ones():
+    """A single point of cluster 2 sits where cluster 1's points are: drawn last, on top."""
+    from matplotlib.figure import Figure
+    predicted = np.array([0] * 20 + [1] + [-1] * 3)
+    ax = Figure().subplots()
+    figures.draw_points(ax, np.zeros((24, 2)), figures.cluster_colors(predicted),
+                        layers=predicted)
+    drawn = ax.collections[0].get_facecolors()[:, :3]  # in drawing order; alpha aside
+    assert np.allclose(drawn[-1], figures.cluster_colors([1])[0][:3])
+    assert np.allclose(drawn[:3], figures.NOISE_COLOR[:3])

@@ -62,7 +62,10 @@ def test_samples_draws_a_stratified_subset(tmp_path, monkeypatch):
                         '--samples', '30'])
     assert len(drawn['labels']) == 30
     assert [drawn['labels'].count(n) for n in JAPANESE] == [12, 9, 6, 3]
-    assert drawn['title'] == 'f.tsv'  # the default title is the input file name
+    # The default first line is the input file name; the second says what is drawn, and
+    # whose scores these are (well-separated classes: 1.000).
+    assert drawn['title'] == ('f.tsv\nPCA of 30 of 300 points (a stratified sample)   '
+                              'precision@1 1.000   MAP@R 1.000 of the sample')
 
 
 def test_stratified_sample_keeps_shares_and_every_class():
@@ -162,3 +165,57 @@ def test_identical_rows_are_a_clear_error_not_a_crash(tmp_path):
         'error: %s: all 30 feature rows are the same point' % source)
     assert 'Traceback' not in result.stderr
     assert not (tmp_path / 'p.png').exists()
+
+
+def drawn_curves(monkeypatch, records, names, title='run: metric learning, triplet loss'):
+    """The figure plot_curves draws of `records`, caught before it is written."""
+    caught = []
+    monkeypatch.setattr(figures, 'save_figure', lambda figure, path, dpi: caught.append(figure))
+    figures.plot_curves(records, 'curves.png', names, title)
+    return caught[0]
+
+
+def curve_record(epoch, loss, acc1, acc2):
+    return {'epoch': epoch, 'T/loss': loss, 'D/loss': loss * 1.01, 'T/acc1': acc1,
+            'D/acc1': acc1 - 0.1, 'T/acc2': acc2, 'D/acc2': acc2 - 0.1}
+
+
+def test_curves_name_their_scores_in_words_and_the_run(monkeypatch):
+    records = [curve_record(1, 4.04, 0.86, 0.74), curve_record(2, 3.92, 0.9, 0.83)]
+    figure = drawn_curves(monkeypatch, records, ('precision@1', 'MAP@R'))
+    loss_axis, score_axis = figure.axes
+    assert [t.get_text() for t in score_axis.get_legend().get_texts()] == [
+        'train precision@1', 'train MAP@R', 'eval precision@1', 'eval MAP@R']
+    assert figure.get_suptitle() == 'run: metric learning, triplet loss'
+    # A 3% drop is drawn on an axis from zero, and its range is written above it.
+    assert loss_axis.get_ylim()[0] == 0
+    assert loss_axis.get_title() == ('loss: train 4.04 \u2192 3.92, '
+                                     'eval 4.08 \u2192 3.959')
+
+
+def test_coinciding_curves_say_so_instead_of_hiding_one(monkeypatch):
+    """On balanced data accuracy and UAR agree to the third decimal: one legend entry
+    says the two lines are one; the eval ones, 0.02 apart, keep an entry each."""
+    records = [curve_record(e, 0.7 - 0.1 * e, 0.6 + 0.1 * e, 0.6 + 0.1 * e + 0.002)
+               for e in (1, 2)]
+    for record in records:
+        record['D/acc2'] += 0.02
+    figure = drawn_curves(monkeypatch, records, ('accuracy', 'UAR'))
+    texts = [t.get_text() for t in figure.axes[1].get_legend().get_texts()]
+    assert texts == ['train accuracy = UAR (within 0.005: one line)', 'eval accuracy',
+                     'eval UAR']
+
+
+def test_negative_losses_keep_their_own_range(monkeypatch):
+    records = [curve_record(1, -2.0, 0.5, 0.4), curve_record(2, -3.0, 0.6, 0.5)]
+    loss_axis = drawn_curves(monkeypatch, records, ('precision@1', 'MAP@R')).axes[0]
+    assert loss_axis.get_ylim()[0] < -3.0
+
+
+def test_a_nan_loss_leaves_the_other_curves_drawn(monkeypatch):
+    records = [curve_record(1, 2.0, 0.5, 0.4), curve_record(2, 1.5, 0.6, 0.5)]
+    for record in records:
+        record['D/loss'] = float('nan')
+    loss_axis = drawn_curves(monkeypatch, records, ('precision@1', 'MAP@R')).axes[0]
+    assert loss_axis.get_ylim() == (0, pytest.approx(2.2))
+    assert loss_axis.get_title() == 'loss: train 2 \u2192 1.5, eval nan \u2192 nan'

@@ -132,13 +132,20 @@ def test_balanced_class_weight_trains(tmp_path, tiny, capsys):
                    for k in weights['none'])
 
 
-def test_curves_and_confusion_pictures_land_beside_out(tmp_path, tiny, capsys):
+def test_curves_and_confusion_pictures_land_beside_out(tmp_path, tiny, capsys, monkeypatch):
     """Where the original BERT-DML put them: <out>.png and <out>-cm-<model>.png next to
-    the --out folder, not inside it."""
+    the --out folder, not inside it; the curves name the run and their scores."""
     from PIL import Image
+    from bertlib import figures
+    drawn = []
+    real = figures.plot_curves
+    monkeypatch.setattr(figures, 'plot_curves', lambda records, path, names, title: (
+        drawn.append((names, title)), real(records, path, names, title)))
     out = tmp_path / 'results_clsed-rt'
     args = [a for a in train_args(tmp_path, tiny, out, '--epoch', '2') if a != '--noplot']
     train_classifier.main(args)
+    assert drawn[-1] == (('accuracy', 'UAR'),
+                         'results_clsed-rt: classifier, softmax cross-entropy loss')
     assert Image.open(tmp_path / 'results_clsed-rt.png').size[0] > 300
     for name in ('final', 'early_stopped-loss', 'early_stopped-uar'):
         picture = tmp_path / ('results_clsed-rt-cm-%s.png' % name)

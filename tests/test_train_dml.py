@@ -273,10 +273,19 @@ def test_help_of_both_scripts():
             assert flag in result.stdout, (script, flag)
 
 
-def test_curves_go_to_out_png_beside_out(tmp_path, tiny):
+def test_curves_go_to_out_png_beside_out_and_name_the_run_and_its_scores(tmp_path, tiny,
+                                                                        monkeypatch):
+    from bertlib import figures
+    drawn = []
+    real = figures.plot_curves
+    monkeypatch.setattr(figures, 'plot_curves', lambda records, path, names, title: (
+        drawn.append((names, title)), real(records, path, names, title)))
     out = tmp_path / 'results_dml-rt'
-    args = [a for a in train_args(tmp_path, tiny, out, '--epoch', '1', '--triplets', '8')
+    args = [a for a in train_args(tmp_path, tiny, out, '--epoch', '1', '--triplets', '8',
+                                  '--loss', 'triplet')
             if a != '--noplot']
     train_dml.main(args)
     assert (tmp_path / 'results_dml-rt.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert not list(out.glob('*.png'))
+    assert drawn == [(('precision@1', 'MAP@R'),
+                      'results_dml-rt: metric learning, triplet loss')]
