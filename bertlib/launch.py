@@ -72,9 +72,13 @@ def prepare(args, kind, same=(), check_flags=None, check_train=None, closed=Fals
     if check_train is not None:
         check_train(train, label_to_id, args.train)
     if args.batchsize > len(train):
-        raise UsageError('--batchsize %d is more than the %d sentences of %s: a batch '
-                         'cannot hold more than the training set'
-                         % (args.batchsize, len(train), args.train))
+        # A small file with the usual --batchsize 64 (the README's walk through has 36
+        # sentences): each batch is then the whole set, which is what the user can mean.
+        # A batch past the flag's bound (cli.MAX_BATCHSIZE) was refused while parsing.
+        logger.warning('--batchsize %d is more than the %d sentences of %s: each batch is '
+                       'the whole training set (--batchsize %d)', args.batchsize,
+                       len(train), args.train, len(train))
+        args.batchsize = len(train)
     # Classes unseen in training get ids after the training ones (as the original
     # BERT-DML gave new labels new ids): retrieval scores and D/loss use the eval set's
     # own labels, the standard protocol of metric learning on disjoint classes.

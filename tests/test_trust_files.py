@@ -15,7 +15,7 @@ import plot_features
 import test_classifier
 import train_classifier
 import train_dml
-from bertlib import evaluation, featurefile, figures
+from bertlib import checkpoints, evaluation, featurefile, figures
 from bertlib.errors import UsageError
 from conftest import ROOT, WORDS, model_flags, write_features, write_labelled, \
     write_random_bert
@@ -175,7 +175,6 @@ def test_a_silhouette_sample_keeps_every_label():
     (['--memory_size', '1000000000', '--loss', 'supcon'], '--memory_size must be between'),
     (['--dim', '1000000000'], '--dim must be between 1 and 65536'),
     (['--samples_per_class', '16', '--loss', 'supcon'], 'is more than --batchsize 8'),
-    (['--batchsize', '64'], '--batchsize 64 is more than the 40 sentences'),
     (['--memory_size', '41', '--loss', 'supcon'], '--memory_size 41 is more than the 40'),
 ])
 def test_training_sizes_are_bounded(world, tmp_path, flags, message):
@@ -183,6 +182,18 @@ def test_training_sizes_are_bounded(world, tmp_path, flags, message):
     with pytest.raises(UsageError, match=message):
         train_dml.main(training_args(world, out, *flags))
     assert not (out / 'final.model').exists()
+
+
+def test_a_batch_larger_than_the_training_set_is_the_whole_set(world, tmp_path, caplog):
+    # The README's walk through trains on 36 sentences with --batchsize 64: one batch of
+    # all of them, not batches of 64 drawn with repeats, and not a refusal.
+    out = tmp_path / 'out'
+    with caplog.at_level('WARNING'):
+        train_dml.main(training_args(world, out, '--batchsize', '64', '--loss', 'supcon',
+                                     '--sampling', 'random'))
+    assert '--batchsize 64 is more than the 40 sentences' in caplog.text
+    assert '(--batchsize 40)' in caplog.text
+    assert checkpoints.read_meta(str(out / 'final.model'))['step'] == 1  # one batch
 
 
 @pytest.mark.parametrize('redirect, message', [
