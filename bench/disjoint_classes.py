@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Deep metric learning on classes unseen in training, on MLIT, with the demo model (CPU).
+"""Deep metric learning on classes unseen in training, on MLIT (CPU): the demo model by
+default, or another converted model (`--model_dir BERT/multilingual-e5-small`).
 
 The classes of mlit/split-train.txt are ranked by size and dealt alternately: 8 train
 classes (ranks 1, 3, 5, ...) and 8 test classes (ranks 2, 4, 6, ...), so both halves
@@ -14,6 +15,8 @@ cosine retrieval (precision@1, MAP@R) on their own 8 labels:
                 lines, so nothing is learnt from the test lines).
 
     nice -n 10 python bench/disjoint_classes.py --epoch 2
+    nice -n 10 python bench/disjoint_classes.py --epoch 2 --model_dir BERT/multilingual-e5-small \
+        --text_prefix 'query: ' --embed_prefix 'passage: ' --out results/disjoint-e5
 Prints a Markdown table and writes results/disjoint/scores.json.
 Arguments after `--` go to train_dml.py as they are.
 """
@@ -21,6 +24,7 @@ Arguments after `--` go to train_dml.py as they are.
 import argparse
 import collections
 import json
+import pathlib
 import subprocess
 import sys
 import time
@@ -35,7 +39,12 @@ OUT = ROOT / 'results' / 'disjoint'
 
 
 def model_flags():
-    return ['--vocab_file', str(MODEL / 'vocab.txt'),
+    """The three model flags of MODEL: its tokenizer.json (SentencePiece) if it has one,
+    else its vocab.txt."""
+    vocab = MODEL / 'tokenizer.json'
+    if not vocab.exists():
+        vocab = MODEL / 'vocab.txt'
+    return ['--vocab_file', str(vocab),
             '--bert_config_file', str(MODEL / 'bert_config.json'),
             '--init_checkpoint', str(MODEL / 'arrays_bert_model.ckpt.npz')]
 
@@ -87,11 +96,21 @@ def tfidf(train_rows, eval_rows):
 
 
 def main():
+    global MODEL, OUT
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--epoch', type=int, default=2)
+    parser.add_argument('--model_dir', default=str(MODEL),
+                        help='converted model folder (default: the demo model)')
+    parser.add_argument('--text_prefix', default='',
+                        help="train_dml.py's --text_prefix (multilingual-e5: 'query: ')")
+    parser.add_argument('--embed_prefix', default=None,
+                        help='the pre-trained features\' --text_prefix (default: --text_prefix)')
+    parser.add_argument('--out', default=str(OUT), help='folder of the run\'s files')
     parser.add_argument('train_dml_args', nargs='*')
     args = parser.parse_args()
+    MODEL, OUT = pathlib.Path(args.model_dir), pathlib.Path(args.out)
+    embed_prefix = args.text_prefix if args.embed_prefix is None else args.embed_prefix
     OUT.mkdir(parents=True, exist_ok=True)
     train_all, test_all = read(DATA / 'split-train.txt'), read(DATA / 'split-test.txt')
     train_classes, test_classes = deal_classes(train_all)
@@ -108,12 +127,14 @@ def main():
     run([sys.executable, 'train_dml.py', '--train', str(OUT / 'train-8.txt'),
          '--eval', str(OUT / 'eval-8.txt'), '--epoch', str(args.epoch), '--loss', 'supcon',
          '--pooling', 'mean', '--learnrate', '1e-4', '--temperature', '0.3',
-         '--out', str(dml)] + model_flags() + args.train_dml_args)
+         '--out', str(dml), '--text_prefix', args.text_prefix] + model_flags()
+        + args.train_dml_args)
     train_seconds = time.time() - start
     extract('extruct_bert_metrics.py', ['--model', str(dml / 'final.model'),
                                         '--label', str(dml / 'labels.bin')],
             OUT / 'dml-eval-8.tsv')
-    extract('extruct_bert_embed.py', ['--pooling', 'mean'], OUT / 'pretrained-eval-8.tsv')
+    extract('extruct_bert_embed.py', ['--pooling', 'mean', '--text_prefix', embed_prefix],
+            OUT / 'pretrained-eval-8.tsv')
 
     labels = [label for label, _ in eval_rows]
     results = {
@@ -121,7 +142,8 @@ def main():
         'pretrained': score(*read_features(OUT / 'pretrained-eval-8.tsv')),
         'tfidf': score(tfidf(train_rows, eval_rows), labels),
     }
-    report = {'train_classes': train_classes, 'test_classes': test_classes,
+    report = {'model': str(MODEL), 'text_prefix': args.text_prefix,
+              'embed_prefix': embed_prefix, 'train_classes': train_classes, 'test_classes': test_classes,
               'train_lines': len(train_rows), 'eval_lines': len(eval_rows),
               'epoch': args.epoch, 'train_seconds': train_seconds,
               'total_seconds': time.time() - start, 'scores': results}
