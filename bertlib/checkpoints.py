@@ -28,8 +28,9 @@ META_KEY = 'meta/json'
 
 
 def save_labels(path, label_to_id):
-    """Writes {label: id} as the original BERT-DML's pickled dict."""
-    with atomic_write(path, 'wb') as stream:
+    """Writes {label: id} as the original BERT-DML's pickled dict, to DIR/labels.bin of a
+    training's --out: a symlink there is replaced, never followed."""
+    with atomic_write(path, 'wb', follow_symlinks=False) as stream:
         pickle.dump(dict(label_to_id), stream, protocol=2)
 
 

@@ -1,0 +1,122 @@
+"""What the scripts trust, round 3 (issue 26, items 1-4): a folder received from someone
+else cannot make a training write through a link planted in it, a pipe given as a file
+name is read once, no output may be an input of its command, and a signal ends a run that
+waits for input; plus the judgement calls `-o newdir/` and a safetensors index naming a
+shard outside its folder."""
+
+import hashlib
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import cluster_features
+import explore_features
+import extruct_bert_embed
+import extruct_bert_metrics
+import plot_features
+import test_classifier
+import train_dml
+from bertlib import convert, fileio
+from bertlib.errors import UsageError
+from conftest import ROOT, WORDS, model_flags, write_features, write_random_bert, \
+    write_random_lines
+
+NOTES = b'my notes, not to be lost\n'
+
+
+@pytest.fixture(scope='module')
+def world(tmp_path_factory):
+    """A tiny BERT, labelled data, sentences (in.txt) and a DML model trained one epoch
+    ('trained')."""
+    root = tmp_path_factory.mktemp('trust_io')
+    bert = write_random_bert(root / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
+                             intermediate_size=32)
+    write_random_lines(root, (('train.txt', 24), ('eval.txt', 8)))
+    (root / 'in.txt').write_text('pos\tgood film\nneg\tbad plot\n' * 3)
+    train_dml.main(train_args(root, bert, root / 'trained'))
+    return {'root': root, 'bert': bert}
+
+
+def train_args(root, bert, out, *extra):
+    return (['--train', str(root / 'train.txt'), '--eval', str(root / 'eval.txt'),
+             '--out', str(out), '--batchsize', '8', '--noplot', '--epoch', '1', '--dim', '8',
+             '--samples_per_class', '4'] + model_flags(bert) + list(extra))
+
+
+def received_folder(world, path):
+    """A copy of the trained folder, as if received from someone else (no lock held)."""
+    shutil.copytree(world['root'] / 'trained', path)
+    (path / '.lock').unlink()
+    return path
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- 1. a received folder cannot make a training write through a link --------------------
+
+@pytest.mark.parametrize('name, where, link, message', [
+    ('.lock', '--resume', os.symlink, 'a symbolic link, not the lock file of this program'),
+    ('.lock', '--out', os.symlink, 'a symbolic link, not the lock file of this program'),
+    ('.lock', '--out', os.link, 'a file with another hard link, not the lock file'),
+    ('.commit.json', '--out', os.symlink, 'not a commit journal of this program'),
+    ('labels.bin', '--out', os.symlink, None),
+    ('final.model', '--out', os.symlink, None),
+])
+def test_a_link_planted_in_a_training_folder_is_never_written_through(world, tmp_path, name,
+                                                                      where, link, message):
+    """The issue's case: `ln -s ~/notes.txt hostile/.lock; train_dml.py ... --resume
+    hostile --out new` wrote a process id into notes.txt; a linked labels.bin had the
+    labels written over it. Now a lock or journal that is a link is refused, and a file
+    the training writes replaces the link itself."""
+    notes = tmp_path / 'notes.txt'
+    notes.write_bytes(NOTES)
+    hostile = received_folder(world, tmp_path / 'hostile')
+    new = tmp_path / 'new'
+    new.mkdir()
+    folder = hostile if where == '--resume' else new
+    link(notes, folder / name)
+    args = train_args(world['root'], world['bert'], new, '--epoch', '2',
+                      '--resume', str(hostile))
+    if message:
+        with pytest.raises(UsageError, match=message):
+            train_dml.main(args)
+    else:
+        train_dml.main(args)
+        assert not (folder / name).is_symlink() and (folder / name).stat().st_size > 0
+    assert notes.read_bytes() == NOTES
+
+
+def test_files_named_inside_an_output_folder_replace_a_planted_link(world, tmp_path):
+    """explore_features.py --projector DIR writes three files of its own naming into DIR:
+    a link there is replaced, its target untouched; -o, named by the user, still follows
+    its link as a shell redirection does."""
+    notes = tmp_path / 'notes.txt'
+    notes.write_bytes(NOTES)
+    features = tmp_path / 'f.tsv'
+    labels = write_features(features, sizes=(6, 6), dims=4)
+    texts = tmp_path / 'texts.txt'
+    texts.write_text(''.join('%s\tsentence %d\n' % (label, i)
+                             for i, label in enumerate(labels)))
+    projector = tmp_path / 'projector'
+    projector.mkdir()
+    os.symlink(notes, projector / 'tensors.tsv')
+    explore_features.main(['--input', str(features), '--text', str(texts),
+                           '--projector', str(projector)])
+    assert notes.read_bytes() == NOTES
+    assert not (projector / 'tensors.tsv').is_symlink()
+    assert len((projector / 'tensors.tsv').read_text().splitlines()) == 12
+    mine = tmp_path / 'mine.txt'
+    os.symlink(mine, tmp_path / 'chosen.txt')
+    with fileio.atomic_write(str(tmp_path / 'chosen.txt')) as stream:
+        stream.write('followed')
+    assert mine.read_text() == 'followed'
