@@ -14,6 +14,10 @@ written with `follow_symlinks=False` (the entry itself is replaced, whatever it 
 the lock is opened with O_NOFOLLOW. A file the user names on the command line (`-o`) may
 be a symlink, as for a shell redirection.
 
+Temporary files are created with O_EXCL and hold an flock while they are written, so the
+next `atomic_write` of the same path removes what a killed one left (`_remove_stale`)
+without touching a temporary that another process is still writing.
+
 `Commit`: several files replaced as one unit (an epoch's model, optimizer state and log),
 all or none even if the process is killed. `DirectoryLock` and `remove_leftovers` let one
 training at a time own an output folder and clear what a killed run left there.
@@ -23,11 +27,14 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import stat
 
 from bertlib.errors import UsageError
+
+logger = logging.getLogger(__name__)
 
 # Temporary files are '.<name>.<8 random characters>.tmp' beside <name> (mkstemp's former
 # pattern too), so that the leftovers of a killed run can be recognised and removed.
@@ -55,19 +62,32 @@ def _is_stream(path):
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
-def _create_temp(target, follow_symlinks=True):
-    """(fd, path) of a new temporary file beside `target`; open(2) applies the umask to
-    0666, as for any new file. An existing regular target's mode and owner are copied (of
-    the file a symlink names, with `follow_symlinks`)."""
+def _temporary_name(target):
     directory, name = os.path.split(target)
+    return os.path.join(directory, '.%s.%s.tmp' % (name, os.urandom(4).hex()))
+
+
+def _is_temporary_of(entry, name):
+    """True when the directory entry `entry` is a temporary file name of `name`."""
+    return bool(_TEMP.match(entry)) and entry[1:-len('.12345678.tmp')] == name
+
+
+def _create_temp(target, follow_symlinks=True):
+    """(fd, path) of a new temporary file beside `target`, flock-ed until it is closed;
+    open(2) applies the umask to 0666, as for any new file. An existing regular target's
+    mode and owner are copied (of the file a symlink names, with `follow_symlinks`)."""
     for _ in range(100):
-        tmp = os.path.join(directory, '.%s.%s.tmp' % (name, os.urandom(4).hex()))
+        tmp = _temporary_name(target)
         try:
             # O_EXCL: never opens an existing file, nor follows a planted symlink.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-            break
         except FileExistsError:
             continue
+        with contextlib.suppress(OSError):  # no flock (some network file systems)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink:
+            break
+        os.close(fd)  # `_remove_stale` took it for a leftover before the lock: again
     else:
         raise FileExistsError(errno.EEXIST, 'no free temporary name', target)
     try:
@@ -89,15 +109,54 @@ def _open(fd, mode, encoding):
     return os.fdopen(fd, mode, encoding=encoding, newline='\n')
 
 
+def _remove_stale(target):
+    """Removes the temporary files of `target` that killed processes left beside it: those
+    whose flock can be taken (a live writer holds its own). Returns their names."""
+    directory, name = os.path.split(target)
+    removed = []
+    try:
+        entries = os.listdir(directory or '.')
+    except OSError:
+        return removed
+    for entry in sorted(entries):
+        if not _is_temporary_of(entry, name):
+            continue
+        path = os.path.join(directory, entry)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            held = os.fstat(fd)
+            if not stat.S_ISREG(held.st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # being written, or no flock here: left alone
+                continue
+            now = os.lstat(path)
+            if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                os.unlink(path)
+                removed.append(entry)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    if removed:
+        logger.info('%s: removed %d temporary files of a killed run (%s)',
+                    directory or '.', len(removed), ', '.join(removed))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode='w', encoding='utf-8', follow_symlinks=True):
     """Opens `path` for writing ('w' or 'wb'); see the module docstring.
 
     If the block raises (or the process dies), a regular `path` keeps its old content, or
-    stays absent, and the temporary file is removed (by the next run into the folder if
-    the process was killed: `remove_leftovers`). follow_symlinks=False, for a file the
-    program names inside a folder: `path` itself is replaced, even a symlink, a pipe or a
-    device, never what a symlink names (a folder is refused).
+    stays absent, and the temporary file is removed (by the next write of `path` if the
+    process was killed). follow_symlinks=False, for a file the program names inside a
+    folder: `path` itself is replaced, even a symlink, a pipe or a device, never what a
+    symlink names (a folder is refused).
     """
     if os.path.isdir(path) and (follow_symlinks or not os.path.islink(path)):
         raise UsageError('%s: is a directory, not an output file' % path)
@@ -116,6 +175,7 @@ def atomic_write(path, mode='w', encoding='utf-8', follow_symlinks=True):
             raise
         return
     target = os.path.realpath(path) if follow_symlinks else os.path.abspath(path)
+    _remove_stale(target)
 
     def replace(tmp):
         os.replace(tmp, target)

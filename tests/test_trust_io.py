@@ -120,3 +120,32 @@ def test_files_named_inside_an_output_folder_replace_a_planted_link(world, tmp_p
     with fileio.atomic_write(str(tmp_path / 'chosen.txt')) as stream:
         stream.write('followed')
     assert mine.read_text() == 'followed'
+
+
+# --- 4. a signal ends a run that waits for input -------------------------------------------
+
+def test_the_next_write_removes_the_temporary_a_kill_left(tmp_path):
+    """A SIGKILLed extraction left a hidden temporary beside -o that nothing removed. The
+    next write of that path removes it, but never one that a live process is writing."""
+    target = tmp_path / 'out.tsv'
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with fileio.atomic_write(str(target)) as stream:
+                stream.write('half a file')
+                stream.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(1)
+    os.waitpid(pid, 0)
+    killed = [name for name in os.listdir(tmp_path) if name.endswith('.tmp')]
+    assert len(killed) == 1 and not target.exists()
+    with fileio.atomic_write(str(target)) as outer:
+        live = [name for name in os.listdir(tmp_path) if name.endswith('.tmp')]
+        assert len(live) == 1 and live != killed  # the killed one is gone
+        with fileio.atomic_write(str(target)) as inner:  # another writer of the same path
+            inner.write('inner')
+        assert live[0] in os.listdir(tmp_path)  # outer's, being written, is left alone
+        outer.write('outer')
+    assert target.read_text() == 'outer'
+    assert os.listdir(tmp_path) == ['out.tsv']
