@@ -224,11 +224,8 @@ def check_args(args):
     names to run."""
     cli.check_file(args.input, 'features file')
     figures.figure_format(args.output)
-    figures.check_writable(args.output)
-    figures.check_writable(scores_path(args.output), 'the scores table')
-    if _same_file(scores_path(args.output), args.input):
-        raise UsageError('--output %s would write its scores table over the input %s: '
-                         'name the picture differently' % (args.output, args.input))
+    cli.check_output(args, args.output)
+    cli.check_output(args, scores_path(args.output), 'the scores table of --output')
     if args.samples is not None and args.samples < 0:
         raise UsageError('--samples must be 0 (all points) or positive, got %d'
                          % args.samples)
@@ -241,12 +238,6 @@ def check_args(args):
     if args.clusters is not None and args.clusters < 2:
         raise UsageError('--clusters must be at least 2, got %d' % args.clusters)
     return parse_algorithms(args.algorithms)
-
-
-def _same_file(a, b):
-    if os.path.exists(a) and os.path.exists(b):
-        return os.path.samefile(a, b)
-    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def parse_algorithms(text):

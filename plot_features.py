@@ -76,7 +76,7 @@ def check_args(args):
     """Every flag and path is checked here, before the slow work."""
     cli.check_file(args.input, 'features file')
     figures.figure_format(args.output)
-    figures.check_writable(args.output)
+    cli.check_output(args, args.output)
     if args.perplexity <= 0:
         raise UsageError('--perplexity must be positive, got %g' % args.perplexity)
     if args.samples is not None and args.samples < 2:

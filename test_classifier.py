@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 def main(argv=None):
     args = parse_args(argv)
     cli.check_bert_arguments(args)
-    features.check_io(args)
+    features.check_io(args, cli.input_files(args))
     device = cli.select_device(args.gpu)
     label_to_id = checkpoints.load_model_labels(args.model, args.label, 'classifier')
     names = [label for label, _ in sorted(label_to_id.items(), key=lambda item: item[1])]

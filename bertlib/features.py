@@ -17,7 +17,6 @@ rank 0 gathers the vectors and writes them in input order.
 import concurrent.futures
 import itertools
 import logging
-import os
 import sys
 import time
 
@@ -26,7 +25,7 @@ import numpy as np
 from bertlib import data, distributed
 from bertlib.encoding import encode_sorted
 from bertlib.errors import UsageError
-from bertlib.fileio import atomic_write, check_not_input
+from bertlib.fileio import atomic_write, check_output
 from bertlib.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -168,24 +167,21 @@ def read_examples(args):
     return itertools.takewhile(lambda e: e.line_number <= limit, examples)
 
 
-def check_io(args, comm=None):
+def check_io(args, inputs, comm=None):
     """Checks --input (readable, UTF-8) and --output before any work; returns the number
-    of non-empty input lines (None for standard input). With a communicator only rank 0
-    reads and writes, so only it checks, and tells the others the count."""
+    of non-empty input lines (None for standard input or a pipe, which are read once, as
+    they stream). --output may be none of `inputs` ([(flag, path)]: every file the
+    command reads, `cli.input_files`). With a communicator only rank 0 reads and writes,
+    so only it checks, and tells the others the count."""
     if comm is not None:
-        return comm.mpi_comm.bcast(check_io(args) if comm.rank == 0 else None)
+        return comm.mpi_comm.bcast(check_io(args, inputs) if comm.rank == 0 else None)
     limit = getattr(args, 'max_length', None)
     if limit is not None and limit < 1:
         raise UsageError('--max_length must be at least 1 line, got %d' % limit)
     total = data.check_input(args.input)
-    check_not_input(args.output, [args.input])
+    check_output(args.output, '--output', inputs)
     if total is not None and limit is not None:
         total = min(total, limit)
-    if args.output != '-':
-        directory = os.path.dirname(os.path.abspath(args.output))
-        if not os.path.isdir(directory):
-            raise UsageError('%s: output directory %s does not exist'
-                             % (args.output, directory))
     return total
 
 

@@ -21,6 +21,8 @@ without touching a temporary that another process is still writing.
 `Commit`: several files replaced as one unit (an epoch's model, optimizer state and log),
 all or none even if the process is killed. `DirectoryLock` and `remove_leftovers` let one
 training at a time own an output folder and clear what a killed run left there.
+`check_output` checks an output file before any work: not a folder, in a folder that
+exists, and not one of the command's inputs (by file identity).
 """
 
 import contextlib
@@ -393,12 +395,50 @@ class DirectoryLock(object):
                           'made elsewhere?); remove it' % (path, why, what))
 
 
-def check_not_input(output, inputs, flag='--output'):
-    """A UsageError if `output` names one of the `inputs` (through any path or link):
-    writing it would replace data not yet read, or read in full, with the results."""
-    if not output or output == '-' or _is_stream(output) or not os.path.exists(output):
+def check_output(path, flag, inputs=(), follow_symlinks=True):
+    """Checks, before any work, an output file given by `flag`: a UsageError if it names
+    a folder (or ends with '/', which names one), if its folder does not exist or cannot
+    be written, or if it is one of the command's `inputs`. '-' (standard output) passes.
+
+    inputs: [(flag, path)] of the files the command reads. Compared by file identity
+    (st_dev, st_ino), so a link or another spelling of an input is caught too; with
+    follow_symlinks=False the output entry itself is compared (writing replaces a symlink
+    there, not what it names).
+    """
+    if not path or path == '-':
         return
-    for path in inputs:
-        if path and path != '-' and os.path.exists(path) and os.path.samefile(output, path):
-            raise UsageError('%s %s is also an input (%s): choose another output file'
-                             % (flag, output, path))
+    if path.endswith(os.sep):
+        raise UsageError('%s %s ends with %r, so it names a folder: give the name of the '
+                         'file to write' % (flag, path, os.sep))
+    if follow_symlinks and _is_stream(path):  # /dev/null, a pipe: written straight to
+        return
+    if os.path.isdir(path) and (follow_symlinks or not os.path.islink(path)):
+        raise UsageError('%s %s is a directory, not an output file' % (flag, path))
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError('%s %s: directory %s does not exist' % (flag, path, directory))
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError('%s %s: directory %s is not writable' % (flag, path, directory))
+    check_not_input(path, inputs, flag, follow_symlinks)
+
+
+def check_not_input(output, inputs, flag='--output', follow_symlinks=True):
+    """A UsageError if `output` is one of the `inputs` ([(flag, path)]) by file identity:
+    writing it would replace data not yet read, or read in full, with the results. A
+    stream (/dev/stdout, a pipe) replaces nothing and passes."""
+    if follow_symlinks and _is_stream(output):
+        return
+    try:
+        written = os.stat(output, follow_symlinks=follow_symlinks)
+    except OSError:  # a new file cannot be an input
+        return
+    for what, path in inputs:
+        if not path or path == '-':
+            continue
+        try:
+            read = os.stat(path)
+        except OSError:
+            continue
+        if (read.st_dev, read.st_ino) == (written.st_dev, written.st_ino):
+            raise UsageError('%s %s is also an input (%s%s): choose another output file'
+                             % (flag, output, what + ' ' if what else '', path))

@@ -122,6 +122,84 @@ def test_files_named_inside_an_output_folder_replace_a_planted_link(world, tmp_p
     assert mine.read_text() == 'followed'
 
 
+# --- 3. no output may be an input of its command ------------------------------------------
+
+@pytest.fixture
+def files(world, tmp_path):
+    """Copies of every input a command can take, in tmp_path: b/ (BERT), m/ (the trained
+    model), in.txt, f.png and f.html (features files named like outputs)."""
+    shutil.copytree(world['bert'], tmp_path / 'b')
+    received_folder(world, tmp_path / 'm')
+    shutil.copy(world['root'] / 'in.txt', tmp_path / 'in.txt')
+    write_features(tmp_path / 'f.png', sizes=(6, 6), dims=4)
+    shutil.copy(tmp_path / 'f.png', tmp_path / 'f.html')
+    os.symlink('m/final.model', tmp_path / 'alias.tsv')
+    return tmp_path
+
+
+def extract_flags(files):
+    return (model_flags(files / 'b') + ['--model', str(files / 'm' / 'final.model'),
+                                        '--label', str(files / 'm' / 'labels.bin'),
+                                        '--input', str(files / 'in.txt')])
+
+
+@pytest.mark.parametrize('script, flag, output', [
+    (extruct_bert_metrics, '--model', 'm/final.model'),
+    (extruct_bert_metrics, '--label', 'm/labels.bin'),
+    (extruct_bert_metrics, '--vocab_file', 'b/vocab.txt'),
+    (extruct_bert_metrics, '--bert_config_file', 'b/bert_config.json'),
+    (extruct_bert_metrics, '--init_checkpoint', 'b/arrays_bert_model.ckpt.npz'),
+    (extruct_bert_metrics, '--model', 'alias.tsv'),  # a symlink to the model
+    (test_classifier, '--model', 'm/final.model'),
+])
+def test_an_extraction_never_writes_over_its_model(files, script, flag, output):
+    """`extruct_bert_metrics.py --model M/final.model -o M/final.model` exited 0 and the
+    model was gone; likewise for --label, --vocab_file and --init_checkpoint."""
+    target = files / output
+    before = digest(target)
+    with pytest.raises(UsageError, match='--output %s is also an input \\(%s '
+                                         % (target, flag)):
+        script.main(extract_flags(files) + ['-o', str(target)])
+    assert digest(target) == before
+
+
+@pytest.mark.parametrize('case', ['plot', 'cluster', 'cluster scores', 'explore',
+                                  'explore --text', 'explore --projector', 'train_dml'])
+def test_an_analysis_or_a_training_never_writes_over_its_input(world, files, case):
+    """plot_features.py, cluster_features.py and explore_features.py overwrote an --input
+    whose name ended like a picture or a page; a training's <out>.png can be its --train."""
+    picture, page = str(files / 'f.png'), str(files / 'f.html')
+    run, target = {
+        'plot': (lambda: plot_features.main(['--input', picture, '-o', picture]), 'f.png'),
+        'cluster': (lambda: cluster_features.main(['--input', picture, '-o', picture]),
+                    'f.png'),
+        'cluster scores': (lambda: cluster_features.main(
+            ['--input', str(files / 'f.tsv'), '-o', str(files / 'f.svg')]), 'f.tsv'),
+        'explore': (lambda: explore_features.main(
+            ['--input', page, '--text', str(files / 'in.txt'), '-o', page]), 'f.html'),
+        'explore --text': (lambda: explore_features.main(
+            ['--input', picture, '--text', page, '-o', page]), 'f.html'),
+        'explore --projector': (lambda: explore_features.main(
+            ['--input', str(files / 'p' / 'tensors.tsv'), '--text', str(files / 'in.txt'),
+             '--projector', str(files / 'p')]), 'p/tensors.tsv'),
+        'train_dml': (lambda: train_dml.main(  # <out>.png is drawn: no --noplot
+            ['--train', str(files / 'run.png'), '--eval', str(world['root'] / 'eval.txt'),
+             '--out', str(files / 'run'), '--epoch', '1'] + model_flags(world['bert'])),
+                      'run.png'),
+    }[case]
+    if case == 'cluster scores':
+        shutil.copy(files / 'f.png', files / 'f.tsv')
+    elif case == 'explore --projector':
+        (files / 'p').mkdir()
+        shutil.copy(files / 'f.png', files / 'p' / 'tensors.tsv')
+    elif case == 'train_dml':
+        shutil.copy(world['root'] / 'train.txt', files / 'run.png')
+    before = digest(files / target)
+    with pytest.raises(UsageError, match='is also an input'):
+        run()
+    assert digest(files / target) == before
+
+
 # --- 4. a signal ends a run that waits for input -------------------------------------------
 
 def test_the_next_write_removes_the_temporary_a_kill_left(tmp_path):
@@ -149,3 +227,16 @@ def test_the_next_write_removes_the_temporary_a_kill_left(tmp_path):
         outer.write('outer')
     assert target.read_text() == 'outer'
     assert os.listdir(tmp_path) == ['out.tsv']
+
+
+# --- judgement calls -----------------------------------------------------------------------
+
+def test_an_output_ending_with_a_slash_is_refused(world, tmp_path):
+    """`-o newdir/` wrote a file named newdir: a trailing '/' names a folder, and no
+    script writes a folder for -o, so it is refused before any work."""
+    with pytest.raises(UsageError, match="--output .*newdir/ ends with '/', so it names a "
+                                         "folder"):
+        extruct_bert_embed.main(['--input', str(world['root'] / 'in.txt'),
+                                 '-o', str(tmp_path / 'newdir') + '/']
+                                + model_flags(world['bert']))
+    assert os.listdir(tmp_path) == []
