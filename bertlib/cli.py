@@ -373,7 +373,8 @@ def load_bert(args, load_weights=True):
     split_cjk = not tokenization.vocab_has_cjk_words(vocab)
     tokenizer = tokenization.FullTokenizer(args.vocab_file, do_lower_case=do_lower_case,
                                            tokenize_chinese_chars=split_cjk,
-                                           join_ellipsis=getattr(args, 'join_ellipsis', False))
+                                           join_ellipsis=getattr(args, 'join_ellipsis', False),
+                                           vocab=vocab)
     logger.info('vocabulary %s: %d entries, do_lower_case=%s, tokenize_chinese_chars=%s',
                 args.vocab_file, len(vocab), do_lower_case, split_cjk)
     bert = modeling.BertModel(config, random_init=False)

@@ -122,6 +122,59 @@ def test_files_named_inside_an_output_folder_replace_a_planted_link(world, tmp_p
     assert mine.read_text() == 'followed'
 
 
+# --- 2. a pipe given as a file name is read once -------------------------------------------
+
+def pipe_of(path):
+    """/dev/fd/N of a pipe holding `path`'s bytes, as bash's <(cat path) gives it."""
+    read_end, write_end = os.pipe()
+    data = path.read_bytes()
+    assert len(data) < 60000  # fits the pipe's buffer: written at once
+    os.write(write_end, data)
+    os.close(write_end)
+    return read_end, '/dev/fd/%d' % read_end
+
+
+def test_a_pipe_given_as_a_file_name_is_read_once(world, tmp_path):
+    """`--input /dev/stdin`, `--input <(cat in.txt)` and `--vocab_file <(...)` wrote 0 rows
+    (or stopped on an empty vocabulary): the input was checked by reading it, then read
+    again. A FIFO hung for ever. Now each gives the rows of the file itself."""
+    root, bert = world['root'], world['bert']
+    expected_path = tmp_path / 'from_a_file.tsv'
+    extruct_bert_embed.main(['--input', str(root / 'in.txt'), '-o', str(expected_path)]
+                            + model_flags(bert))
+    expected = expected_path.read_text()
+    assert len(expected.splitlines()) == 6
+    text_fd, text = pipe_of(root / 'in.txt')
+    vocab_fd, vocab = pipe_of(bert / 'vocab.txt')
+    try:
+        flags = model_flags(bert)
+        flags[flags.index('--vocab_file') + 1] = vocab
+        extruct_bert_embed.main(['--input', text, '-o', str(tmp_path / 'pipe.tsv')] + flags)
+    finally:
+        os.close(text_fd)
+        os.close(vocab_fd)
+    assert (tmp_path / 'pipe.tsv').read_text() == expected
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes((root / 'in.txt').read_bytes()))
+    writer.start()
+    extruct_bert_embed.main(['--input', str(fifo), '-o', str(tmp_path / 'fifo.tsv')]
+                            + model_flags(bert))
+    writer.join(timeout=30)
+    assert (tmp_path / 'fifo.tsv').read_text() == expected
+    # An npz is a zip, read from its end and several times: a pipe is refused by name.
+    model_fd, model = pipe_of(bert / 'arrays_bert_model.ckpt.npz') \
+        if (bert / 'arrays_bert_model.ckpt.npz').stat().st_size < 60000 else (None, None)
+    if model is not None:
+        try:
+            flags = model_flags(bert)
+            flags[flags.index('--init_checkpoint') + 1] = model
+            with pytest.raises(UsageError, match='not a regular file \\(a pipe\\?\\)'):
+                extruct_bert_embed.main(['--input', str(root / 'in.txt')] + flags)
+        finally:
+            os.close(model_fd)
+
+
 # --- 3. no output may be an input of its command ------------------------------------------
 
 @pytest.fixture
@@ -201,6 +254,59 @@ def test_an_analysis_or_a_training_never_writes_over_its_input(world, files, cas
 
 
 # --- 4. a signal ends a run that waits for input -------------------------------------------
+
+@pytest.mark.parametrize('source, sig, status, last', [
+    ('pipe', signal.SIGINT, 130, 'interrupted'),
+    ('pipe', signal.SIGTERM, 143, 'terminated'),
+    ('fifo', signal.SIGINT, 130, 'interrupted'),
+])
+def test_a_signal_ends_an_extraction_that_waits_for_input(world, tmp_path, source, sig,
+                                                          status, last):
+    """Ctrl-C or SIGTERM while the extractor waited on a slow pipe was ignored until input
+    came (39 s in the probe; a FIFO no one writes, for ever): the thread reading ahead
+    was joined at exit. It ends the run now, and the temporary beside -o is removed."""
+    out = tmp_path / 'out' / 'features.tsv'
+    out.parent.mkdir()
+    read_end = write_end = None
+    if source == 'pipe':
+        read_end, write_end = os.pipe()
+        stdin, name = read_end, '-'
+    else:
+        os.mkfifo(tmp_path / 'fifo')
+        stdin, name = subprocess.DEVNULL, str(tmp_path / 'fifo')
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / 'extruct_bert_embed.py'), '--input', name, '-o', str(out)]
+        + model_flags(world['bert']), stdin=stdin, stderr=subprocess.PIPE, text=True,
+        cwd=str(ROOT))
+    lines = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr],
+                              daemon=True)
+    reader.start()
+    err = ''
+    try:
+        while ' vocabulary ' not in err:  # the model is loaded: the reading starts
+            err += lines.get(timeout=60)
+        time.sleep(1.0)
+        started = time.time()
+        process.send_signal(sig)
+        process.wait(timeout=60)
+        seconds = time.time() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for fd in (read_end, write_end):
+            if fd is not None:
+                os.close(fd)
+    reader.join(timeout=30)  # stderr ends with the process
+    while not lines.empty():
+        err += lines.get()
+    assert process.returncode == status, err
+    assert err.splitlines()[-1] == last and 'Traceback' not in err
+    # Well under a second of our own; the interpreter's exit with Chainer, SciPy and
+    # matplotlib loaded takes about as long again on a busy machine.
+    assert seconds < 10
+    assert os.listdir(out.parent) == []
+
 
 def test_the_next_write_removes_the_temporary_a_kill_left(tmp_path):
     """A SIGKILLed extraction left a hidden temporary beside -o that nothing removed. The
