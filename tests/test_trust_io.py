@@ -346,3 +346,16 @@ def test_an_output_ending_with_a_slash_is_refused(world, tmp_path):
                                  '-o', str(tmp_path / 'newdir') + '/']
                                 + model_flags(world['bert']))
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('shard', ['../outside.safetensors', '/etc/passwd', 'sub/x.safetensors',
+                                   '..'])
+def test_a_safetensors_index_names_its_shards_beside_it(tmp_path, shard):
+    """A downloaded model's index could name any file of the user's to be opened."""
+    folder = tmp_path / 'model'
+    folder.mkdir()
+    (folder / 'model.safetensors.index.json').write_text(json.dumps(
+        {'weight_map': {'embeddings.word_embeddings.weight': shard}}))
+    with pytest.raises(UsageError, match='is not a file name of this folder'):
+        convert.convert(str(folder), str(tmp_path / 'out'))
+    assert not (tmp_path / 'out').exists()
