@@ -175,6 +175,18 @@ def test_a_pipe_given_as_a_file_name_is_read_once(world, tmp_path):
             os.close(model_fd)
 
 
+@pytest.mark.parametrize('block', [1, 3, 7, 1 << 20])
+def test_lines_are_split_the_same_whatever_the_block_size(tmp_path, monkeypatch, block):
+    """data.read_lines reads with os.read in blocks and splits the lines itself: a line
+    may span blocks, and the last line may lack its newline."""
+    from bertlib import data
+    monkeypatch.setattr(data, 'BLOCK_BYTES', block)
+    text = 'a\tfirst line\r\n\nsecond, longer than a block\nx\n\n\nlast without newline'
+    (tmp_path / 'in.txt').write_text(text)
+    assert list(data.read_lines(str(tmp_path / 'in.txt'))) == text.encode().split(b'\n')
+    assert data.check_input(str(tmp_path / 'in.txt')) == 4
+
+
 # --- 3. no output may be an input of its command ------------------------------------------
 
 @pytest.fixture
