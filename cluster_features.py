@@ -231,18 +231,9 @@ def check_args(args):
     names to run and the --label_names mapping ({} without one)."""
     cli.check_file(args.input, 'features file')
     figures.figure_format(args.output)
-    figures.check_writable(args.output)
-    figures.check_writable(scores_path(args.output), 'the scores table')
-    if _same_file(scores_path(args.output), args.input):
-        raise UsageError('--output %s would write its scores table over the input %s: '
-                         'name the picture differently' % (args.output, args.input))
+    cli.check_output(args, args.output)
+    cli.check_output(args, scores_path(args.output), 'the scores table of --output')
     return parse_algorithms(args.algorithms), labelnames.read(args.label_names)
-
-
-def _same_file(a, b):
-    if os.path.exists(a) and os.path.exists(b):
-        return os.path.samefile(a, b)
-    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def parse_algorithms(text):

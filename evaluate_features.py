@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from bertlib import cli, evaluation, featurefile, figures, fileio, labelnames, projection
+from bertlib import cli, evaluation, featurefile, figures, labelnames, projection
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
@@ -115,9 +115,7 @@ def check_args(args):
                          'file per feature file, in the same order'
                          % (len(args.train_features), len(args.features)))
     for path, what in ((args.output, '--output'), (args.grid, '--grid')):
-        fileio.check_not_input(path, args.features + (args.train_features or []), what)
-        if path and path != '-':
-            figures.check_writable(path, what)
+        cli.check_output(args, path, what)
     if args.grid:
         figures.figure_format(args.grid)
     return names, labelnames.read(args.label_names)

@@ -34,7 +34,7 @@ import logging
 import os
 import time
 
-from bertlib import cli, explorer, figures, labelnames, metrics, projection
+from bertlib import cli, explorer, labelnames, metrics, projection
 from bertlib.errors import UsageError
 from bertlib.featurefile import read_features
 
@@ -133,9 +133,13 @@ def check_args(args):
     if args.output:
         if os.path.splitext(args.output)[1].lower() not in ('.html', '.htm'):
             raise UsageError('--output %s: the page must be an .html file' % args.output)
-        figures.check_writable(args.output)
+        cli.check_output(args, args.output)
     if args.projector:
         explorer.check_projector_dir(args.projector)
+        if os.path.isdir(args.projector):
+            for name in explorer.PROJECTOR_FILES:
+                cli.check_output(args, os.path.join(args.projector, name), '--projector',
+                                 follow_symlinks=False)
     if args.title is None:
         args.title = ' / '.join(names)
     return labelnames.read(args.label_names)

@@ -101,7 +101,7 @@ def check_args(args):
     --label_names mapping ({} without one)."""
     cli.check_file(args.input, 'features file')
     figures.figure_format(args.output)
-    figures.check_writable(args.output)
+    cli.check_output(args, args.output)
     if args.title is None:
         args.title = os.path.basename(args.input)
     return labelnames.read(args.label_names)

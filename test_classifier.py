@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 def main(argv=None):
     args = parse_args(argv)
     cli.check_bert_arguments(args)
-    if features.check_io(args) == 0:
+    if features.check_io(args, cli.input_files(args)) == 0:
         raise_no_sentences(args)
     device = cli.select_device(args.gpu)
     label_to_id = checkpoints.load_model_labels(args.model, args.label, 'classifier')

@@ -30,8 +30,9 @@ META_KEY = 'meta/json'
 
 
 def save_labels(path, label_to_id):
-    """Writes {label: id} as the original BERT-DML's pickled dict."""
-    with atomic_write(path, 'wb') as stream:
+    """Writes {label: id} as the original BERT-DML's pickled dict, to DIR/labels.bin of a
+    training's --out: a symlink there is replaced, never followed."""
+    with atomic_write(path, 'wb', follow_symlinks=False) as stream:
         pickle.dump(dict(label_to_id), stream, protocol=2)
 
 
@@ -175,7 +176,7 @@ def load_model_labels(model_path, labels_path, kind):
     """labels.bin of a fine-tuned model, checked against the model file: it must be a
     `kind` model ('dml' or 'classifier') trained on as many classes as the file holds."""
     for path, what in ((model_path, 'model'), (labels_path, 'labels')):
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise UsageError('%s: %s file not found' % (path, what))
     labels = load_labels(labels_path)
     meta = read_meta(model_path)
@@ -282,6 +283,10 @@ class NpzReader(object):
     def __init__(self, path):
         self.path = path
         self.headers = {}  # name -> (shape, dtype)
+        if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+            # A zip is read from its end, and a model several times: a pipe cannot be.
+            raise UsageError('%s: not a regular file (a pipe?): an npz archive is read from '
+                             'a file; save it to one first' % path)
         try:
             self.zip = zipfile.ZipFile(path)
         except FileNotFoundError:

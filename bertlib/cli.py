@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 
-from bertlib import distributed
+from bertlib import distributed, fileio
 from bertlib.errors import UsageError
 
 LOG_FORMAT = '%(asctime)s - %(funcName)s - %(levelname)s - %(message)s'
@@ -416,6 +416,30 @@ def _first_line(error):
     return text.splitlines()[0]
 
 
+# The flags that name a file a script reads (`features`: evaluate_features.py's positional
+# arguments): no output of the command may be one of them (`check_output`).
+INPUT_FLAGS = ('input', 'text', 'features', 'train_features', 'train', 'eval', 'model',
+               'label', 'vocab_file', 'bert_config_file', 'init_checkpoint')
+
+
+def input_files(args):
+    """[(flag, path)] of every file the parsed `args` name for reading."""
+    found = []
+    for name in INPUT_FLAGS:
+        value = getattr(args, name, None)
+        for path in value if isinstance(value, list) else [value]:
+            if path and path != '-':
+                found.append(('' if name == 'features' else '--' + name, path))
+    return found
+
+
+def check_output(args, path, flag='--output', follow_symlinks=True):
+    """`fileio.check_output` of an output file against every input of `args`: one
+    UsageError, before any work, for an output that names a folder, is in a folder that
+    does not exist, or is one of the command's inputs (by file identity)."""
+    fileio.check_output(path, flag, input_files(args), follow_symlinks)
+
+
 def check_file(path, what):
     if not os.path.exists(path):
         raise UsageError('%s: %s not found' % (path, what))
@@ -463,7 +487,7 @@ def load_tokenizer(args, config):
     tokenizer = tokenization.FullTokenizer(args.vocab_file, do_lower_case=do_lower_case,
                                            tokenize_chinese_chars=split_cjk,
                                            join_ellipsis=join_ellipsis,
-                                           text_prefix=text_prefix)
+                                           text_prefix=text_prefix, vocab=vocab)
     logger.info('vocabulary %s: %d entries, do_lower_case=%s, tokenize_chinese_chars=%s',
                 args.vocab_file, len(vocab), do_lower_case, split_cjk)
     return tokenizer

@@ -304,6 +304,14 @@ def _hf_weight_files(folder):
         shards = sorted(set(weight_map.values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise UsageError('%s: not a readable safetensors index: %s' % (index, e))
+    # Shards are files of the index's own folder (Hugging Face writes bare names): a path
+    # could make a downloaded model read any file of the user's.
+    for shard in shards:
+        if not isinstance(shard, str) or shard in ('', '.', '..') or '/' in shard \
+                or os.sep in shard:
+            raise UsageError('%s: shard %r is not a file name of this folder; a '
+                             'safetensors index names its shards beside it'
+                             % (index, shard))
     return [os.path.join(folder, shard) for shard in shards]
 
 

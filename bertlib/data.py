@@ -4,11 +4,15 @@ Files are read as bytes and decoded line by line so that bad UTF-8 is reported w
 line number. Empty lines are skipped, a leading byte-order mark is dropped, and a
 carriage return inside a line (CR-only line endings) is an error naming the line.
 Everything streams: nothing holds a whole file.
+
+A pipe given as a file name (`/dev/stdin`, `<(...)`, a FIFO) is read once: `check_input`
+reads ahead only regular files, and leaves a pipe to be read as it streams.
 """
 
 import collections
 import logging
 import os
+import stat
 import sys
 import unicodedata
 
@@ -32,13 +36,45 @@ def _stdin():
     return sys.stdin.buffer
 
 
-def _open_binary(path):
+# Inputs are read with os.read in blocks of this size and split into lines here, not
+# through Python's buffered files: a thread blocked on a slow pipe then holds none of
+# their locks, which would abort the interpreter's exit at Ctrl-C (bertlib.features reads
+# ahead in a daemon thread).
+BLOCK_BYTES = 1 << 20
+
+
+def read_lines(path):
+    """Yields the lines of the file `path` ('-': standard input) as bytes, without their
+    b'\\n' (a CR before it is kept), read once from start to end. UsageError when it
+    cannot be opened or read."""
     if path == '-':
-        return _stdin()
+        _stdin()  # refuses a closed standard input
     try:
-        return open(path, 'rb')
+        fd = 0 if path == '-' else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise UsageError('%s: cannot open input: %s' % (path, e.strerror))
+    try:
+        pending = []  # pieces of a line that is longer than a block
+        while True:
+            try:
+                block = os.read(fd, BLOCK_BYTES)
+            except OSError as e:
+                raise UsageError('%s: cannot read input: %s' % (path, e.strerror))
+            if not block:
+                break
+            lines = block.split(b'\n')
+            if len(lines) > 1:
+                pending.append(lines[0])
+                lines[0] = b''.join(pending)
+                pending = []
+                yield from lines[:-1]
+            pending.append(lines[-1])
+        last = b''.join(pending)
+        if last:
+            yield last
+    finally:
+        if path != '-':
+            os.close(fd)
 
 
 def iter_examples(path, require_label=False):
@@ -48,57 +84,61 @@ def iter_examples(path, require_label=False):
     or one with an empty label or empty text, is a `UsageError` naming file and line.
     `path` '-' reads standard input.
     """
-    stream = _open_binary(path)
-    try:
-        for line_number, raw in enumerate(stream, start=1):
-            try:
-                line = raw.decode('utf-8')
-            except UnicodeDecodeError as e:
-                raise UsageError('%s:%d: invalid UTF-8 (byte %d)'
-                                 % (path, line_number, e.start + 1))
-            if line_number == 1:
-                line = line.lstrip(BOM)
-            line = line.rstrip('\r\n')
-            if '\r' in line:
-                raise _carriage_return(path, line_number)
-            if not line.strip():
-                continue
-            if '\t' in line:
-                label, text = line.split('\t', 1)
-            else:
-                label, text = '', line
-            if require_label and (not label.strip() or not text.strip()):
-                raise UsageError('%s:%d: expected "label<TAB>text", got %r'
-                                 % (path, line_number, _clip(line)))
-            yield Example(line_number, label, text)
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
+    for line_number, raw in enumerate(read_lines(path), start=1):
+        try:
+            line = raw.decode('utf-8')
+        except UnicodeDecodeError as e:
+            raise UsageError('%s:%d: invalid UTF-8 (byte %d)'
+                             % (path, line_number, e.start + 1))
+        if line_number == 1:
+            line = line.lstrip(BOM)
+        line = line.rstrip('\r')
+        if '\r' in line:
+            raise _carriage_return(path, line_number)
+        if not line.strip():
+            continue
+        if '\t' in line:
+            label, text = line.split('\t', 1)
+        else:
+            label, text = '', line
+        if require_label and (not label.strip() or not text.strip()):
+            raise UsageError('%s:%d: expected "label<TAB>text", got %r'
+                             % (path, line_number, _clip(line)))
+        yield Example(line_number, label, text)
 
 
 def check_input(path):
     """One fast pass over a regular file before any output is written: it must be readable
-    and valid UTF-8 throughout. Returns the number of non-empty lines, or None for '-'.
+    and valid UTF-8 throughout. Returns the number of non-empty lines, or None for '-' or
+    a pipe (/dev/stdin, `<(...)`, a FIFO), which is not read here: it can be read only
+    once, and its lines are checked as they stream.
     """
     if path == '-':
         _stdin()
         return None
-    if os.path.isdir(path):
+    try:
+        mode = os.stat(path).st_mode  # of what a link (/dev/stdin) names; opens nothing
+    except OSError as e:
+        raise UsageError('%s: cannot open input: %s' % (path, e.strerror))
+    if stat.S_ISDIR(mode):
         raise UsageError('%s: is a directory, not an input file' % path)
+    if not stat.S_ISREG(mode):
+        if not os.access(path, os.R_OK):
+            raise UsageError('%s: cannot open input: permission denied' % path)
+        return None
     count = 0
-    with _open_binary(path) as stream:
-        for line_number, raw in enumerate(stream, start=1):
-            if b'\r' in raw.rstrip(b'\r\n'):
-                raise _carriage_return(path, line_number)
-            if raw.isascii():
-                count += bool(raw.strip())
-                continue
-            try:
-                line = raw.decode('utf-8')
-            except UnicodeDecodeError as e:
-                raise UsageError('%s:%d: invalid UTF-8 (byte %d)'
-                                 % (path, line_number, e.start + 1))
-            count += bool(line.strip())
+    for line_number, raw in enumerate(read_lines(path), start=1):
+        if b'\r' in raw.rstrip(b'\r'):
+            raise _carriage_return(path, line_number)
+        if raw.isascii():
+            count += bool(raw.strip())
+            continue
+        try:
+            line = raw.decode('utf-8')
+        except UnicodeDecodeError as e:
+            raise UsageError('%s:%d: invalid UTF-8 (byte %d)'
+                             % (path, line_number, e.start + 1))
+        count += bool(line.strip())
     return count
 
 

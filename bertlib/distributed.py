@@ -166,12 +166,18 @@ def file_fingerprint(path):
 
 def check_same_files(comm, files):
     """Every rank must read the same data: agrees the line count and sha256 of each file
-    in `files` ([(flag, path)]) across ranks; an `AgreedError` names the file otherwise."""
+    in `files` ([(flag, path)]) across ranks; an `AgreedError` names the file otherwise.
+    A pipe (/dev/stdin, `<(...)`) is refused: every rank would read another one, and
+    fingerprinting it would consume it."""
     if comm is None or comm.size == 1:
         return
-    mine = (socket.gethostname(), [file_fingerprint(path) for _, path in files])
+    mine = (socket.gethostname(), [file_fingerprint(path) if os.path.isfile(path) else None
+                                   for _, path in files])
     everyone = comm.mpi_comm.allgather(mine)
     for index, (flag, path) in enumerate(files):
+        if any(prints[index] is None for _, prints in everyone):
+            raise AgreedError('%s %s is not a regular file (a pipe?): under --communicator '
+                              'every process reads it, so it must be a file' % (flag, path))
         root_host, root_prints = everyone[0]
         reference = root_prints[index]
         for rank, (host, prints) in enumerate(everyone):

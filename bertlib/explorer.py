@@ -142,6 +142,10 @@ def write_page(path, page):
     return len(html.encode('utf-8'))
 
 
+# What write_projector writes into its folder.
+PROJECTOR_FILES = ('tensors.tsv', 'metadata.tsv', 'projector_config.pbtxt')
+
+
 def write_projector(directory, name, labels, features, texts):
     """A TensorBoard Projector folder: tensors.tsv (one vector a row), metadata.tsv (a
     header, then label and sentence, tabs and line breaks made spaces) and
@@ -150,15 +154,17 @@ def write_projector(directory, name, labels, features, texts):
     features: (N, D). Each file is written complete or not at all.
     """
     os.makedirs(directory, exist_ok=True)
-    with atomic_write(os.path.join(directory, 'tensors.tsv')) as stream:
+    tensors, metadata, config = (os.path.join(directory, name) for name in PROJECTOR_FILES)
+    # Files named here inside a folder: a symlink planted there is replaced, not followed.
+    with atomic_write(tensors, follow_symlinks=False) as stream:
         for row in features:
             stream.write('\t'.join(['%.6g' % v for v in row.tolist()]) + '\n')
-    with atomic_write(os.path.join(directory, 'metadata.tsv')) as stream:
+    with atomic_write(metadata, follow_symlinks=False) as stream:
         stream.write('label\tsentence\n')
         for label, text in zip(labels, texts):
             stream.write('%s\t%s\n' % (_tsv_cell(figures.display_name(label)),
                                        _tsv_cell(text)))
-    with atomic_write(os.path.join(directory, 'projector_config.pbtxt')) as stream:
+    with atomic_write(config, follow_symlinks=False) as stream:
         stream.write('embeddings {\n  tensor_name: %s\n  tensor_path: "tensors.tsv"\n'
                      '  metadata_path: "metadata.tsv"\n}\n' % _pbtxt_string(name))
 

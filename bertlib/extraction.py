@@ -28,6 +28,6 @@ def start(args):
     """
     comm = distributed.setup(args)
     cli.check_bert_arguments(args)
-    total = features.check_io(args, comm)
+    total = features.check_io(args, cli.input_files(args), comm)
     device = cli.select_device(args.gpu, comm)
     return comm, total, device

@@ -14,11 +14,10 @@ batches (the same batches one process would make, so the numbers are the same), 
 rank 0 gathers the vectors and writes them in input order.
 """
 
-import concurrent.futures
 import itertools
 import logging
-import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -26,10 +25,37 @@ import numpy as np
 from bertlib import data, distributed
 from bertlib.encoding import encode_sorted
 from bertlib.errors import UsageError
-from bertlib.fileio import atomic_write, check_not_input
+from bertlib.fileio import atomic_write, check_output
 from bertlib.progress import Progress
 
 logger = logging.getLogger(__name__)
+
+
+def _in_background(work):
+    """Starts work() in a daemon thread; returns a function that waits for it and returns
+    its value (or raises its exception).
+
+    A daemon thread, not a thread pool's: Ctrl-C or SIGTERM interrupts the main thread's
+    wait at once, and the process then exits even if the thread is still blocked reading
+    a slow pipe or opening a FIFO (a pool's thread is joined at exit: the run would hang
+    until input came). `bertlib.data` reads with os.read, so that thread holds no lock
+    that the interpreter's exit needs."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome['value'] = work()
+        except BaseException as e:  # handed to the waiting thread
+            outcome['error'] = e
+    thread = threading.Thread(target=run, name='read-ahead', daemon=True)
+    thread.start()
+
+    def result():
+        thread.join()
+        if 'error' in outcome:
+            raise outcome['error']
+        return outcome['value']
+    return result
 
 
 def _chunks(iterable, size):
@@ -93,18 +119,17 @@ class FeatureExtractor(object):
         # The next chunk is read and tokenised in a thread while this one is encoded (and
         # the caller formats its rows): the device, or NumPy's BLAS, which releases the
         # GIL, is kept busy meanwhile.
-        with concurrent.futures.ThreadPoolExecutor(1) as reader:
-            ahead = reader.submit(read_and_tokenize)
-            while True:
-                chunk, id_lists = ahead.result()
-                if chunk is None:
-                    break
-                ahead = reader.submit(read_and_tokenize)
-                vectors = encode_sorted(id_lists, self.encode, self.batchsize, self.xp,
-                                        progress)
-                for example, vector in zip(chunk, vectors):
-                    self.count += 1
-                    yield example, vector
+        ahead = _in_background(read_and_tokenize)
+        while True:
+            chunk, id_lists = ahead()
+            if chunk is None:
+                break
+            ahead = _in_background(read_and_tokenize)
+            vectors = encode_sorted(id_lists, self.encode, self.batchsize, self.xp,
+                                    progress)
+            for example, vector in zip(chunk, vectors):
+                self.count += 1
+                yield example, vector
 
     def _shared(self, examples, progress):
         """The rounds of a data-parallel run; pairs come out on rank 0 only."""
@@ -170,24 +195,21 @@ def read_examples(args, require_label=False):
     return itertools.takewhile(lambda e: e.line_number <= limit, examples)
 
 
-def check_io(args, comm=None):
+def check_io(args, inputs, comm=None):
     """Checks --input (readable, UTF-8) and --output before any work; returns the number
-    of non-empty input lines (None for standard input). With a communicator only rank 0
-    reads and writes, so only it checks, and tells the others the count."""
+    of non-empty input lines (None for standard input or a pipe, which are read once, as
+    they stream). --output may be none of `inputs` ([(flag, path)]: every file the
+    command reads, `cli.input_files`). With a communicator only rank 0 reads and writes,
+    so only it checks, and tells the others the count."""
     if comm is not None:
-        return comm.mpi_comm.bcast(check_io(args) if comm.rank == 0 else None)
+        return comm.mpi_comm.bcast(check_io(args, inputs) if comm.rank == 0 else None)
     limit = getattr(args, 'max_length', None)
     if limit is not None and limit < 1:
         raise UsageError('--max_length must be at least 1 line, got %d' % limit)
     total = data.check_input(args.input)
-    check_not_input(args.output, [args.input])
+    check_output(args.output, '--output', inputs)
     if total is not None and limit is not None:
         total = min(total, limit)
-    if args.output != '-':
-        directory = os.path.dirname(os.path.abspath(args.output))
-        if not os.path.isdir(directory):
-            raise UsageError('%s: output directory %s does not exist'
-                             % (args.output, directory))
     return total
 
 

@@ -226,17 +226,6 @@ def figure_format(path):
     return extension
 
 
-def check_writable(path, what='--output'):
-    """UsageError unless `path` can be created or replaced: checked before the slow work."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UsageError('%s %s is a directory' % (what, path))
-    if not os.path.isdir(directory):
-        raise UsageError('%s %s: directory %s does not exist' % (what, path, directory))
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise UsageError('%s %s: directory %s is not writable' % (what, path, directory))
-
-
 # No side of a picture may exceed this many pixels: image viewers and browsers refuse or
 # choke on larger ones (a 126,011-pixel-wide PNG took 139 s to write and opened nowhere).
 MAX_PIXELS = 20000

@@ -7,20 +7,36 @@ a file, that file's mode and owner; a symlink is followed to the file it names. 
 that is not a regular file (/dev/null, /dev/stdout, a terminal, a pipe) is written straight
 to. A failed write (full disk, read-only folder) is a `UsageError` naming the path.
 
+Files that the program names itself inside a folder (`--out`, `--resume`, `--projector`
+DIR: labels.bin, models, states, logs, the journal, the lock) never follow a symlink: a
+folder received from someone else may hold links to any file of the user's. They are
+written with `follow_symlinks=False` (the entry itself is replaced, whatever it is) and
+the lock is opened with O_NOFOLLOW. A file the user names on the command line (`-o`) may
+be a symlink, as for a shell redirection.
+
+Temporary files are created with O_EXCL and hold an flock while they are written, so the
+next `atomic_write` of the same path removes what a killed one left (`_remove_stale`)
+without touching a temporary that another process is still writing.
+
 `Commit`: several files replaced as one unit (an epoch's model, optimizer state and log),
 all or none even if the process is killed. `DirectoryLock` and `remove_leftovers` let one
 training at a time own an output folder and clear what a killed run left there.
+`check_output` checks an output file before any work: not a folder, in a folder that
+exists, and not one of the command's inputs (by file identity).
 """
 
 import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import stat
 
 from bertlib.errors import UsageError
+
+logger = logging.getLogger(__name__)
 
 # Temporary files are '.<name>.<8 random characters>.tmp' beside <name> (mkstemp's former
 # pattern too), so that the leftovers of a killed run can be recognised and removed.
@@ -48,22 +64,39 @@ def _is_stream(path):
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
-def _create_temp(target):
-    """(fd, path) of a new temporary file beside `target`; open(2) applies the umask to
-    0666, as for any new file. An existing target's mode and owner are copied."""
+def _temporary_name(target):
     directory, name = os.path.split(target)
+    return os.path.join(directory, '.%s.%s.tmp' % (name, os.urandom(4).hex()))
+
+
+def _is_temporary_of(entry, name):
+    """True when the directory entry `entry` is a temporary file name of `name`."""
+    return bool(_TEMP.match(entry)) and entry[1:-len('.12345678.tmp')] == name
+
+
+def _create_temp(target, follow_symlinks=True):
+    """(fd, path) of a new temporary file beside `target`, flock-ed until it is closed;
+    open(2) applies the umask to 0666, as for any new file. An existing regular target's
+    mode and owner are copied (of the file a symlink names, with `follow_symlinks`)."""
     for _ in range(100):
-        tmp = os.path.join(directory, '.%s.%s.tmp' % (name, os.urandom(4).hex()))
+        tmp = _temporary_name(target)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
+            # O_EXCL: never opens an existing file, nor follows a planted symlink.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except FileExistsError:
             continue
+        with contextlib.suppress(OSError):  # no flock (some network file systems)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink:
+            break
+        os.close(fd)  # `_remove_stale` took it for a leftover before the lock: again
     else:
         raise FileExistsError(errno.EEXIST, 'no free temporary name', target)
     try:
-        existing = os.stat(target)
+        existing = os.stat(target, follow_symlinks=follow_symlinks)
     except OSError:  # a new file
+        return fd, tmp
+    if not stat.S_ISREG(existing.st_mode):
         return fd, tmp
     os.fchmod(fd, stat.S_IMODE(existing.st_mode))
     if (existing.st_uid, existing.st_gid) != (os.getuid(), os.getgid()):
@@ -78,17 +111,58 @@ def _open(fd, mode, encoding):
     return os.fdopen(fd, mode, encoding=encoding, newline='\n')
 
 
+def _remove_stale(target):
+    """Removes the temporary files of `target` that killed processes left beside it: those
+    whose flock can be taken (a live writer holds its own). Returns their names."""
+    directory, name = os.path.split(target)
+    removed = []
+    try:
+        entries = os.listdir(directory or '.')
+    except OSError:
+        return removed
+    for entry in sorted(entries):
+        if not _is_temporary_of(entry, name):
+            continue
+        path = os.path.join(directory, entry)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            held = os.fstat(fd)
+            if not stat.S_ISREG(held.st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # being written, or no flock here: left alone
+                continue
+            now = os.lstat(path)
+            if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                os.unlink(path)
+                removed.append(entry)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    if removed:
+        logger.info('%s: removed %d temporary files of a killed run (%s)',
+                    directory or '.', len(removed), ', '.join(removed))
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_write(path, mode='w', encoding='utf-8'):
+def atomic_write(path, mode='w', encoding='utf-8', follow_symlinks=True):
     """Opens `path` for writing ('w' or 'wb'); see the module docstring.
 
     If the block raises (or the process dies), a regular `path` keeps its old content, or
-    stays absent, and the temporary file is removed (by the next run into the folder if
-    the process was killed: `remove_leftovers`).
+    stays absent, and the temporary file is removed (by the next write of `path` if the
+    process was killed). follow_symlinks=False, for a file the program names inside a
+    folder: `path` itself is replaced, even a symlink, a pipe or a device, never what a
+    symlink names (a folder is refused).
     """
-    if os.path.isdir(path):
+    if os.path.isdir(path) and (follow_symlinks or not os.path.islink(path)):
         raise UsageError('%s: is a directory, not an output file' % path)
-    if _is_stream(path):
+    if follow_symlinks and _is_stream(path):
         try:
             stream = _open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666),
                            mode, encoding)
@@ -102,22 +176,24 @@ def atomic_write(path, mode='w', encoding='utf-8'):
                 raise write_error(path, e)
             raise
         return
-    target = os.path.realpath(path)
+    target = os.path.realpath(path) if follow_symlinks else os.path.abspath(path)
+    _remove_stale(target)
 
     def replace(tmp):
         os.replace(tmp, target)
 
-    with _temporary(target, mode, encoding, path, replace) as stream:
+    with _temporary(target, mode, encoding, path, replace, follow_symlinks) as stream:
         yield stream
 
 
 @contextlib.contextmanager
-def _temporary(target, mode, encoding, shown, finish=lambda tmp: None):
+def _temporary(target, mode, encoding, shown, finish=lambda tmp: None,
+               follow_symlinks=True):
     """Writes a new temporary file beside `target`: yields its stream; when the block
     ends, syncs it to disk and calls finish(temporary path). On any error the temporary
     is removed, and an OSError of the writing becomes write_error(shown)."""
     try:
-        fd, tmp = _create_temp(target)
+        fd, tmp = _create_temp(target, follow_symlinks)
     except OSError as e:
         raise write_error(shown, e)
     try:
@@ -171,13 +247,14 @@ class Commit(object):
         def keep(tmp):
             self.pending[name] = os.path.basename(tmp)
 
-        with _temporary(target, mode, encoding, target, keep) as stream:
+        with _temporary(target, mode, encoding, target, keep, follow_symlinks=False) \
+                as stream:
             yield stream
 
     def apply(self):
         """Moves every file written with `open` into place, as one unit."""
         journal = os.path.join(self.directory, self.JOURNAL)
-        with atomic_write(journal) as f:
+        with atomic_write(journal, follow_symlinks=False) as f:
             json.dump(self.pending, f, sort_keys=True)
         _fsync_directory(self.directory)
         _finish(self.directory, self.pending)
@@ -194,10 +271,13 @@ def recover(directory):
     names of the files it moved into place ([] when there was nothing to do)."""
     journal = os.path.join(directory, Commit.JOURNAL)
     try:
-        with open(journal, encoding='utf-8') as f:
-            pending = json.load(f)
+        with open_plain(journal) as f:
+            pending = json.loads(f.read().decode('utf-8'))
     except FileNotFoundError:
         return []
+    except NotPlainFile:
+        raise UsageError('%s: not a commit journal of this program (a symbolic link or '
+                         'not a regular file); remove it' % journal)
     except (OSError, ValueError) as e:
         raise UsageError('%s: unreadable commit journal (%s); remove it to start over'
                          % (journal, e))
@@ -228,6 +308,27 @@ def _finish(directory, pending):
     return moved
 
 
+class NotPlainFile(OSError):
+    """`open_plain` found a symbolic link, a folder, a pipe or a device."""
+
+
+def open_plain(path):
+    """Opens `path`, a file of a folder the program names its files in, for reading in
+    binary: a symbolic link (never followed) or anything but a regular file is a
+    `NotPlainFile`, and opening it never blocks (a planted FIFO)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotPlainFile(errno.ELOOP, 'a symbolic link', path)
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotPlainFile(errno.EINVAL, 'not a regular file', path)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, 'rb')
+
+
 def remove_leftovers(directory):
     """Removes the temporary files that killed runs left in `directory` (call it while
     holding the folder's `DirectoryLock`, after `recover`). Returns their names."""
@@ -243,7 +344,11 @@ def remove_leftovers(directory):
 class DirectoryLock(object):
     """An exclusive lock on a folder (flock on DIR/.lock), held until the process exits:
     two trainings into one --out would mix their files. The kernel drops it when the
-    process dies, however it dies. Taking it again in the same process is a no-op."""
+    process dies, however it dies. Taking it again in the same process is a no-op.
+
+    DIR/.lock is opened without following a symlink and only a regular file with no
+    other hard link is truncated for the process id: a folder from someone else cannot
+    make the lock overwrite another file."""
 
     NAME = '.lock'
     _held = {}  # real path of the folder -> open lock file
@@ -257,11 +362,19 @@ class DirectoryLock(object):
             return
         path = os.path.join(directory, cls.NAME)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o666)
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise cls._foreign(path, what, 'a symbolic link')
             if not required:
                 return
             raise write_error(path, e)
+        held = os.fstat(fd)
+        if not stat.S_ISREG(held.st_mode) or held.st_nlink != 1:
+            os.close(fd)
+            raise cls._foreign(path, what, 'not a regular file' if not
+                               stat.S_ISREG(held.st_mode) else 'a file with another hard link')
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -276,13 +389,56 @@ class DirectoryLock(object):
         os.pwrite(fd, b'%d\n' % os.getpid(), 0)
         cls._held[key] = fd
 
+    @staticmethod
+    def _foreign(path, what, why):
+        return UsageError('%s: %s, not the lock file of this program (was the %s folder '
+                          'made elsewhere?); remove it' % (path, why, what))
 
-def check_not_input(output, inputs, flag='--output'):
-    """A UsageError if `output` names one of the `inputs` (through any path or link):
-    writing it would replace data not yet read, or read in full, with the results."""
-    if not output or output == '-' or _is_stream(output) or not os.path.exists(output):
+
+def check_output(path, flag, inputs=(), follow_symlinks=True):
+    """Checks, before any work, an output file given by `flag`: a UsageError if it names
+    a folder (or ends with '/', which names one), if its folder does not exist or cannot
+    be written, or if it is one of the command's `inputs`. '-' (standard output) passes.
+
+    inputs: [(flag, path)] of the files the command reads. Compared by file identity
+    (st_dev, st_ino), so a link or another spelling of an input is caught too; with
+    follow_symlinks=False the output entry itself is compared (writing replaces a symlink
+    there, not what it names).
+    """
+    if not path or path == '-':
         return
-    for path in inputs:
-        if path and path != '-' and os.path.exists(path) and os.path.samefile(output, path):
-            raise UsageError('%s %s is also an input (%s): choose another output file'
-                             % (flag, output, path))
+    if path.endswith(os.sep):
+        raise UsageError('%s %s ends with %r, so it names a folder: give the name of the '
+                         'file to write' % (flag, path, os.sep))
+    if follow_symlinks and _is_stream(path):  # /dev/null, a pipe: written straight to
+        return
+    if os.path.isdir(path) and (follow_symlinks or not os.path.islink(path)):
+        raise UsageError('%s %s is a directory, not an output file' % (flag, path))
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError('%s %s: directory %s does not exist' % (flag, path, directory))
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError('%s %s: directory %s is not writable' % (flag, path, directory))
+    check_not_input(path, inputs, flag, follow_symlinks)
+
+
+def check_not_input(output, inputs, flag='--output', follow_symlinks=True):
+    """A UsageError if `output` is one of the `inputs` ([(flag, path)]) by file identity:
+    writing it would replace data not yet read, or read in full, with the results. A
+    stream (/dev/stdout, a pipe) replaces nothing and passes."""
+    if follow_symlinks and _is_stream(output):
+        return
+    try:
+        written = os.stat(output, follow_symlinks=follow_symlinks)
+    except OSError:  # a new file cannot be an input
+        return
+    for what, path in inputs:
+        if not path or path == '-':
+            continue
+        try:
+            read = os.stat(path)
+        except OSError:
+            continue
+        if (read.st_dev, read.st_ino) == (written.st_dev, written.st_ino):
+            raise UsageError('%s %s is also an input (%s%s): choose another output file'
+                             % (flag, output, what + ' ' if what else '', path))

@@ -148,7 +148,8 @@ def check_args(args, kind, same=(), comm=None):
     kind: 'dml' or 'classifier', the kind of model --resume must hold; same: flags whose
     value must equal the one the resumed model was trained with (e.g. 'dim').
 
-    Rank 0 (the one that writes) then takes --out for itself (`fileio.DirectoryLock`),
+    Rank 0 (the one that writes) then checks that no file the training rewrites is one
+    of its inputs (`check_outputs`), takes --out for itself (`fileio.DirectoryLock`),
     finishes a commit that a killed run left half-done there and in --resume, and removes
     a killed run's temporary files.
     """
@@ -157,6 +158,7 @@ def check_args(args, kind, same=(), comm=None):
     for name in ('train', 'eval'):
         cli.check_file(getattr(args, name), '--%s file' % name)
     if distributed.is_root(comm):
+        check_outputs(args)
         claim_out(args.out)
         if args.resume and os.path.isdir(args.resume):
             fileio.DirectoryLock.acquire(args.resume, '--resume', required=False)
@@ -169,6 +171,30 @@ def check_args(args, kind, same=(), comm=None):
         raise UsageError('--start_epoch %d is past --epoch %d: nothing to train'
                          % (start_epoch, args.epoch))
     return start_epoch, start_step
+
+
+# The files a training writes into --out, besides early_stopped-*.model.
+WRITTEN = ('labels.bin', 'final.model', 'final.state', training.LOG_NAME)
+
+
+def check_outputs(args):
+    """A UsageError if a file the training will replace is one of its input files (by
+    file identity): a model, labels.bin or the log in --out, or the pictures <out>.png and
+    <out>-cm-*.png beside it. --resume's files are not inputs here: resuming into the
+    folder itself (--resume DIR --out DIR) is how a training goes on."""
+    inputs = cli.input_files(args)
+    out = os.path.normpath(args.out)
+    if os.path.isdir(out):
+        for name in sorted(os.listdir(out)):
+            if name in WRITTEN or (name.startswith('early_stopped-') and name.endswith('.model')):
+                fileio.check_not_input(os.path.join(out, name), inputs, '--out',
+                                       follow_symlinks=False)
+    parent, base = os.path.split(out)
+    if args.noplot or not os.path.isdir(parent or '.'):
+        return
+    for name in sorted(os.listdir(parent or '.')):
+        if name == base + '.png' or (name.startswith(base + '-cm-') and name.endswith('.png')):
+            fileio.check_not_input(os.path.join(parent, name), inputs, '--out')
 
 
 def claim_out(out):

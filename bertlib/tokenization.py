@@ -197,13 +197,14 @@ class FullTokenizer(object):
     """Runs end-to-end tokenization: BasicTokenizer, then WordpieceTokenizer."""
 
     def __init__(self, vocab_file, do_lower_case=True, tokenize_chinese_chars=True,
-                 join_ellipsis=False, text_prefix=""):
+                 join_ellipsis=False, text_prefix="", vocab=None):
         """join_ellipsis, text_prefix: what `encode` does to a text first
-        (`prepare_text`)."""
+        (`prepare_text`). vocab: `load_vocab(vocab_file)` when the caller has read it
+        already (a pipe cannot be read twice)."""
         self.vocab_file = os.fspath(vocab_file)
         self.join_ellipsis = join_ellipsis
         self.text_prefix = text_prefix
-        self.vocab = load_vocab(self.vocab_file)
+        self.vocab = load_vocab(self.vocab_file) if vocab is None else vocab
         self.inv_vocab = {index: token for token, index in self.vocab.items()}
         if "[UNK]" not in self.vocab:
             raise UsageError("%s: the vocabulary has no [UNK] entry" % self.vocab_file)

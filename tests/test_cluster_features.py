@@ -118,7 +118,7 @@ def test_clustering_space_centres_and_normalises():
     (None, ['--algorithms', 'KMeans'], "unknown algorithm 'KMeans'"),
     (None, ['--output', 'PLACE/no/c.png'], 'does not exist'),
     (None, ['--output', 'PLACE/c.jpg'], 'picture format'),
-    (None, ['--output', 'PLACE/bad.png'], 'over the input'),
+    (None, ['--output', 'PLACE/bad.png'], 'scores table of --output .* is also an input'),
     ('エンジン\t1\t2\nエンジン\t3\t4\n', [], 'same label'),
     ('エンジン\t1\t2\n制動装置\t3\n', [], 'bad.tsv, line 2'),
     ('エンジン\t1\t2\n制動装置\t3\t-inf\n', [], 'bad.tsv, line 2, column 3'),
