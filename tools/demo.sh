@@ -9,6 +9,7 @@
 #   results/clustering/plot_<name>-<kind>-<test>.png (+ .tsv)  clustering comparisons
 #   results/comparison_<name>-<test>.{md,png}    the side-by-side table and picture
 #   results/explore_<name>-<kind>-<test>.html  the explorer pages (explore_features.py)
+#   results/explore_<name>-compare-<test>.html the three feature sets in one explorer page
 #   results/projector/<name>-<kind>-<test>/    their TensorBoard Projector folders
 #
 # Data: rt-polarity when datasets/rt-polarity/04-{train,test}.txt exist (make them with
@@ -94,5 +95,9 @@ for kind in dml clsed embed; do
         --output "$RESULTS/explore_$NAME-$kind-$TESTNAME.html" \
         --projector "$RESULTS/projector/$NAME-$kind-$TESTNAME"
 done
+step "explorer page comparing the three feature sets"
+$PY explore_features.py --input "$FEATURES-dml-$TESTNAME.txt" \
+    "$FEATURES-clsed-$TESTNAME.txt" "$FEATURES-embed-$TESTNAME.txt" --text "$TEST" \
+    --output "$RESULTS/explore_$NAME-compare-$TESTNAME.html"
 echo "explorer pages: $RESULTS/explore_$NAME-*.html (open one in a browser)" >&2
 echo "results: $RESULTS/*$NAME-*" >&2
