@@ -59,6 +59,8 @@ GRID = [
     ('v-lr1e-4-b16-w0.1-e3', 3, ['--learnrate', '1e-4', '--batchsize', '16',
                                  '--warmup', '0.1']),
     ('v-lr1e-4-b32-e3', 3, ['--learnrate', '1e-4', '--batchsize', '32']),
+    ('v-lr5e-5-b8-w0.1-e2', 2, ['--batchsize', '8', '--warmup', '0.1']),
+    ('v-lr1e-4-b8-w0.1-e2', 2, ['--learnrate', '1e-4', '--batchsize', '8', '--warmup', '0.1']),
 ]
 
 
