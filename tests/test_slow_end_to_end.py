@@ -38,8 +38,8 @@ def test_demo_runs_every_script_on_the_bundled_held_out_split(demo_model, tmp_pa
     """`make demo` without rt-polarity: trains both models on samples/rt-polarity/train.txt,
     extracts the three feature sets of its unseen test.txt, plots, clusters and compares
     them under the original project's file names, and writes an explorer page and
-    Projector folder per feature set. DML features beat pre-trained ones even after one
-    epoch."""
+    Projector folder per feature set and one page comparing the three. DML features beat
+    pre-trained ones even after one epoch."""
     env = dict(os.environ, PY=sys.executable, MODEL_DIR=str(demo_model), OUT=str(tmp_path),
                EPOCHS='1')
     for name in ('NAME', 'TRAIN', 'TEST'):
@@ -65,6 +65,10 @@ def test_demo_runs_every_script_on_the_bundled_held_out_split(demo_model, tmp_pa
         assert 'explorer-data' in page.read_text(encoding='utf-8'), kind
         projector = tmp_path / 'results' / 'projector' / ('rt-sample-%s-test' % kind)
         assert len((projector / 'metadata.tsv').read_text().splitlines()) == 1 + len(test)
+    # The page comparing the three sets names each of them.
+    page = (tmp_path / 'results' / 'explore_rt-sample-compare-test.html').read_text(
+        encoding='utf-8')
+    assert all('rt-sample-%s-test' % kind in page for kind in ('dml', 'clsed', 'embed'))
     for name in ('results_dml-rt-sample.png', 'results_clsed-rt-sample.png',
                  'comparison_rt-sample-test.png'):
         assert (tmp_path / 'results' / name).stat().st_size > 0, name
