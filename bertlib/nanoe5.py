@@ -369,6 +369,6 @@ def read_model(path):
         'type_vocab_size': layout.token_types,
         'initializer_range': 0.02,
         # The shortest decimal that is the header's float32 (1e-12, not 9.99999996e-13).
-        'layer_norm_eps': float(repr(np.float32(layout.eps))),
+        'layer_norm_eps': float(str(np.float32(layout.eps))),
     }
     return config, tensors, _vocabulary(layout)
