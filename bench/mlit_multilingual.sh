@@ -43,8 +43,10 @@ if [ "${CLASSIFIER:-0}" = 1 ]; then
     $PY train_classifier.py "${BERT[@]}" --text_prefix "$PREFIX" --train "$DATA/split-train.txt" \
         --eval "$DATA/split-test.txt" --epoch "$EPOCHS" --learnrate 1e-4 \
         --out "$OUT/models/classified" 2>&1 | tee "$OUT/train_classifier.log"
+    # final.model, not early_stopped-uar.model: that one is chosen by its score on the
+    # test lines (--eval), as tools/demo.sh reasons.
     $PY extruct_bert_classified.py "${BERT[@]}" --input "$DATA/split-test.txt" \
-        --model "$OUT/models/classified/early_stopped-uar.model" \
+        --model "$OUT/models/classified/final.model" \
         --label "$OUT/models/classified/labels.bin" --output "$F-clsed-split-test.txt"
     sets=(dml clsed embed tfidf) names=(DML Classified Pre-trained TF-IDF)
 fi
