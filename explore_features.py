@@ -34,7 +34,7 @@ import logging
 import os
 import time
 
-from bertlib import cli, explorer, labelnames, metrics, projection
+from bertlib import cli, explorer, labelnames, metrics, progress, projection
 from bertlib.errors import UsageError
 from bertlib.featurefile import read_features
 
@@ -81,7 +81,7 @@ def write_page(args, labels, feature_sets, texts):
         name = set_name(path)
         start = time.time()
         what = '%s: nearest neighbours of %d points' % (name, len(labels))
-        with explorer.still_running(what):
+        with progress.still_running(what):
             scores, neighbours, similarities = metrics.retrieval_and_neighbours(
                 features, labels, args.neighbours)
         summary = explorer.summarise(labels, scores, neighbours)
@@ -91,7 +91,7 @@ def write_page(args, labels, feature_sets, texts):
                     time.time() - start)
         start = time.time()
         what = '%s: %s of %d points' % (name, projection.METHOD_NAMES[args.method], len(labels))
-        with explorer.still_running(what):
+        with progress.still_running(what):
             xy = projection.project_2d(features, method=args.method,
                                        perplexity=args.perplexity, seed=args.seed, source=path)
         logger.info('%s: %.1f s', what, time.time() - start)

@@ -13,14 +13,11 @@ escapes, and the page's script inserts them with textContent: text is never pars
 markup.
 """
 
-import contextlib
 import json
 import logging
 import math
 import os
 import re
-import threading
-import time
 
 import numpy as np
 
@@ -181,30 +178,6 @@ def check_projector_dir(directory):
         existing = os.path.dirname(existing)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError('--projector %s: %s is not writable' % (directory, existing))
-
-
-@contextlib.contextmanager
-def still_running(what, every=15.0):
-    """Logs '<what>: N s so far' every `every` seconds while the block runs.
-
-    Why: the long steps (t-SNE: 69 s for 10,000 points on 2 cores; the neighbours of
-    50,000 points) give no sign of life of their own, and scikit-learn's progress goes to
-    stdout in its own format.
-    """
-    start = time.time()
-    logger.info('%s ...', what)
-    finished = threading.Event()
-
-    def beat():
-        while not finished.wait(every):
-            logger.info('%s: %.0f s so far', what, time.time() - start)
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        finished.set()
-        thread.join()
 
 
 def _tsv_cell(text):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import browser
-from bertlib import explorer, metrics
+from bertlib import explorer, metrics, progress
 from bertlib.errors import UsageError
 from conftest import ROOT
 
@@ -640,15 +640,15 @@ def test_without_webgl_the_page_draws_svg_and_offers_no_link(page):
 
 
 def test_long_steps_log_that_they_are_still_running(caplog):
-    caplog.set_level('INFO', logger='bertlib.explorer')
-    with explorer.still_running('t-SNE of 9 points', every=0.05):
+    caplog.set_level('INFO', logger='bertlib.progress')
+    with progress.still_running('t-SNE of 9 points', every=0.05):
         time.sleep(0.32)
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0] == 't-SNE of 9 points ...'
     assert 4 <= len(lines) <= 7 and all(re.fullmatch(r't-SNE of 9 points: \d+ s so far', m)
                                         for m in lines[1:])
     caplog.clear()
-    with explorer.still_running('quick', every=10):
+    with progress.still_running('quick', every=10):
         pass
     assert [r.getMessage() for r in caplog.records] == ['quick ...']
 
