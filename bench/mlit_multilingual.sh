@@ -10,7 +10,9 @@
 # 1e-4, 2 epochs, batch 64 of random sentences, `query: ` before every text, the text as
 # spaced), not one chosen on these test lines. Writes under OUT (default results/mlit-e5):
 # models/, features/, plot_mlit-{dml,clsed,embed}-split-test.png, clustering/, and
-# comparison_mlit-split-test.{md,png}.
+# comparison_mlit-split-test.{md,png}, explore_mlit-compare-split-test.html. With JOIN=1 BERT reads the text with the spaces
+# between MLIT's words removed (copies under OUT/data/; TF-IDF keeps the spaced words),
+# the reading chosen on validation folds of split-train.txt (docs/multilingual-mlit.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -23,6 +25,15 @@ BERT=(--vocab_file "$MODEL_DIR/tokenizer.json" --bert_config_file "$MODEL_DIR/be
       --init_checkpoint "$MODEL_DIR/arrays_bert_model.ckpt.npz")
 mkdir -p "$OUT/features" "$OUT/clustering"
 F=$OUT/features/mlit
+SPACED=$DATA
+if [ "${JOIN:-0}" = 1 ]; then
+    mkdir -p "$OUT/data"
+    for part in split-train split-test; do
+        # label<TAB>text: the spaces go from the text only.
+        awk -F'\t' -v OFS='\t' '{ gsub(/ /, "", $2); print }' "$DATA/$part.txt" > "$OUT/data/$part.txt"
+    done
+    DATA=$OUT/data
+fi
 step() { echo "== [$(date -u +%H:%M:%S)] $*" >&2; }
 
 step train_dml.py
@@ -37,7 +48,7 @@ $PY extruct_bert_metrics.py "${BERT[@]}" --input "$DATA/split-test.txt" \
     --output "$F-dml-split-test.txt"
 $PY extruct_bert_embed.py "${BERT[@]}" --text_prefix "$PREFIX" --pooling mean \
     --input "$DATA/split-test.txt" --output "$F-embed-split-test.txt"
-$PY bench/tfidf_features.py "$DATA/split-train.txt" "$DATA/split-test.txt" > "$F-tfidf-split-test.txt"
+$PY bench/tfidf_features.py "$SPACED/split-train.txt" "$SPACED/split-test.txt" > "$F-tfidf-split-test.txt"
 if [ "${CLASSIFIER:-0}" = 1 ]; then
     step train_classifier.py
     $PY train_classifier.py "${BERT[@]}" --text_prefix "$PREFIX" --train "$DATA/split-train.txt" \
@@ -56,6 +67,12 @@ for kind in "${sets[@]}"; do
     $PY cluster_features.py --input "$F-$kind-split-test.txt" \
         --output "$OUT/clustering/plot_mlit-$kind-split-test.png"
 done
+step explorer
+# One page comparing the BERT feature sets (the explorer takes two or three), text from
+# the file the features were extracted from.
+explore=(); for kind in "${sets[@]}"; do [ "$kind" = tfidf ] || explore+=("$F-$kind-split-test.txt"); done
+$PY explore_features.py --input "${explore[@]}" --text "$DATA/split-test.txt" \
+    --output "$OUT/explore_mlit-compare-split-test.html"
 step comparison
 files=(); for kind in "${sets[@]}"; do files+=("$F-$kind-split-test.txt"); done
 $PY evaluate_features.py "${files[@]}" --names "${names[@]}" \
