@@ -432,7 +432,7 @@ COINCIDE = 0.005
 def curve_labels(records, split, score_names):
     """The legend texts of one split's ('T' or 'D') two score curves, e.g. ('eval
     accuracy', 'eval UAR'); when the two coincide, the first says so and the second is
-    None (no legend entry of its own)."""
+    None (the second curve is not drawn: it is the first's line)."""
     word = {'T': 'train', 'D': 'eval'}[split]
     first, second = ['%s %s' % (word, name) for name in score_names]
     gaps = np.array([abs(r[split + '/acc1'] - r[split + '/acc2']) for r in records])
@@ -482,8 +482,9 @@ def plot_curves(records, path, score_names=('acc1', 'acc2'), title=''):
         first, second = curve_labels(records, split, score_names)
         score_axis.plot(epochs, [r[split + '/acc1'] for r in records], marker + '-',
                         color=color[split], label=first)
-        score_axis.plot(epochs, [r[split + '/acc2'] for r in records], marker + '--',
-                        color=color[split], mfc='white', label=second or '_nolegend_')
+        if second is not None:  # else the legend says acc2 is the same line
+            score_axis.plot(epochs, [r[split + '/acc2'] for r in records], marker + '--',
+                            color=color[split], mfc='white', label=second)
     score_axis.set_title(' and '.join(score_names), fontsize='medium')
     score_axis.set_xlabel('epoch')
     score_axis.set_ylabel('score')
