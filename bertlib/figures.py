@@ -508,7 +508,12 @@ def draw_confusion(matrix, rates, names, path, title):
     image = ax.imshow(rates, cmap='Blues', vmin=0.0, vmax=1.0)
     figure.colorbar(image, ax=ax, label='rate of the true class')
     shown = [literal(name) for name in names]
-    ax.set_xticks(range(len(names)), shown, rotation=90)
+    # Column names across while the longest fits its column, else upwards: the image
+    # is about an inch narrower than `side`, and a character at most one em (10 points,
+    # a Japanese one) of the ticks.
+    column_points = 72.0 * (side - 1.0) / len(names)
+    across = max(len(name) for name in shown) * 10.0 <= column_points
+    ax.set_xticks(range(len(names)), shown, rotation=0 if across else 90)
     ax.set_yticks(range(len(names)), shown)
     ax.set_xlabel('predicted')
     ax.set_ylabel('true')

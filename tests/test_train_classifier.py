@@ -153,6 +153,20 @@ def test_curves_and_confusion_pictures_land_beside_out(tmp_path, tiny, capsys, m
     assert not list(out.glob('*.png'))
 
 
+def test_confusion_ticks_run_across_while_the_names_fit(monkeypatch):
+    from bertlib import figures
+    caught = []
+    monkeypatch.setattr(figures, 'save_figure', lambda figure, path, dpi: caught.append(figure))
+    classifier.draw_confusion(np.array([0, 1]), np.array([0, 1]), ['negative', 'positive'],
+                              'cm.png', 'title')
+    many = ['電動機(モーター)%d' % k for k in range(16)]
+    classifier.draw_confusion(np.arange(16), np.arange(16), many, 'cm.png', 'title')
+    (two,), (sixteen,) = caught[0].axes[:1], caught[1].axes[:1]
+    assert [t.get_text() for t in two.get_xticklabels()] == ['negative', 'positive']
+    assert {t.get_rotation() for t in two.get_xticklabels()} == {0.0}
+    assert {t.get_rotation() for t in sixteen.get_xticklabels()} == {90.0}
+
+
 def test_confusion_picture_colours_the_rates(tmp_path):
     from PIL import Image
     path = tmp_path / 'cm.png'
