@@ -10,7 +10,7 @@ At the end, the confusion matrix (counts and rates), UAR and scikit-learn's
 classification report of the final and both early-stopped models (D/loss, D/UAR) on
 --eval are printed, and each confusion matrix is drawn into
 <out>-cm-{final,early_stopped-loss,early_stopped-uar}.png beside --out, as the original
-BERT-DML did (not with --noplot).
+BERT-DML did (not with --noplot), its labels shown by their --label_names names.
 
 Example:
     python train_classifier.py --batchsize 64 --epoch 3 \\
@@ -29,7 +29,8 @@ import logging
 import os
 import time
 
-from bertlib import checkpoints, classifier, cli, distributed, launch, optimization, training
+from bertlib import (checkpoints, classifier, cli, distributed, labelnames, launch,
+                     optimization, training)
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,13 @@ logger = logging.getLogger(__name__)
 def main(argv=None):
     start = time.time()
     args = parse_args(argv)
-    setup = launch.prepare(args, 'classifier', check_train=check_classes, closed=True)
+    label_names = labelnames.read(args.label_names)  # a bad file stops before BERT loads
+
+    def check_train(split, label_to_id, path):
+        check_classes(split, label_to_id, path)
+        labelnames.display(label_names, label_to_id, args.label_names)
+
+    setup = launch.prepare(args, 'classifier', check_train=check_train, closed=True)
     n_classes = len(setup.label_to_id)
 
     training.seed_everything(args.seed, 0)  # the output layer's initial weights
@@ -51,7 +58,7 @@ def main(argv=None):
                                      args.batchsize, setup.device.xp, weights=weights,
                                      seed=args.seed, comm=setup.comm)
     launch.run(setup, task, optimizer)
-    report(args, setup, task)
+    report(args, setup, task, label_names)
     logger.info('time spent: %f sec', time.time() - start)
 
 
@@ -61,11 +68,13 @@ def check_classes(split, label_to_id, path):
         raise UsageError('%s: a classifier needs at least two classes' % path)
 
 
-def report(args, setup, task):
+def report(args, setup, task, label_names):
     """Prints the report of the final and early-stopped models on --eval and draws their
-    confusion matrices beside --out."""
+    confusion matrices beside --out, each label shown by its name in `label_names`
+    ({label: name} of --label_names; the printed report keeps the labels)."""
     comm, model, evaluation = setup.comm, task.model, setup.evaluation
     names = sorted(setup.label_to_id, key=setup.label_to_id.get)
+    show = labelnames.display(label_names, names, args.label_names)
     for title, name in (('final model', 'final'),
                         ('early-stopped model (best D/loss)', 'early_stopped-loss'),
                         ('early-stopped model (best D/UAR)', 'early_stopped-uar')):
@@ -85,7 +94,7 @@ def report(args, setup, task):
         print(classifier.report(evaluation.labels, predicted, names), flush=True)
         if not args.noplot and distributed.is_root(comm):
             classifier.draw_confusion(
-                evaluation.labels, predicted, names,
+                evaluation.labels, predicted, [show[label] for label in names],
                 training.beside_out(args.out, '-cm-%s.png' % name),
                 '%s: %s.model on %s' % (os.path.basename(os.path.normpath(args.out)), name,
                                         os.path.basename(args.eval)))
@@ -98,6 +107,7 @@ def parse_args(argv=None):
     parser.add_argument('--class_weight', choices=('none', 'balanced'), default='none',
                         help="weight the loss of each class by n / (K * count) for skewed "
                              "data ('balanced') or not (default: none)")
+    labelnames.add_argument(parser)  # the confusion matrix pictures only
     return parser.parse_args(argv)
 
 

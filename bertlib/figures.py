@@ -337,6 +337,10 @@ def cluster_legend_entries(results):
     return legend_handles(colors), texts
 
 
+# Legend rows a column of the clustering grid's legend at most: about the height of a
+# 5-inch panel at PANEL_TITLE_SIZE - 1 points.
+LEGEND_ROWS = 18
+
 # The two sections of the clustering grid's legend.
 LEGEND_HEADINGS = ('ground truth panel: label', 'other panels: cluster, numbered by size')
 
@@ -346,9 +350,10 @@ def draw_grid(figure, xy, labels, results, columns, timeout, title):
     (N, 2) coordinates `xy`, `columns` panels a row.
 
     results: list of (name, Outcome) from clustering.run_guarded(clustering.evaluate,
-    ...), cluster ids numbered by size. The legends take the first free slot of the grid,
-    or sit right of the last column: one of the label colours of the ground truth, one
-    of the cluster colours of the other panels.
+    ...), cluster ids numbered by size. The legend takes the free slots at the end of the
+    last row, or sits right of the last column: a section of the label colours of the
+    ground truth, then one of the cluster colours of the other panels. Every panel has
+    the same size and the same gaps to its neighbours.
     """
     panels = len(results) + 1
     rows = -(-panels // columns)
@@ -362,8 +367,6 @@ def draw_grid(figure, xy, labels, results, columns, timeout, title):
     cluster_entries = cluster_legend_entries(results)
     for ax, (name, outcome) in zip(axes[1:], results):
         _draw_panel(ax, xy, name, outcome, timeout)
-    for ax in axes[panels:]:
-        ax.axis('off')
     handles, texts = _headed(LEGEND_HEADINGS[0], *label_entries)
     headings = [0]
     if cluster_entries[1]:
@@ -371,10 +374,20 @@ def draw_grid(figure, xy, labels, results, columns, timeout, title):
         headings.append(len(texts) + 1)
         handles += [_blank()] + more[0]
         texts += [''] + more[1]
-    columns = 1 if len(texts) <= 30 else 2
-    style = {'frameon': False, 'ncol': columns, 'fontsize': PANEL_TITLE_SIZE - 1}
+    style = {'frameon': False, 'ncol': -(-len(texts) // LEGEND_ROWS),
+             'fontsize': PANEL_TITLE_SIZE - 1}
     if panels < len(axes):
-        legend = axes[panels].legend(handles, texts, loc='center', **style)
+        # One slot spanning the free ones, to the end of the last row, its legend hung
+        # from its top left corner: a legend larger than the slot grows right and down,
+        # into the figure's margins. Centred in a slot it grew both ways, and the
+        # constrained layout widened that whole column's margins: a gap between panels.
+        for ax in axes[panels:]:
+            ax.remove()
+        slot = figure.add_subplot(axes[0].get_subplotspec().get_gridspec()[
+            rows - 1, panels % columns:])
+        slot.axis('off')
+        legend = slot.legend(handles, texts, loc='upper left', bbox_to_anchor=(0.0, 1.0),
+                             borderaxespad=0.0, **style)
     else:
         legend = figure.legend(handles, texts, loc='center left', bbox_to_anchor=(1.0, 0.5),
                                **style)
@@ -419,7 +432,7 @@ COINCIDE = 0.005
 def curve_labels(records, split, score_names):
     """The legend texts of one split's ('T' or 'D') two score curves, e.g. ('eval
     accuracy', 'eval UAR'); when the two coincide, the first says so and the second is
-    None (no legend entry of its own)."""
+    None (the second curve is not drawn: it is the first's line)."""
     word = {'T': 'train', 'D': 'eval'}[split]
     first, second = ['%s %s' % (word, name) for name in score_names]
     gaps = np.array([abs(r[split + '/acc1'] - r[split + '/acc2']) for r in records])
@@ -469,8 +482,9 @@ def plot_curves(records, path, score_names=('acc1', 'acc2'), title=''):
         first, second = curve_labels(records, split, score_names)
         score_axis.plot(epochs, [r[split + '/acc1'] for r in records], marker + '-',
                         color=color[split], label=first)
-        score_axis.plot(epochs, [r[split + '/acc2'] for r in records], marker + '--',
-                        color=color[split], mfc='white', label=second or '_nolegend_')
+        if second is not None:  # else the legend says acc2 is the same line
+            score_axis.plot(epochs, [r[split + '/acc2'] for r in records], marker + '--',
+                            color=color[split], mfc='white', label=second)
     score_axis.set_title(' and '.join(score_names), fontsize='medium')
     score_axis.set_xlabel('epoch')
     score_axis.set_ylabel('score')
@@ -494,7 +508,12 @@ def draw_confusion(matrix, rates, names, path, title):
     image = ax.imshow(rates, cmap='Blues', vmin=0.0, vmax=1.0)
     figure.colorbar(image, ax=ax, label='rate of the true class')
     shown = [literal(name) for name in names]
-    ax.set_xticks(range(len(names)), shown, rotation=90)
+    # Column names across while the longest fits its column, else upwards: the image
+    # is about an inch narrower than `side`, and a character at most one em (10 points,
+    # a Japanese one) of the ticks.
+    column_points = 72.0 * (side - 1.0) / len(names)
+    across = max(len(name) for name in shown) * 10.0 <= column_points
+    ax.set_xticks(range(len(names)), shown, rotation=0 if across else 90)
     ax.set_yticks(range(len(names)), shown)
     ax.set_xlabel('predicted')
     ax.set_ylabel('true')

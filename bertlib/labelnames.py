@@ -1,6 +1,7 @@
 """Display names of labels: the optional `--label_names FILE` of every script that draws
-labels (plot_features.py, cluster_features.py, evaluate_features.py --grid and
-explore_features.py), one `label<TAB>name` a line, e.g. `0<TAB>negative`.
+labels (plot_features.py, cluster_features.py, evaluate_features.py --grid,
+explore_features.py and train_classifier.py's confusion matrices), one `label<TAB>name` a
+line, e.g. `0<TAB>negative`.
 
 Only what is shown changes: legends, titles and the explorer's page and projector
 metadata show the name; scores are computed on the labels as they are (a mapping is

@@ -252,3 +252,32 @@ def test_small_clusters_are_drawn_over_large_ones():
     drawn = ax.collections[0].get_facecolors()[:, :3]  # in drawing order; alpha aside
     assert np.allclose(drawn[-1], figures.cluster_colors([1])[0][:3])
     assert np.allclose(drawn[:3], figures.NOISE_COLOR[:3])
+
+
+@pytest.mark.parametrize('columns', [3, 4, 5])
+def test_panels_are_evenly_spaced_whatever_the_legend(columns):
+    """A legend wider and taller than its slot (16 long label names, 13 cluster entries)
+    grows into the figure's margins: every panel keeps the same size and the same gap to
+    its neighbours. Centred in its slot it used to widen that column's margins, leaving
+    an empty gap before the last column."""
+    from matplotlib.figure import Figure
+    labels = ['a rather long label name %d' % k for k in range(16) for _ in range(10)]
+    xy = np.random.default_rng(0).normal(size=(160, 2))
+    results = ([('Ward %d' % i, outcome_of([10] * 16)) for i in range(9)]
+               + [('DBSCAN', outcome_of([100, 50], noise=10))])
+    panels = len(results) + 1
+    rows = -(-panels // columns)
+    figure = Figure(figsize=(4.6 * columns, 5.0 * rows + 0.6), layout='constrained')
+    figures.draw_grid(figure, xy, labels, results, columns, 60, 'title')
+    figure.draw_without_rendering()  # runs the constrained layout
+    boxes = np.array([ax.get_position().extents for ax in figure.axes[:panels]])
+    lefts = np.unique(boxes[:, 0].round(4))
+    bottoms = np.unique(boxes[:, 1].round(4))
+    assert len(lefts) == columns and len(bottoms) == rows
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert np.allclose(widths, widths[0], atol=1e-3)
+    assert np.allclose(heights, heights[0], atol=1e-3)
+    assert np.allclose(np.diff(lefts), np.diff(lefts)[0], atol=1e-3)
+    assert np.allclose(np.diff(bottoms), np.diff(bottoms)[0], atol=1e-3)
+    texts = [t.get_text() for t in figure.axes[panels].get_legend().get_texts()]
+    assert texts[0] == 'ground truth panel: label' and 'cluster 10' in texts

@@ -204,6 +204,9 @@ def test_coinciding_curves_say_so_instead_of_hiding_one(monkeypatch):
     texts = [t.get_text() for t in figure.axes[1].get_legend().get_texts()]
     assert texts == ['train accuracy = UAR (within 0.005: one line)', 'eval accuracy',
                      'eval UAR']
+    # The one line is drawn once: no hollow-marked copy over it, unlike its legend entry.
+    lines = figure.axes[1].get_lines()
+    assert len(lines) == 3 and lines[0].get_linestyle() == '-'
 
 
 def test_negative_losses_keep_their_own_range(monkeypatch):

@@ -153,6 +153,20 @@ def test_curves_and_confusion_pictures_land_beside_out(tmp_path, tiny, capsys, m
     assert not list(out.glob('*.png'))
 
 
+def test_confusion_ticks_run_across_while_the_names_fit(monkeypatch):
+    from bertlib import figures
+    caught = []
+    monkeypatch.setattr(figures, 'save_figure', lambda figure, path, dpi: caught.append(figure))
+    classifier.draw_confusion(np.array([0, 1]), np.array([0, 1]), ['negative', 'positive'],
+                              'cm.png', 'title')
+    many = ['電動機(モーター)%d' % k for k in range(16)]
+    classifier.draw_confusion(np.arange(16), np.arange(16), many, 'cm.png', 'title')
+    (two,), (sixteen,) = caught[0].axes[:1], caught[1].axes[:1]
+    assert [t.get_text() for t in two.get_xticklabels()] == ['negative', 'positive']
+    assert {t.get_rotation() for t in two.get_xticklabels()} == {0.0}
+    assert {t.get_rotation() for t in sixteen.get_xticklabels()} == {90.0}
+
+
 def test_confusion_picture_colours_the_rates(tmp_path):
     from PIL import Image
     path = tmp_path / 'cm.png'
@@ -189,3 +203,42 @@ def test_frozen_word_embeddings_stay_as_loaded(tmp_path, tiny, capsys):
     final = final_arrays(out)
     assert np.array_equal(final['bert/word_embeddings/W'], table)
     assert not np.array_equal(final['bert/token_type_embeddings/W'], types)
+
+
+def test_confusion_pictures_show_the_label_names(tmp_path, tiny, capsys, monkeypatch):
+    """--label_names reaches the confusion matrices' ticks (the label it leaves out is
+    shown as it is) and nowhere else: the printed report keeps the labels."""
+    from bertlib import figures
+    ticks = {}
+    real = figures.save_figure
+
+    def spy(figure, path, dpi=150):
+        if '-cm-' in path:
+            ax = figure.axes[0]
+            ticks[path] = ([t.get_text() for t in ax.get_xticklabels()],
+                           [t.get_text() for t in ax.get_yticklabels()])
+        return real(figure, path, dpi)
+    monkeypatch.setattr(figures, 'save_figure', spy)
+    names = tmp_path / 'names.tsv'
+    names.write_text('pos\tpositive\n', encoding='utf-8')
+    out = tmp_path / 'out'
+    args = [a for a in train_args(tmp_path, tiny, out, '--epoch', '1') if a != '--noplot']
+    train_classifier.main(args + ['--label_names', str(names)])
+    assert len(ticks) == 3
+    order = checkpoints.load_labels(str(out / 'labels.bin'))  # {label: id}
+    shown = [{'pos': 'positive'}.get(label, label) for label in sorted(order, key=order.get)]
+    for x, y in ticks.values():
+        assert x == y == shown
+    assert 'positive' not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('text, message', [
+    ('pos\n', r"names.tsv:1: expected 'label<TAB>name'"),
+    ('pos\tneg\n', r"label 'pos' is named 'neg', which is also a label of the data")])
+def test_bad_label_names_stop_before_training(tmp_path, tiny, text, message):
+    names = tmp_path / 'names.tsv'
+    names.write_text(text, encoding='utf-8')
+    out = tmp_path / 'out'
+    with pytest.raises(UsageError, match=message):
+        train_classifier.main(train_args(tmp_path, tiny, out, '--label_names', str(names)))
+    assert not (out / 'log.jsonl').exists() and not (out / 'final.model').exists()
