@@ -39,7 +39,7 @@ def test_demo_runs_every_script_on_the_bundled_held_out_split(demo_model, tmp_pa
     extracts the three feature sets of its unseen test.txt, plots, clusters and compares
     them under the original project's file names, and writes an explorer page and
     Projector folder per feature set and one page comparing the three. DML features beat
-    pre-trained ones even after one epoch."""
+    pre-trained ones even after one epoch. The pictures and pages name the labels."""
     env = dict(os.environ, PY=sys.executable, MODEL_DIR=str(demo_model), OUT=str(tmp_path),
                EPOCHS='1')
     for name in ('NAME', 'TRAIN', 'TEST'):
@@ -64,7 +64,10 @@ def test_demo_runs_every_script_on_the_bundled_held_out_split(demo_model, tmp_pa
         page = (tmp_path / 'results' / ('explore_rt-sample-%s-test.html' % kind))
         assert 'explorer-data' in page.read_text(encoding='utf-8'), kind
         projector = tmp_path / 'results' / 'projector' / ('rt-sample-%s-test' % kind)
-        assert len((projector / 'metadata.tsv').read_text().splitlines()) == 1 + len(test)
+        metadata = (projector / 'metadata.tsv').read_text().splitlines()
+        assert len(metadata) == 1 + len(test)
+        # samples/rt-polarity/label_names.txt: the pages show the names, not 0 and 1.
+        assert {row.split('\t')[0] for row in metadata[1:]} == {'negative', 'positive'}
     # The page comparing the three sets names each of them.
     page = (tmp_path / 'results' / 'explore_rt-sample-compare-test.html').read_text(
         encoding='utf-8')

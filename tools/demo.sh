@@ -15,8 +15,10 @@
 # Data: rt-polarity when datasets/rt-polarity/04-{train,test}.txt exist (make them with
 # datasets/prepare_rt_polarity.py), else the bundled held-out split samples/rt-polarity/
 # (600 training and 400 unseen test sentences: minutes on a laptop CPU).
-# Override with environment variables: NAME, TRAIN, TEST, EPOCHS, MODEL_DIR, PY, GPU, and
-# OUT, the folder that receives models/, features/ and results/ (default: the project).
+# Override with environment variables: NAME, TRAIN, TEST, EPOCHS, MODEL_DIR, PY, GPU,
+# LABEL_NAMES (a label<TAB>name file the pictures and pages show; on rt-polarity
+# samples/rt-polarity/label_names.txt: 0 negative, 1 positive), and OUT, the folder that
+# receives models/, features/ and results/ (default: the project).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,7 @@ MODEL_DIR=${MODEL_DIR:-BERT/all-MiniLM-L6-v2}
 CLS_FLAGS=""  # a string, split into words where used: bash 3.2 (macOS) rejects an
              # empty array under set -u
 if [ -z "${TRAIN:-}" ]; then
+    LABEL_NAMES=${LABEL_NAMES-samples/rt-polarity/label_names.txt}
     if [ -f datasets/rt-polarity/04-train.txt ] && [ -f datasets/rt-polarity/04-test.txt ]; then
         NAME=${NAME:-rt} TRAIN=datasets/rt-polarity/04-train.txt
         TEST=datasets/rt-polarity/04-test.txt EPOCHS=${EPOCHS:-2}
@@ -41,6 +44,10 @@ if [ -z "${TRAIN:-}" ]; then
 fi
 NAME=${NAME:-demo} TEST=${TEST:?TEST is needed with TRAIN} EPOCHS=${EPOCHS:-2}
 TESTNAME=$(basename "${TEST%.txt}")
+NAMES_FLAGS=""  # a string, as CLS_FLAGS
+if [ -n "${LABEL_NAMES:-}" ]; then
+    NAMES_FLAGS="--label_names $LABEL_NAMES"
+fi
 BERT=(--vocab_file "$MODEL_DIR/vocab.txt" --bert_config_file "$MODEL_DIR/bert_config.json"
       --init_checkpoint "$MODEL_DIR/arrays_bert_model.ckpt.npz" --gpu "$GPU")
 OUT=${OUT:-.}
@@ -58,7 +65,7 @@ $PY train_dml.py "${BERT[@]}" --train "$TRAIN" --eval "$TEST" --epoch "$EPOCHS" 
 cp "$DML.png" "$RESULTS/results_dml-$NAME.png"
 step "train_classifier.py: $TRAIN, $EPOCHS epochs $CLS_FLAGS"
 $PY train_classifier.py "${BERT[@]}" --train "$TRAIN" --eval "$TEST" --epoch "$EPOCHS" \
-    $CLS_FLAGS --out "$CLS" 2>&1 | tee "$RESULTS/train_classifier-$NAME.log"
+    $CLS_FLAGS $NAMES_FLAGS --out "$CLS" 2>&1 | tee "$RESULTS/train_classifier-$NAME.log"
 cp "$CLS.png" "$RESULTS/results_clsed-$NAME.png"
 
 step "extracting the three feature sets of $TEST"
@@ -76,14 +83,14 @@ $PY extruct_bert_embed.py "${BERT[@]}" --input "$TEST" --pooling mean \
 for kind in dml clsed embed; do
     features=$FEATURES-$kind-$TESTNAME.txt
     step "plot and clustering of $features"
-    $PY plot_features.py --input "$features" --output "$RESULTS/plot_$NAME-$kind-$TESTNAME.png"
-    $PY cluster_features.py --input "$features" \
+    $PY plot_features.py --input "$features" $NAMES_FLAGS --output "$RESULTS/plot_$NAME-$kind-$TESTNAME.png"
+    $PY cluster_features.py --input "$features" $NAMES_FLAGS \
         --output "$RESULTS/clustering/plot_$NAME-$kind-$TESTNAME.png"
 done
 
 step "comparison"
 $PY evaluate_features.py "$FEATURES-dml-$TESTNAME.txt" "$FEATURES-clsed-$TESTNAME.txt" \
-    "$FEATURES-embed-$TESTNAME.txt" --names DML Classified Pre-trained \
+    "$FEATURES-embed-$TESTNAME.txt" --names DML Classified Pre-trained $NAMES_FLAGS \
     --grid "$RESULTS/comparison_$NAME-$TESTNAME.png" \
     --output "$RESULTS/comparison_$NAME-$TESTNAME.md"
 cat "$RESULTS/comparison_$NAME-$TESTNAME.md"
@@ -91,13 +98,13 @@ cat "$RESULTS/comparison_$NAME-$TESTNAME.md"
 for kind in dml clsed embed; do
     features=$FEATURES-$kind-$TESTNAME.txt
     step "explorer page of $features"
-    $PY explore_features.py --input "$features" --text "$TEST" \
+    $PY explore_features.py --input "$features" --text "$TEST" $NAMES_FLAGS \
         --output "$RESULTS/explore_$NAME-$kind-$TESTNAME.html" \
         --projector "$RESULTS/projector/$NAME-$kind-$TESTNAME"
 done
 step "explorer page comparing the three feature sets"
 $PY explore_features.py --input "$FEATURES-dml-$TESTNAME.txt" \
-    "$FEATURES-clsed-$TESTNAME.txt" "$FEATURES-embed-$TESTNAME.txt" --text "$TEST" \
+    "$FEATURES-clsed-$TESTNAME.txt" "$FEATURES-embed-$TESTNAME.txt" --text "$TEST" $NAMES_FLAGS \
     --output "$RESULTS/explore_$NAME-compare-$TESTNAME.html"
 echo "explorer pages: $RESULTS/explore_$NAME-*.html (open one in a browser)" >&2
 echo "results: $RESULTS/*$NAME-*" >&2
