@@ -44,8 +44,66 @@ def supcon(x, labels, temperature):
     positive = (labels[:, None] == labels[None, :]) & ~eye
     count = positive.sum(dim=1)
     valid = count > 0
+    if not valid.any():  # as bertlib's: 0, still connected to x (not the mean of nothing)
+        return x[:0].sum()
     mean = (log_prob.masked_fill(~positive, 0.0).sum(dim=1) / count.clamp(min=1))
     return -(mean[valid]).mean()
+
+
+def load_bert(weights, config):
+    """transformers' BertModel (no pooler, eager attention) of `config` (a
+    transformers.BertConfig) with the arrays of the npz `weights` (Hugging Face names)."""
+    config._attn_implementation = 'eager'
+    bert = transformers.BertModel(config, add_pooling_layer=False)
+    with np.load(weights, allow_pickle=False) as npz:
+        state = {name: torch.from_numpy(npz[name]) for name in npz.files
+                 if not name.startswith('pooler.')}
+    missing, unexpected = bert.load_state_dict(state, strict=False)
+    missing = [n for n in missing if not n.endswith(('position_ids', 'token_type_ids'))]
+    if missing or unexpected:
+        raise SystemExit('weights do not match: missing %s, unexpected %s'
+                         % (missing, unexpected))
+    return bert
+
+
+def read_config(path):
+    with open(path, encoding='utf-8') as f:
+        return transformers.BertConfig(**json.load(f))
+
+
+def decay_groups(named, weight_decay):
+    """AdamW's two parameter groups of [(name, parameter)]: weight matrices decay (as
+    bertlib's make_optimizer: not biases, not LayerNorm), the rest does not."""
+    decay = [p for n, p in named if p.dim() > 1 and 'LayerNorm' not in n]
+    rest = [p for n, p in named if not (p.dim() > 1 and 'LayerNorm' not in n)]
+    return [{'params': decay, 'weight_decay': weight_decay},
+            {'params': rest, 'weight_decay': 0.0}]
+
+
+def split_ids(flat, lengths):
+    """The 1-D id arrays of sentences stored one after another in `flat`, (sum lengths,)."""
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    return [flat[a:b] for a, b in zip(starts[:-1], starts[1:])]
+
+
+def pad(batch):
+    """(ids, mask), (B, longest) int64, of a list of 1-D id arrays; <pad> (id 1) after
+    each sentence, masked out."""
+    width = max(len(s) for s in batch)
+    ids = torch.ones((len(batch), width), dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, s in enumerate(batch):
+        ids[row, :len(s)] = torch.from_numpy(s.astype(np.int64))
+        mask[row, :len(s)] = 1
+    return ids, mask
+
+
+def mean_pool(bert, ids, mask):
+    """(B, hidden) mean of the real tokens' last hidden states, <s> and </s> included."""
+    states = bert(input_ids=ids, attention_mask=mask,
+                  token_type_ids=torch.zeros_like(ids)).last_hidden_state
+    weights = mask[:, :, None].to(states.dtype)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1)
 
 
 def main():
@@ -59,18 +117,8 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    with open(args.config, encoding='utf-8') as f:
-        config = transformers.BertConfig(**json.load(f))
-    config._attn_implementation = 'eager'
-    bert = transformers.BertModel(config, add_pooling_layer=False)
-    with np.load(args.weights, allow_pickle=False) as npz:
-        state = {name: torch.from_numpy(npz[name]) for name in npz.files
-                 if not name.startswith('pooler.')}
-    missing, unexpected = bert.load_state_dict(state, strict=False)
-    missing = [n for n in missing if not n.endswith(('position_ids', 'token_type_ids'))]
-    if missing or unexpected:
-        raise SystemExit('weights do not match: missing %s, unexpected %s'
-                         % (missing, unexpected))
+    config = read_config(args.config)
+    bert = load_bert(args.weights, config)
     head = torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(config.hidden_size, 512))
     if args.freeze_word_embeddings:
         bert.embeddings.word_embeddings.weight.requires_grad_(False)
@@ -78,17 +126,12 @@ def main():
     head.train()
     named = [(n, p) for n, p in list(bert.named_parameters()) + list(head.named_parameters())
              if p.requires_grad]
-    decay = [p for n, p in named if p.dim() > 1 and 'LayerNorm' not in n]
-    rest = [p for n, p in named if not (p.dim() > 1 and 'LayerNorm' not in n)]
-    optimizer = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.01},
-                                   {'params': rest, 'weight_decay': 0.0}],
-                                  lr=5e-5, eps=1e-6)
+    optimizer = torch.optim.AdamW(decay_groups(named, 0.01), lr=5e-5, eps=1e-6)
     params = [p for _, p in named]
 
     with np.load(args.batches, allow_pickle=False) as npz:
         flat, lengths, labels, sizes = (npz[k] for k in ('ids', 'lengths', 'labels', 'sizes'))
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    sentences = [flat[a:b] for a, b in zip(starts[:-1], starts[1:])]
+    sentences = split_ids(flat, lengths)
     edges = np.concatenate([[0], np.cumsum(sizes)])
 
     # The highest VmHWM seen (clear_refs resets it; ru_maxrss would count the parent's).
@@ -97,24 +140,14 @@ def main():
               for name in ('forward', 'backward', 'update')}
     steps = []
     for step, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
-        batch = sentences[a:b]
-        width = max(len(s) for s in batch)
-        ids = torch.ones((len(batch), width), dtype=torch.long)  # <pad> is 1
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, s in enumerate(batch):
-            ids[row, :len(s)] = torch.from_numpy(s.astype(np.int64))
-            mask[row, :len(s)] = 1
+        ids, mask = pad(sentences[a:b])
         target = torch.from_numpy(labels[a:b].astype(np.int64))
         base = memory_kib('VmRSS')
         step_start = time.perf_counter()
         results = {}
 
         def forward():
-            states = bert(input_ids=ids, attention_mask=mask,
-                          token_type_ids=torch.zeros_like(ids)).last_hidden_state
-            weights = mask[:, :, None].to(states.dtype)
-            pooled = (states * weights).sum(dim=1) / weights.sum(dim=1)
-            results['loss'] = supcon(head(pooled), target, 0.1)
+            results['loss'] = supcon(head(mean_pool(bert, ids, mask)), target, 0.1)
 
         def backward():
             optimizer.zero_grad(set_to_none=True)

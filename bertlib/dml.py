@@ -53,8 +53,7 @@ class DMLModel(chainer.Chain):
         with self.init_scope():
             self.bert = bert
             if head == 'linear':
-                self.output = L.Linear(bert.config.hidden_size, dim,
-                                       initialW=chainer.initializers.Normal(0.02))
+                self.output = linear_head(bert.config.hidden_size, dim)
             if loss_link is not None:
                 self.loss = loss_link
 
@@ -79,6 +78,18 @@ class DMLModel(chainer.Chain):
             return x
         z = F.normalize(x, eps=1e-12, axis=1) - self.xp.asarray(self.centre)
         return F.normalize(z, eps=1e-12, axis=1)
+
+
+def linear_head(hidden, dim):
+    """The Linear(hidden, dim) of head 'linear': W (dim, hidden) drawn from N(0, 0.02^2)
+    with NumPy's global generator (seeded by `training.seed_everything`), b zero."""
+    return L.Linear(hidden, dim, initialW=chainer.initializers.Normal(0.02))
+
+
+def train_sample_rows(n, seed):
+    """(min(n, TRAIN_SAMPLE),) sorted int64 rows of a training split of n sentences: the
+    fixed sample that T/ scores and the centre are computed on."""
+    return np.sort(np.random.RandomState(seed).permutation(n)[:TRAIN_SAMPLE])
 
 
 def unit_rows(x):
@@ -156,9 +167,7 @@ class DMLTask(training.Task):
         self.eval_split = evaluation
         self.batchsize = batchsize
         self.xp = xp
-        rng = np.random.RandomState(seed)
-        sample = rng.permutation(len(train))[:TRAIN_SAMPLE]
-        self.train_sample = train.subset(np.sort(sample))
+        self.train_sample = train.subset(train_sample_rows(len(train), seed))
         # Fixed draws for D/loss and T/ scores, so epochs are comparable.
         self.eval_batches = self._eval_draw(evaluation.labels, np.random.RandomState(seed + 1))
 
