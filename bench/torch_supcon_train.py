@@ -28,6 +28,7 @@ training's wall and CPU seconds, sentences, steps, and the process's peak reside
 import argparse
 import json
 import math
+import sys
 import time
 
 import numpy as np
@@ -92,6 +93,9 @@ def embed_all(model, sentences, batchsize):
     return out
 
 
+PROGRESS_EVERY = 10  # steps between progress lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,6 +151,12 @@ def main():
         losses.append(float(loss.detach()))
         if not math.isfinite(losses[-1]):
             raise SystemExit('the loss became %s at step %d' % (losses[-1], step + 1))
+        if (step + 1) % PROGRESS_EVERY == 0 or step + 2 == len(edges):
+            # stdout is the one JSON line; progress goes to stderr, as bertlib's does.
+            elapsed = time.perf_counter() - start
+            print('step %d/%d, loss %.4f, %.1f sentences/s'
+                  % (step + 1, len(edges) - 1, losses[-1], b / elapsed),
+                  file=sys.stderr, flush=True)
     train_seconds, train_cpu = time.perf_counter() - start, time.process_time() - cpu
     train_peak = memory_kib('VmHWM') / 1024.0
 
