@@ -74,10 +74,25 @@ def run(command, stdout=None):
     subprocess.run(command, check=True, cwd=str(ROOT), stdout=stdout)
 
 
-def extract(script, extra, path):
+# train_dml.py's recipe in both MLIT benches (arguments after `--` come later and win).
+RECIPE = ['--loss', 'supcon', '--pooling', 'mean', '--learnrate', '1e-4',
+          '--temperature', '0.3']
+
+
+def train_dml(train, evaluation, out, epoch, text_prefix, extra):
+    """Runs train_dml.py with RECIPE on MODEL into folder `out`; its wall seconds."""
+    start = time.time()
+    run([sys.executable, 'train_dml.py', '--train', str(train), '--eval', str(evaluation),
+         '--epoch', str(epoch)] + RECIPE + ['--out', str(out), '--text_prefix', text_prefix]
+        + model_flags() + extra)
+    return time.time() - start
+
+
+def extract(script, extra, source, path):
+    """Writes the features of file `source` by extraction script `script` to `path`."""
     with open(path, 'w', encoding='utf-8') as f:
-        run([sys.executable, script, '--input', str(OUT / 'eval-8.txt')] + model_flags()
-            + extra, stdout=f)
+        run([sys.executable, script, '--input', str(source)] + model_flags() + extra,
+            stdout=f)
 
 
 def score(vectors, labels):
@@ -133,17 +148,13 @@ def main():
 
     start = time.time()
     dml = OUT / 'dml'
-    run([sys.executable, 'train_dml.py', '--train', str(OUT / 'train-8.txt'),
-         '--eval', str(OUT / 'eval-8.txt'), '--epoch', str(args.epoch), '--loss', 'supcon',
-         '--pooling', 'mean', '--learnrate', '1e-4', '--temperature', '0.3',
-         '--out', str(dml), '--text_prefix', args.text_prefix] + model_flags()
-        + args.train_dml_args)
-    train_seconds = time.time() - start
+    train_seconds = train_dml(OUT / 'train-8.txt', OUT / 'eval-8.txt', dml, args.epoch,
+                              args.text_prefix, args.train_dml_args)
     extract('extruct_bert_metrics.py', ['--model', str(dml / 'final.model'),
                                         '--label', str(dml / 'labels.bin')],
-            OUT / 'dml-eval-8.tsv')
+            OUT / 'eval-8.txt', OUT / 'dml-eval-8.tsv')
     extract('extruct_bert_embed.py', ['--pooling', 'mean', '--text_prefix', embed_prefix],
-            OUT / 'pretrained-eval-8.tsv')
+            OUT / 'eval-8.txt', OUT / 'pretrained-eval-8.tsv')
 
     labels = [label for label, _ in eval_rows]
     results = {

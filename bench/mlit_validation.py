@@ -70,23 +70,13 @@ def main():
 
     start = time.time()
     dml = out / 'dml'
-    dc.run([sys.executable, 'train_dml.py', '--train', str(train_file),
-            '--eval', str(valid_file), '--epoch', str(args.epoch), '--loss', 'supcon',
-            '--pooling', 'mean', '--learnrate', '1e-4', '--temperature', '0.3',
-            '--out', str(dml), '--text_prefix', args.text_prefix] + dc.model_flags()
-           + args.train_dml_args)
-    train_seconds = time.time() - start
-
-    def extract(script, extra, path):
-        with open(path, 'w', encoding='utf-8') as f:
-            dc.run([sys.executable, script, '--input', str(valid_file)] + dc.model_flags()
-                   + extra, stdout=f)
-
-    extract('extruct_bert_metrics.py', ['--model', str(dml / 'final.model'),
-                                        '--label', str(dml / 'labels.bin')],
-            out / 'dml-valid.tsv')
-    extract('extruct_bert_embed.py', ['--pooling', 'mean', '--text_prefix', embed_prefix],
-            out / 'pretrained-valid.tsv')
+    train_seconds = dc.train_dml(train_file, valid_file, dml, args.epoch, args.text_prefix,
+                                 args.train_dml_args)
+    dc.extract('extruct_bert_metrics.py', ['--model', str(dml / 'final.model'),
+                                           '--label', str(dml / 'labels.bin')],
+               valid_file, out / 'dml-valid.tsv')
+    dc.extract('extruct_bert_embed.py', ['--pooling', 'mean', '--text_prefix', embed_prefix],
+               valid_file, out / 'pretrained-valid.tsv')
     results = {
         'dml': dc.score(*dc.read_features(out / 'dml-valid.tsv')),
         'pretrained': dc.score(*dc.read_features(out / 'pretrained-valid.tsv')),
