@@ -75,6 +75,8 @@ def parse_args(argv=None):
     parser.add_argument('--dropout', type=float, default=None,
                         help='every dropout probability (default: the model\'s and the '
                              'head\'s 0.1; the tests compare with bertlib at 0)')
+    parser.add_argument('--freeze_word_embeddings', action='store_true',
+                        help="train_dml.py's flag: the word embedding table is not trained")
     parser.add_argument('--torch_python',
                         default=os.environ.get('BERTLIB_TORCH_PYTHON') or str(TORCH_PYTHON),
                         help='a Python with torch and transformers (default: '
@@ -179,6 +181,8 @@ def measure(argv=None):
                '--threads', str(args.threads)]
     if args.dropout is not None:
         command += ['--dropout', repr(args.dropout)]
+    if args.freeze_word_embeddings:
+        command.append('--freeze_word_embeddings')
     print('$ ' + ' '.join(command), file=sys.stderr, flush=True)
     try:
         result = subprocess.run(command, stdout=subprocess.PIPE, text=True)

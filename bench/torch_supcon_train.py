@@ -111,6 +111,8 @@ def main():
     parser.add_argument('--dropout', type=float, default=None,
                         help='every dropout probability, BERT\'s and the head\'s (default: '
                              'the config\'s and 0.1; the tests compare with bertlib at 0)')
+    parser.add_argument('--freeze_word_embeddings', action='store_true',
+                        help="train_dml.py's flag: the word embedding table is not trained")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -124,7 +126,9 @@ def main():
         head_dropout = args.dropout
     model = Embedder(load_bert(args.weights, config), data['head_W'], data['head_b'],
                      head_dropout)
-    named = list(model.named_parameters())
+    if args.freeze_word_embeddings:
+        model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     # Chainer's AdamW multiplies the decay by eta and by weightdecay * learnrate, as
     # torch multiplies it by the group's lr: set per step below.
     optimizer = torch.optim.AdamW(decay_groups(named, args.weightdecay), lr=args.learnrate,

@@ -106,22 +106,23 @@ def test_the_loop_gets_train_dml_s_ids_batches_schedule_head_and_sample(tmp_path
     assert [train.ids[i] for i in rows] == task.train_sample.ids
 
 
-def test_the_pytorch_loop_trains_what_train_dml_trains(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize('freeze', [(), ('--freeze_word_embeddings',)])
+def test_the_pytorch_loop_trains_what_train_dml_trains(tmp_path, monkeypatch, capsys, freeze):
     """Without dropout both are deterministic: the same features up to float32 rounding,
-    though training moved them far."""
+    though training moved them far; with the word embeddings frozen in both too."""
     python = torch_python()
     bert = write_random_bert(tmp_path / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
                              intermediate_size=32, hidden_dropout_prob=0.0,
                              attention_probs_dropout_prob=0.0)
     write_labelled(tmp_path, train=48, evaluation=16)
-    recorded_train_dml(monkeypatch, tmp_path, bert, *STRONG, head_dropout=0.0)
+    recorded_train_dml(monkeypatch, tmp_path, bert, *STRONG, *freeze, head_dropout=0.0)
     features = tmp_path / 'dml.tsv'
     flags = ['--input', str(tmp_path / 'eval.txt'), '--output', str(features)] + model_flags(bert)
     extruct_bert_metrics.main(flags + ['--model', str(tmp_path / 'dml' / 'final.model'),
                                        '--label', str(tmp_path / 'dml' / 'labels.bin')])
     chainer_features = featurefile.read_features(str(features))[1]
 
-    report = loop.measure(loop_args(tmp_path, bert, *STRONG, '--dropout', '0',
+    report = loop.measure(loop_args(tmp_path, bert, *STRONG, *freeze, '--dropout', '0',
                                     '--torch_python', python))
     with np.load(tmp_path / 'torch' / 'features.npz') as npz:
         torch_features, raw = npz['centred'], npz['raw']
