@@ -13,6 +13,9 @@
 # comparison_mlit-split-test.{md,png}, explore_mlit-compare-split-test.html. With JOIN=1 BERT reads the text with the spaces
 # between MLIT's words removed (copies under OUT/data/; TF-IDF keeps the spaced words),
 # the reading chosen on validation folds of split-train.txt (docs/multilingual-mlit.md).
+# DML_ARGS: more train_dml.py flags, after the recipe's (so they win), split on spaces; the
+# all-classes recipe chosen on validation is JOIN=1 DML_ARGS='--freeze_word_embeddings
+# --temperature 0.1 --epoch 3' (the classifier keeps EPOCHS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -40,7 +43,7 @@ step train_dml.py
 $PY train_dml.py "${BERT[@]}" --text_prefix "$PREFIX" --train "$DATA/split-train.txt" \
     --eval "$DATA/split-test.txt" --epoch "$EPOCHS" --batchsize 64 --loss supcon \
     --sampling random --pooling mean --learnrate 1e-4 --temperature 0.3 \
-    --out "$OUT/models/metrics" 2>&1 | tee "$OUT/train_dml.log"
+    --out "$OUT/models/metrics" ${DML_ARGS:-} 2>&1 | tee "$OUT/train_dml.log"
 sets=(dml embed tfidf) names=(DML Pre-trained TF-IDF)
 step extractors
 $PY extruct_bert_metrics.py "${BERT[@]}" --input "$DATA/split-test.txt" \
