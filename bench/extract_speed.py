@@ -92,7 +92,6 @@ def torch_extraction(args, id_lists):
     float32 transformers BertModel forward over the same ids (tokenised here, outside
     its time), batch --batchsize, 2 threads."""
     import numpy as np
-    sys.path.insert(0, str(ROOT / 'bench'))
     from multilingual_fidelity import hf_arrays
     folder = os.path.dirname(args.init_checkpoint)
     with tempfile.TemporaryDirectory() as work:

@@ -79,12 +79,11 @@ def wrapper(tmp_path, name, code):
     argument as __main__: a way to inject faults into one rank."""
     path = tmp_path / name
     path.write_text('import runpy, sys\n'
-                    'sys.path.insert(0, %r)\n'
                     'from mpi4py import MPI\n'
                     'rank = MPI.COMM_WORLD.rank\n'
                     '%s\n'
                     'sys.argv = sys.argv[1:]\n'
-                    'runpy.run_path(sys.argv[0], run_name="__main__")\n' % (str(ROOT), code))
+                    'runpy.run_path(sys.argv[0], run_name="__main__")\n' % code)
     return path
 
 
@@ -163,8 +162,6 @@ def test_help_lists_the_communicators():
 # --- under mpiexec -n 2 --------------------------------------------------------------------
 
 GRADIENT_CHECK = r'''
-import sys
-sys.path.insert(0, {root!r})
 import bertlib  # first: Chainer 7.8.1 on NumPy 2 (bertlib/compat.py)
 import chainer, chainer.functions as F, chainermn, numpy as np
 from bertlib import distributed, dml, dropout, losses, modeling
