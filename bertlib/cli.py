@@ -211,7 +211,7 @@ def add_bert_arguments(parser, batchsize=64, communicator=False):
     """The flags that locate a pre-trained BERT and say how to run it; `communicator`:
     also --communicator, for the scripts that run under mpiexec."""
     group = parser.add_argument_group(
-        'pre-trained BERT', 'either --bert_dir DIR, or all three of --vocab_file, '
+        'pre-trained BERT', 'either --bert_dir DIR, or all three of --vocab_file,\n'
         '--bert_config_file and --init_checkpoint (the original BERT-DML\'s flags)')
     group.add_argument('--bert_dir', default=None, metavar='DIR',
                        help='the folder `python -m bertlib.convert` (or `make model`) '

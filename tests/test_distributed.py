@@ -162,6 +162,7 @@ def test_help_lists_the_communicators():
 # --- under mpiexec -n 2 --------------------------------------------------------------------
 
 GRADIENT_CHECK = r'''
+import sys
 import bertlib  # first: Chainer 7.8.1 on NumPy 2 (bertlib/compat.py)
 import chainer, chainer.functions as F, chainermn, numpy as np
 from bertlib import distributed, dml, dropout, losses, modeling
@@ -198,8 +199,7 @@ def test_shared_gradient_equals_the_single_process_gradient(tmp_path, tiny, batc
     proxies sit after the gather) is the gradient one process computes on the batch.
     An end-to-end loss comparison alone would miss a wrong scale: Adam ignores it."""
     script = tmp_path / 'check.py'
-    script.write_text(GRADIENT_CHECK.format(root=str(ROOT),
-                                            config=str(tiny / 'bert_config.json')))
+    script.write_text(GRADIENT_CHECK.format(config=str(tiny / 'bert_config.json')))
     result = ok(mpirun([(2, [script, batch])]))
     assert result.stdout.count('worst relative gradient difference') == 2
 
