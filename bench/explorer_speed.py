@@ -24,7 +24,6 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / 'tests'))
 
 WORDS = ('the film movie story plot actors cast director script scene moments audience '
          'characters drama comedy thriller funny dull brilliant tedious charming clever '
@@ -89,7 +88,7 @@ done([click, search, performance.now() - t, found]);
 def browser_times(page, loads):
     """Median milliseconds to the drawn map over `loads` fresh browser sessions, and a
     click's and a search's milliseconds on the last; None without a browser."""
-    import browser
+    from bertlib import browser
     if browser.missing():
         print('no browser: %s' % browser.missing(), file=sys.stderr)
         return None

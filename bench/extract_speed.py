@@ -17,8 +17,8 @@ the ids are given to it, so its time has no tokenising).
 --memory checks that memory stays flat with input length: a small random BERT extracts
 generated files of --short and --long lines and the two peaks are compared.
 
-    python bench/extract_speed.py --vocab_file ... --bert_config_file ... \
-        --init_checkpoint ... [--reference_python /tmp/refenv/bin/python] [--memory]
+    python bench/extract_speed.py --bert_dir BERT/all-MiniLM-L6-v2 \
+        [--reference_python /tmp/refenv/bin/python] [--memory]
 """
 
 import argparse
@@ -92,7 +92,6 @@ def torch_extraction(args, id_lists):
     float32 transformers BertModel forward over the same ids (tokenised here, outside
     its time), batch --batchsize, 2 threads."""
     import numpy as np
-    sys.path.insert(0, str(ROOT / 'bench'))
     from multilingual_fidelity import hf_arrays
     folder = os.path.dirname(args.init_checkpoint)
     with tempfile.TemporaryDirectory() as work:
@@ -176,9 +175,11 @@ def memory(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--vocab_file', required=True)
-    parser.add_argument('--bert_config_file', required=True)
-    parser.add_argument('--init_checkpoint', required=True)
+    parser.add_argument('--bert_dir', default=None, metavar='DIR',
+                        help='the model folder, as the scripts take it; or the three flags')
+    parser.add_argument('--vocab_file', default=None)
+    parser.add_argument('--bert_config_file', default=None)
+    parser.add_argument('--init_checkpoint', default=None)
     parser.add_argument('--input', default=str(DATASET),
                         help='sentences to extract (default: rt-polarity/04-test.txt)')
     parser.add_argument('--batchsize', type=int, default=64)
@@ -202,6 +203,12 @@ def main():
     parser.add_argument('--long', type=int, default=200000)
     parser.add_argument('--json', default=None, help='also write the figures to this file')
     args = parser.parse_args()
+    from bertlib import cli
+    from bertlib.errors import UsageError
+    try:
+        cli.resolve_bert_dir(args)  # the scripts' own rule for --bert_dir
+    except UsageError as e:
+        parser.error(str(e))
     if not pathlib.Path(args.input).exists():
         print('skipped: %s is absent' % args.input)
         return

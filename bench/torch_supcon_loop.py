@@ -39,10 +39,8 @@ import sys
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / 'bench'))
 
-from bertlib.errors import UsageError  # noqa: E402  (bertlib is on the path now)
+from bertlib.errors import UsageError
 
 TRAINER = ROOT / 'bench' / 'torch_supcon_train.py'
 TORCH_PYTHON = ROOT / 'build' / 'torch-venv' / 'bin' / 'python'

@@ -28,13 +28,11 @@ weights (bench/torch_training_step.py) and prints the two side by side.
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def memory_kib(field):
@@ -198,7 +196,6 @@ def torch_run(args, config, batches, train):
     --torch_python): its summary."""
     import subprocess
     import tempfile
-    sys.path.insert(0, os.path.join(ROOT, 'bench'))
     from multilingual_fidelity import hf_arrays
     with tempfile.TemporaryDirectory() as work:
         weights = os.path.join(work, 'hf_weights.npz')

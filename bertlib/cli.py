@@ -198,17 +198,35 @@ def check_standard_streams():
                          '/dev/null')
 
 
+# The file names of a converted model's folder (`bertlib.convert` writes them), which
+# --bert_dir stands for; the three flags name the files one by one.
+BERT_DIR_TOKENIZER_JSON = 'tokenizer.json'
+BERT_DIR_VOCAB = 'vocab.txt'
+BERT_DIR_CONFIG = 'bert_config.json'
+BERT_DIR_CHECKPOINT = 'arrays_bert_model.ckpt.npz'
+BERT_FILE_FLAGS = ('vocab_file', 'bert_config_file', 'init_checkpoint')
+
+
 def add_bert_arguments(parser, batchsize=64, communicator=False):
     """The flags that locate a pre-trained BERT and say how to run it; `communicator`:
     also --communicator, for the scripts that run under mpiexec."""
-    group = parser.add_argument_group('pre-trained BERT')
-    group.add_argument('--vocab_file', required=True,
+    group = parser.add_argument_group(
+        'pre-trained BERT', 'either --bert_dir DIR, or all three of --vocab_file,\n'
+        '--bert_config_file and --init_checkpoint (the original BERT-DML\'s flags)')
+    group.add_argument('--bert_dir', default=None, metavar='DIR',
+                       help='the folder `python -m bertlib.convert` (or `make model`) '
+                            'writes: stands for --vocab_file DIR/%s if the folder has '
+                            'one, else DIR/%s, --bert_config_file DIR/%s and '
+                            '--init_checkpoint DIR/%s' % (BERT_DIR_TOKENIZER_JSON,
+                                                          BERT_DIR_VOCAB, BERT_DIR_CONFIG,
+                                                          BERT_DIR_CHECKPOINT))
+    group.add_argument('--vocab_file', default=None,
                        help='the tokenizer: a WordPiece vocabulary, one token a line '
                             '(vocab.txt), or a SentencePiece-unigram tokenizer.json '
                             '(XLM-R vocabularies: multilingual-e5 and the like)')
-    group.add_argument('--bert_config_file', required=True,
+    group.add_argument('--bert_config_file', default=None,
                        help="model shape: Google's bert_config.json or Hugging Face config.json")
-    group.add_argument('--init_checkpoint', required=True,
+    group.add_argument('--init_checkpoint', default=None,
                        help='pre-trained weights: arrays_bert_model.ckpt.npz '
                             '(make one with python -m bertlib.convert)')
     group.add_argument('--do_lower_case', choices=('auto', 'true', 'false'), default='auto',
@@ -287,9 +305,40 @@ def add_training_arguments(parser, out):
 
 
 def check_bert_arguments(args):
+    """Fills in the three file flags from --bert_dir (`resolve_bert_dir`) and checks
+    --max_seq_length; a UsageError for either. Run once, first thing after parsing."""
+    resolve_bert_dir(args)
     if args.max_seq_length < 2:
         raise UsageError('--max_seq_length must be at least 2 ([CLS] and [SEP]), got %d'
                          % args.max_seq_length)
+
+
+def resolve_bert_dir(args):
+    """Sets args.vocab_file, args.bert_config_file and args.init_checkpoint to the files
+    of --bert_dir. --bert_dir with any of the three, or neither it nor all three, is a
+    UsageError: one way to name the model per command. Whether the files exist is
+    `load_bert`'s check, the same for both ways."""
+    given = ['--' + name for name in BERT_FILE_FLAGS if getattr(args, name) is not None]
+    if args.bert_dir is None:
+        missing = ['--' + name for name in BERT_FILE_FLAGS if getattr(args, name) is None]
+        if missing:
+            raise UsageError('give --bert_dir DIR (the folder python -m bertlib.convert '
+                             'writes) or all of --vocab_file, --bert_config_file and '
+                             '--init_checkpoint; missing: %s' % ', '.join(missing))
+        return
+    if given:
+        raise UsageError('--bert_dir stands for --vocab_file, --bert_config_file and '
+                         '--init_checkpoint: give it or them, not both (%s given too)'
+                         % ', '.join(given))
+    if not os.path.isdir(args.bert_dir):
+        raise UsageError('%s: --bert_dir %s' % (args.bert_dir, 'is not a folder'
+                                                 if os.path.exists(args.bert_dir)
+                                                 else 'not found'))
+    tokenizer_json = os.path.join(args.bert_dir, BERT_DIR_TOKENIZER_JSON)
+    args.vocab_file = tokenizer_json if os.path.exists(tokenizer_json) else \
+        os.path.join(args.bert_dir, BERT_DIR_VOCAB)
+    args.bert_config_file = os.path.join(args.bert_dir, BERT_DIR_CONFIG)
+    args.init_checkpoint = os.path.join(args.bert_dir, BERT_DIR_CHECKPOINT)
 
 
 def settle_text_prefix(args, model_path):

@@ -53,6 +53,7 @@ def prepare(args, kind, same=(), check_flags=None, check_train=None, closed=Fals
     and the unseen classes are logged). Raises UsageError.
     """
     comm = distributed.setup(args)
+    cli.check_bert_arguments(args)  # first: the printed flags name --bert_dir's files
     print(json.dumps(vars(args), indent=2), flush=True)
     if check_flags is not None:
         check_flags(args)
@@ -153,7 +154,6 @@ def check_args(args, kind, same=(), comm=None):
     finishes a commit that a killed run left half-done there and in --resume, and removes
     a killed run's temporary files.
     """
-    cli.check_bert_arguments(args)
     distributed.check_training_communicator(args)
     for name in ('train', 'eval'):
         cli.check_file(getattr(args, name), '--%s file' % name)

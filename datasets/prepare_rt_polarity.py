@@ -18,15 +18,12 @@ import argparse
 import io
 import logging
 import os
-import sys
 import tarfile
 import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bertlib import cli  # noqa: E402
-from bertlib.errors import UsageError  # noqa: E402
-from bertlib.fileio import atomic_write  # noqa: E402
+from bertlib import cli
+from bertlib.errors import UsageError
+from bertlib.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -159,7 +159,10 @@ def mpirun(programs, timeout=MPI_TIMEOUT, stdin=None):
         if index:
             command.append(':')
         command += ['-n', str(count), sys.executable] + [str(a) for a in argv]
-    env = dict(os.environ, OMP_NUM_THREADS='1')
+    # Every rank imports this checkout's bertlib and the scripts' own, as pytest does.
+    path = os.environ.get('PYTHONPATH')
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ''))
     if os.geteuid() == 0:
         # Open MPI refuses to run as root unless told twice (CI containers run as root).
         env.update(OMPI_ALLOW_RUN_AS_ROOT='1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM='1')

@@ -2,6 +2,9 @@
 
 import ast
 import os
+import subprocess
+
+import pytest
 
 import bertlib
 
@@ -90,3 +93,37 @@ def test_the_extractors_and_the_drawing_module_do_not_load_matplotlib():
     result = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == 'False'
+
+
+# Spelled in two pieces so that this file does not match itself.
+IMPORT_PATH = 'sys' + '.path'
+
+
+def import_path_lines(text):
+    """The numbers of the lines of `text` that name the interpreter's import path list."""
+    return [number for number, line in enumerate(text.splitlines(), 1) if IMPORT_PATH in line]
+
+
+def test_import_path_lines_sees_an_edit():
+    assert import_path_lines('import sys\n%s.insert(0, ROOT)\n' % IMPORT_PATH) == [2]
+    assert import_path_lines('import os\nos.path.join(a, b)\n') == []
+
+
+def test_no_python_file_edits_the_import_path():
+    """No tracked Python file edits the import path: the scripts, bench/, tools/ and
+    tests import bertlib as installed (`make setup`: editable, pyproject.toml) or from
+    PYTHONPATH; bench/'s modules import one another from their script's own folder;
+    pytest.ini puts the root and bench/ on the tests' path."""
+    root = os.path.dirname(PACKAGE)
+    listed = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others',
+                             '--exclude-standard', '*.py'], cwd=root,
+                            capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip('not a git checkout: %s' % listed.stderr.strip())
+    edits = []
+    for name in filter(None, listed.stdout.split('\0')):
+        path = os.path.join(root, name)
+        if os.path.exists(path):
+            with open(path, encoding='utf-8') as stream:
+                edits += ['%s:%d' % (name, n) for n in import_path_lines(stream.read())]
+    assert edits == []

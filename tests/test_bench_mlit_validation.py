@@ -3,13 +3,9 @@ MLIT recipe was chosen on (a fifth of split-train.txt held out per class, never 
 split-test.txt) and how --join_words reads the text."""
 
 import collections
-import sys
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / 'bench'))
-import disjoint_classes  # noqa: E402
-import mlit_validation  # noqa: E402
+import disjoint_classes  # bench/, on pytest.ini's pythonpath
+import mlit_validation
 
 
 def rows_of(counts):

@@ -7,7 +7,6 @@ with torch and transformers (BERTLIB_TORCH_PYTHON, else build/torch-venv) and sk
 without it."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -15,10 +14,9 @@ import pytest
 import extruct_bert_metrics
 import train_dml
 from bertlib import dml, featurefile, optimization
-from conftest import ROOT, WORDS, model_flags, write_labelled, write_random_bert
+from conftest import WORDS, model_flags, write_labelled, write_random_bert
 
-sys.path.insert(0, str(ROOT / 'bench'))
-import torch_supcon_loop as loop  # noqa: E402
+import torch_supcon_loop as loop  # bench/, on pytest.ini's pythonpath
 
 RECIPE = ['--loss', 'supcon', '--pooling', 'mean', '--sampling', 'random',
           '--temperature', '0.3', '--batchsize', '8', '--dim', '8', '--seed', '3',

@@ -79,12 +79,11 @@ def wrapper(tmp_path, name, code):
     argument as __main__: a way to inject faults into one rank."""
     path = tmp_path / name
     path.write_text('import runpy, sys\n'
-                    'sys.path.insert(0, %r)\n'
                     'from mpi4py import MPI\n'
                     'rank = MPI.COMM_WORLD.rank\n'
                     '%s\n'
                     'sys.argv = sys.argv[1:]\n'
-                    'runpy.run_path(sys.argv[0], run_name="__main__")\n' % (str(ROOT), code))
+                    'runpy.run_path(sys.argv[0], run_name="__main__")\n' % code)
     return path
 
 
@@ -164,7 +163,6 @@ def test_help_lists_the_communicators():
 
 GRADIENT_CHECK = r'''
 import sys
-sys.path.insert(0, {root!r})
 import bertlib  # first: Chainer 7.8.1 on NumPy 2 (bertlib/compat.py)
 import chainer, chainer.functions as F, chainermn, numpy as np
 from bertlib import distributed, dml, dropout, losses, modeling
@@ -201,8 +199,7 @@ def test_shared_gradient_equals_the_single_process_gradient(tmp_path, tiny, batc
     proxies sit after the gather) is the gradient one process computes on the batch.
     An end-to-end loss comparison alone would miss a wrong scale: Adam ignores it."""
     script = tmp_path / 'check.py'
-    script.write_text(GRADIENT_CHECK.format(root=str(ROOT),
-                                            config=str(tiny / 'bert_config.json')))
+    script.write_text(GRADIENT_CHECK.format(config=str(tiny / 'bert_config.json')))
     result = ok(mpirun([(2, [script, batch])]))
     assert result.stdout.count('worst relative gradient difference') == 2
 

@@ -78,12 +78,34 @@ def test_relative_links_and_anchors_resolve(path):
 
 
 def test_the_checker_sees_links():
-    """The README links pictures, docs/ and its own sections: a checker that found none
-    would pass on anything."""
+    """The README links pictures, docs/ pages' sections and its own: a checker that found
+    none would pass on anything."""
     links = list(relative_links(ROOT / 'README.md'))
     assert any(t.suffix == '.png' for t, _ in links)
-    assert any(t.name == 'dml-quality.md' and a for t, a in links)
-    assert any(t.name == 'README.md' and a == 'which-loss-to-use' for t, a in links)
+    assert any(t.name == 'scripts.md' and a == 'which-loss-to-use' for t, a in links)
+    assert any(t.name == 'README.md' and a == 'your-own-data-step-by-step' for t, a in links)
+
+
+def headings(path):
+    """The texts of a Markdown file's headings, of any level, outside code blocks."""
+    return [match.group(1) for match in
+            re.finditer(r'^#{1,6} (.*)$', prose(path.read_text(encoding='utf-8')), re.M)]
+
+
+def test_no_section_of_the_old_readme_was_lost():
+    """Every heading of the README before it moved into docs/ (commit bee9d9d, 1,388
+    lines; the list is tests/data/readme-bee9d9d-headings.txt) is still a heading of the
+    README or of a docs/ page, so that no section was dropped in the move."""
+    old = (ROOT / 'tests' / 'data' / 'readme-bee9d9d-headings.txt').read_text(
+        encoding='utf-8').splitlines()
+    assert len(old) == 24 and 'What the scripts trust' in old
+    now = {heading for path in DOCUMENTS for heading in headings(path)}
+    assert [heading for heading in old if heading not in now] == []
+
+
+def test_the_readme_stays_short():
+    """A newcomer reads the README in minutes; the rest is in docs/."""
+    assert len((ROOT / 'README.md').read_text(encoding='utf-8').splitlines()) <= 300
 
 
 def script_commands(text):
@@ -123,20 +145,35 @@ def load_script(name):
     return module
 
 
-def test_readme_commands_parse():
-    """Every command line of the README that runs a script (the walk through, the
-    references, the MPI examples) names only flags and values the script accepts."""
-    commands = list(script_commands((ROOT / 'README.md').read_text(encoding='utf-8')))
-    names = {name for name, _ in commands}
+def test_commands_parse():
+    """Every command line of the README and docs/ that runs a script (the walk through,
+    the references, the MPI examples) names only flags and values the script accepts."""
+    commands = [(path.relative_to(ROOT).as_posix(), name, argv) for path in DOCUMENTS
+                for name, argv in script_commands(path.read_text(encoding='utf-8'))]
+    names = {name for _, name, _ in commands}
     assert {'train_dml.py', 'extruct_bert_metrics.py', 'train_classifier.py',
             'extruct_bert_classified.py', 'extruct_bert_embed.py', 'plot_features.py',
-            'cluster_features.py', 'evaluate_features.py', 'explore_features.py'} <= names
+            'cluster_features.py', 'evaluate_features.py', 'explore_features.py',
+            'test_classifier.py'} <= names
     modules = {name: load_script(name) for name in names}
-    for name, argv in commands:
+    for where, name, argv in commands:
         try:
             modules[name].parse_args(argv)
         except SystemExit:
-            pytest.fail('README: %s %s does not parse' % (name, ' '.join(argv)))
+            pytest.fail('%s: %s %s does not parse' % (where, name, ' '.join(argv)))
+
+
+def test_readme_commands_name_the_model_by_its_folder():
+    """The README's commands that run a BERT give --bert_dir, not the three file flags."""
+    bert = {'train_dml.py', 'train_classifier.py', 'test_classifier.py',
+            'extruct_bert_metrics.py', 'extruct_bert_classified.py', 'extruct_bert_embed.py'}
+    commands = [argv for name, argv in
+                script_commands((ROOT / 'README.md').read_text(encoding='utf-8'))
+                if name in bert]
+    assert len(commands) == 5
+    for argv in commands:
+        assert '--bert_dir' in argv and not {'--vocab_file', '--bert_config_file',
+                                             '--init_checkpoint'} & set(argv), argv
 
 
 def walk_through():

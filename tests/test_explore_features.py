@@ -12,8 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-import browser
-from bertlib import explorer, metrics, progress
+from bertlib import browser, explorer, metrics, progress
 from bertlib.errors import UsageError
 from conftest import ROOT
 

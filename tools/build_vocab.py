@@ -14,11 +14,8 @@ is how Japanese word-segmented text such as MLIT's is meant to be read.
 import argparse
 import collections
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-
-from bertlib import data, tokenization  # noqa: E402
+from bertlib import data, tokenization
 
 SPECIALS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
 

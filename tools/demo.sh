@@ -48,8 +48,7 @@ NAMES_FLAGS=""  # a string, as CLS_FLAGS
 if [ -n "${LABEL_NAMES:-}" ]; then
     NAMES_FLAGS="--label_names $LABEL_NAMES"
 fi
-BERT=(--vocab_file "$MODEL_DIR/vocab.txt" --bert_config_file "$MODEL_DIR/bert_config.json"
-      --init_checkpoint "$MODEL_DIR/arrays_bert_model.ckpt.npz" --gpu "$GPU")
+BERT=(--bert_dir "$MODEL_DIR" --gpu "$GPU")
 OUT=${OUT:-.}
 DML=$OUT/models/metrics/$NAME
 CLS=$OUT/models/classified/$NAME

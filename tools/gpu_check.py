@@ -13,14 +13,11 @@ the shell script copies into its report.
 import argparse
 import os
 import shutil
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bertlib import cli, encoding, modeling  # noqa: E402  (bertlib first: compat)
+from bertlib import cli, encoding, modeling  # (bertlib first: compat)
 
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        'samples', 'sentences.txt')

@@ -17,11 +17,9 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bertlib import cli, data  # noqa: E402
-from bertlib.errors import UsageError  # noqa: E402
-from bertlib.fileio import atomic_write  # noqa: E402
+from bertlib import cli, data
+from bertlib.errors import UsageError
+from bertlib.fileio import atomic_write
 
 
 def sample(examples, per_class, seed, exclude=frozenset()):
