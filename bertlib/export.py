@@ -214,11 +214,10 @@ def tokenizer_files(tokenizer, max_seq_length, join_ellipsis):
     if isinstance(tokenizer, sentencepiece_tokenization.SentencePieceTokenizer):
         text = sentencepiece_tokenizer_json(tokenizer.vocab_file, max_seq_length,
                                             join_ellipsis)
-        special = {'bos_token': '<s>', 'eos_token': '</s>', 'unk_token': '<unk>',
-                   'pad_token': '<pad>', 'cls_token': '<s>', 'sep_token': '</s>'}
+        special = {'pad_token': '<pad>'}
         return TokenizerFiles([('tokenizer.json', text)], special, tokenizer.pad_id, None)
     vocab = tokenizer.vocab
-    for token in ('[CLS]', '[SEP]', '[PAD]'):
+    for token in ('[CLS]', '[SEP]'):
         if token not in vocab:
             raise UsageError('%s: the vocabulary has no %s entry' % (tokenizer.vocab_file,
                                                                     token))
@@ -228,19 +227,34 @@ def tokenizer_files(tokenizer, max_seq_length, join_ellipsis):
     # vocab.txt in id order, one token a line, as Hugging Face writes it.
     ordered = sorted(vocab.items(), key=lambda item: item[1])
     vocab_text = ''.join(token + '\n' for token, _ in ordered)
-    special = {'unk_token': '[UNK]', 'cls_token': '[CLS]', 'sep_token': '[SEP]',
-               'pad_token': '[PAD]'}
-    if '[MASK]' in vocab:
-        special['mask_token'] = '[MASK]'
+    special = {'pad_token': _pad_token(vocab, basic.do_lower_case)}
     return TokenizerFiles([('tokenizer.json', text), ('vocab.txt', vocab_text)], special,
-                          vocab['[PAD]'], basic.do_lower_case)
+                          vocab[special['pad_token']], basic.do_lower_case)
+
+
+def _pad_token(vocab, lower_case):
+    """The padding token named to transformers, the one special token it is told of.
+
+    transformers matches the special tokens it is told of in the raw text, and with
+    split_special_tokens cuts a match as text but without normalising it: '[PAD]' in the
+    text of an uncased model would give 'PAD' where ours gives 'pad'. [CLS] and [SEP]
+    are put in by the post-processor and need no name; the padding token is one whose
+    spelling the normalisation leaves as it is ([unused0] in Google's vocabularies), so
+    that its match is cut as ours cuts it. Padding is masked: its id does not matter."""
+    if not lower_case:
+        return '[PAD]'
+    for token in ('[unused0]', '[pad]'):
+        if token in vocab:
+            return token
+    return '[PAD]'  # a literal [PAD] in the text is then cut as 'PAD'
 
 
 def tokenizer_config(files, max_seq_length):
     """tokenizer_config.json: the generic fast tokenizer (it reads tokenizer.json as it
-    is; BertTokenizer would rebuild Hugging Face's own normaliser), special tokens that
-    are never matched in the text."""
+    is; BertTokenizer would rebuild Hugging Face's own normaliser), the padding token
+    alone (`_pad_token`), and special tokens cut as text."""
     config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'model_max_length': max_seq_length,
+              'model_input_names': ['input_ids', 'token_type_ids', 'attention_mask'],
               'split_special_tokens': True, 'clean_up_tokenization_spaces': False,
               'padding_side': 'right', 'truncation_side': 'right'}
     config.update(files.special)
