@@ -368,8 +368,6 @@ def test_sentence_transformers_encodes_as_extruct_bert_metrics(tmp_path, bert, p
                                    torch_python())
     assert figures['id_mismatches'] == 0
     assert figures['max_abs'] <= 1e-5 and figures['min_cosine'] >= 0.99999, figures
-    # Converted back, the folder gives our features again, to the byte.
-    assert figures['converted_identical'], figures
 
 
 @pytest.mark.slow
