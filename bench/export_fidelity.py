@@ -50,6 +50,39 @@ def _env():
     return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', ''))
 
 
+def converted_features(folder, ours_in, work, extra=()):
+    """extruct_bert_embed.py's features (TSV bytes) of an exported folder converted back
+    with `python -m bertlib.convert`, which reads its modules and prompt."""
+    dest = os.path.join(work, 'converted')
+    run_script(['-m', 'bertlib.convert', folder, dest])
+    features = os.path.join(work, 'converted.txt')
+    run_script([ROOT / 'extruct_bert_embed.py'] + bert_flags(dest) + list(extra) + [
+        '--input', ours_in, '--output', features])
+    with open(features, 'rb') as f:
+        return f.read()
+
+
+def run_export(args):
+    """Runs `python -m bertlib.export args` in a child; returns (wall seconds, its peak
+    resident MB), measured inside the child so that no other child's counts."""
+    code = ('import resource, runpy, sys\n'
+            'sys.argv = ["bertlib.export"] + sys.argv[1:]\n'
+            'try:\n'
+            '    runpy.run_module("bertlib.export", run_name="__main__")\n'
+            'finally:\n'
+            '    sys.stderr.write("peak_kb=%d\\n" % '
+            'resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n')
+    start = time.time()
+    done = subprocess.run([sys.executable, '-c', code] + [str(a) for a in args], env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(ROOT))
+    seconds = time.time() - start
+    err = done.stderr.decode()
+    if done.returncode:
+        raise SystemExit('export failed:\n%s' % err[-3000:])
+    peak = int(err.rsplit('peak_kb=', 1)[1].split()[0]) / 1024.0
+    return seconds, peak
+
+
 def run_script(args):
     """Runs a script of ours (or `-m module`) in a child process; returns (wall seconds,
     peak resident MB of the child)."""
@@ -127,7 +160,7 @@ def dml_round_trip(flags, model, labels, texts, work, torch_python):
     work = str(work)
     folder = os.path.join(work, 'exported')
     ours_in, plain = write_texts(texts, work)
-    seconds, peak = run_script(['-m', 'bertlib.export'] + flags + [
+    seconds, peak = run_export(flags + [
         '--model', model, '--label', labels, '--output', folder])
     features = os.path.join(work, 'ours.txt')
     run_script([ROOT / 'extruct_bert_metrics.py'] + flags + [
@@ -138,8 +171,9 @@ def dml_round_trip(flags, model, labels, texts, work, torch_python):
     figures.update(lines=len(texts), export_seconds=seconds, export_peak_mb=peak,
                    folder_mb=folder_size(folder) / 2 ** 20,
                    id_mismatches=sum(a != b for a, b in zip(our_ids(flags, texts, prefix),
-                                                           theirs['id_lists'])),
-                   converted_identical=None)
+                                                           theirs['id_lists'])))
+    with open(features, 'rb') as f:
+        figures['converted_identical'] = converted_features(folder, ours_in, work) == f.read()
     return figures
 
 
@@ -148,7 +182,7 @@ def pretrained_round_trip(flags, pooling, prefix, texts, work, torch_python):
     work = str(work)
     folder = os.path.join(work, 'exported')
     ours_in, plain = write_texts(texts, work)
-    seconds, peak = run_script(['-m', 'bertlib.export'] + flags + [
+    seconds, peak = run_export(flags + [
         '--pooling', pooling, '--text_prefix', prefix, '--output', folder])
     features = os.path.join(work, 'ours.txt')
     run_script([ROOT / 'extruct_bert_embed.py'] + flags + [
@@ -160,6 +194,8 @@ def pretrained_round_trip(flags, pooling, prefix, texts, work, torch_python):
                    folder_mb=folder_size(folder) / 2 ** 20,
                    id_mismatches=sum(a != b for a, b in zip(our_ids(flags, texts, prefix),
                                                            theirs['id_lists'])))
+    with open(features, 'rb') as f:
+        figures['converted_identical'] = converted_features(folder, ours_in, work) == f.read()
     return figures
 
 
@@ -168,7 +204,7 @@ def classifier_round_trip(flags, model, labels, texts, work, torch_python):
     work = str(work)
     folder = os.path.join(work, 'exported-classifier')
     ours_in, plain = write_texts(texts, work)
-    seconds, peak = run_script(['-m', 'bertlib.export'] + flags + [
+    seconds, peak = run_export(flags + [
         '--model', model, '--label', labels, '--output', folder])
     predictions = os.path.join(work, 'predictions.txt')
     run_script([ROOT / 'test_classifier.py'] + flags + [

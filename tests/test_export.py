@@ -327,6 +327,59 @@ def test_an_interrupted_export_leaves_nothing(tmp_path, bert, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------
+# The way in: python -m bertlib.convert reads a sentence-transformers folder
+
+
+@pytest.mark.parametrize('pooling,head,centre,prefix', [('pooled', 'linear', True, 'query: '),
+                                                        ('mean', 'none', False, '')])
+def test_converted_export_gives_the_model_s_features_to_the_byte(tmp_path, bert, pooling,
+                                                                 head, centre, prefix,
+                                                                 capsys, caplog):
+    import extruct_bert_embed
+    import extruct_bert_metrics
+    from bertlib import convert
+    model, labels = write_model(tmp_path / 'm' / 'final.model', bert, pooling=pooling,
+                                head=head, centre=centre, prefix=prefix)
+    run_export(bert, tmp_path / 'st', '--model', model, '--label', labels)
+    caplog.set_level('INFO')
+    convert.main([str(tmp_path / 'st'), str(tmp_path / 'back')])
+    assert 'sentence-transformers folder' in caplog.text and repr(prefix) in caplog.text
+    texts = tmp_path / 'in.txt'
+    texts.write_text(''.join('x\t%s\n' % t for t in TRICKY if t), encoding='utf-8')
+    extruct_bert_metrics.main(model_flags(bert) + ['--model', str(model), '--label',
+                                                   str(labels), '--input', str(texts),
+                                                   '--output', str(tmp_path / 'a.txt')])
+    extruct_bert_embed.main(model_flags(tmp_path / 'back') + [
+        '--input', str(texts), '--output', str(tmp_path / 'b.txt')])
+    assert (tmp_path / 'a.txt').read_bytes() == (tmp_path / 'b.txt').read_bytes()
+
+
+def test_convert_refuses_modules_it_cannot_reproduce(tmp_path, bert, capsys):
+    from bertlib import convert
+    run_export(bert, tmp_path / 'st', '--pooling', 'mean')
+    modules_path = tmp_path / 'st' / 'modules.json'
+    modules = read_json(modules_path)
+    cases = [
+        (modules + [{'idx': 2, 'name': '2', 'path': '2_LSTM',
+                     'type': 'sentence_transformers.models.LSTM'}], 'LSTM'),
+        ([modules[0], dict(modules[1], path='../../etc')], 'outside'),
+        ([modules[0], dict(modules[1], path='/etc')], 'not a path inside'),
+    ]
+    for listed, expected in cases:
+        modules_path.write_text(json.dumps(listed))
+        assert convert.main([str(tmp_path / 'st'), str(tmp_path / 'back')]) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith('error: ') and expected in line and 'modules.json' in line
+        assert not (tmp_path / 'back').exists()
+    modules_path.write_text(json.dumps(modules))
+    pool = tmp_path / 'st' / '1_Pooling' / 'config.json'
+    pool.write_text(json.dumps(dict(read_json(pool), pooling_mode_mean_tokens=False,
+                                    pooling_mode_max_tokens=True)))
+    assert convert.main([str(tmp_path / 'st'), str(tmp_path / 'back')]) == 2
+    assert 'max_tokens' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
 # Round trips (slow): sentence-transformers and transformers against our extractors
 
 
@@ -368,6 +421,8 @@ def test_sentence_transformers_encodes_as_extruct_bert_metrics(tmp_path, bert, p
                                    torch_python())
     assert figures['id_mismatches'] == 0
     assert figures['max_abs'] <= 1e-5 and figures['min_cosine'] >= 0.99999, figures
+    # Converted back, the folder gives our features again, to the byte.
+    assert figures['converted_identical'], figures
 
 
 @pytest.mark.slow
@@ -394,6 +449,7 @@ def test_demo_model_round_trip(tmp_path):
                                    torch_python())
     assert figures['id_mismatches'] == 0
     assert figures['max_abs'] <= 1e-5 and figures['min_cosine'] >= 0.99999, figures
+    assert figures['converted_identical'], figures
 
 
 @pytest.mark.slow
@@ -407,3 +463,4 @@ def test_multilingual_model_round_trip(tmp_path):
                                           torch_python())
     assert figures['id_mismatches'] == 0
     assert figures['max_abs'] <= 1e-5 and figures['min_cosine'] >= 0.99999, figures
+    assert figures['converted_identical'], figures
