@@ -722,6 +722,9 @@ def convert(source, dest, fmt='auto'):
         return arrays
     config = _read_config(found)
     tokenizer_files = _read_tokenizer_files(found, config)
+    if pipeline is not None:
+        tokenizer_files = sentence_pipeline.wordpiece_vocab(
+            tokenizer_files, config.vocab_size, os.path.join(source, TOKENIZER_JSON_NAME))
     if found.fmt == 'hf':
         tensors, original = _read_hf(found.weights)
         where = found.weights[0] if len(found.weights) == 1 else os.path.dirname(

@@ -227,8 +227,35 @@ def read(folder, read_safetensors):
                          'text before its tokenizer) is not reproduced'
                          % os.path.join(transformer, SBERT_CONFIG_NAME))
     length = sbert.get('max_seq_length')
-    length = length if isinstance(length, int) and not isinstance(length, bool) else None
+    if length is None:  # sentence-transformers 5 and later keep it with the tokenizer
+        tokenizer = _read_json(os.path.join(transformer, 'tokenizer_config.json'),
+                               required=False) or {}
+        length = tokenizer.get('model_max_length') if isinstance(tokenizer, dict) else None
+    length = length if isinstance(length, int) and not isinstance(length, bool) \
+        and 2 <= length <= 1 << 16 else None
     return Pipeline(transformer, steps, dense, prefix, length, os.path.abspath(folder))
+
+
+def wordpiece_vocab(tokenizer_files, vocab_size, where):
+    """`tokenizer_files` ([(name, bytes)], convert's) with a WordPiece tokenizer.json
+    (sentence-transformers 5 and later save no vocab.txt) replaced by the vocab.txt of
+    its vocabulary; other files as they are."""
+    if [name for name, _ in tokenizer_files] != ['tokenizer.json']:
+        return tokenizer_files
+    try:
+        model = json.loads(tokenizer_files[0][1].decode('utf-8'))['model']
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return tokenizer_files  # convert has checked the file already
+    if not isinstance(model, dict) or model.get('type') != 'WordPiece':
+        return tokenizer_files
+    vocab = model.get('vocab')
+    tokens = sorted(vocab.items(), key=lambda item: item[1]) if isinstance(vocab, dict) else []
+    if [i for _, i in tokens] != list(range(vocab_size)) or not all(
+            isinstance(t, str) and t == t.strip() and t and '\n' not in t for t, _ in tokens):
+        raise UsageError('%s: its WordPiece vocabulary is not %d tokens of ids 0 to %d, one '
+                         'a line' % (where, vocab_size, vocab_size - 1))
+    logger.info('%s: a WordPiece tokenizer.json: written as vocab.txt', where)
+    return [('vocab.txt', ''.join(t + '\n' for t, _ in tokens).encode('utf-8'))]
 
 
 # ---------------------------------------------------------------------------------------

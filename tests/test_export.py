@@ -464,3 +464,50 @@ def test_multilingual_model_round_trip(tmp_path):
     assert figures['id_mismatches'] == 0
     assert figures['max_abs'] <= 1e-5 and figures['min_cosine'] >= 0.99999, figures
     assert figures['converted_identical'], figures
+
+
+# Builds a sentence-transformers model of a Hugging Face BERT folder with
+# sentence-transformers itself (its own, current format) and saves it.
+_BUILD_ST = r"""
+import sys, torch
+from sentence_transformers import SentenceTransformer, models
+hf, out = sys.argv[1], sys.argv[2]
+torch.manual_seed(0)
+transformer = models.Transformer(hf, max_seq_length=24)
+dense = models.Dense(16, 6, activation_function=torch.nn.Tanh())
+model = SentenceTransformer(modules=[transformer, models.Pooling(16, pooling_mode='mean'),
+                                     dense, models.Normalize()],
+                            prompts={'query': 'query: ', 'document': ''},
+                            default_prompt_name='query')
+model.save(out)
+"""
+
+
+@pytest.mark.slow
+def test_a_sentence_transformers_folder_converts_to_its_encode(tmp_path):
+    """A folder that sentence-transformers wrote (its current module names, a Dense
+    with tanh, Normalize, a default prompt, truncation at 24): converted, then
+    extruct_bert_embed.py with no flag but the files gives what encode gives."""
+    from bertlib import convert
+    from bertlib.testing import write_hf_copy
+    python = torch_python()
+    # Uncased, as transformers' BertTokenizer of a folder with a bare vocab.txt takes it.
+    bert = write_random_bert(tmp_path / 'bert', [w for w in WORDS if w == w.lower()],
+                             hidden_size=16, num_hidden_layers=1, intermediate_size=32)
+    write_hf_copy(bert, tmp_path / 'hf')
+    done = subprocess.run([python, '-c', _BUILD_ST, str(tmp_path / 'hf'), str(tmp_path / 'st')],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert convert.main([str(tmp_path / 'st'), str(tmp_path / 'back')]) == 0
+    bench = fidelity()
+    # Text that spells no special token (Hugging Face's own tokenizer matches them) and
+    # no final capital sigma (it lower-cases it to σ where Python and Google give ς).
+    texts = [t for t in TRICKY if t and '[' not in t and 'Σ' not in t] + [
+        'the film was good ' * 10]
+    ours_in, plain = bench.write_texts(texts, str(tmp_path))
+    import extruct_bert_embed
+    extruct_bert_embed.main(model_flags(tmp_path / 'back') + [
+        '--input', ours_in, '--output', str(tmp_path / 'ours.txt')])
+    theirs = bench.torch_check(python, str(tmp_path / 'st'), plain, str(tmp_path))
+    figures = bench.compare(bench.read_features(str(tmp_path / 'ours.txt')), theirs['st'])
+    assert figures['max_abs'] <= 1e-5 and figures['min_cosine'] >= 0.99999, figures
