@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 
 import numpy as np
@@ -180,9 +179,8 @@ def wordpiece_tokenizer_json(vocab, do_lower_case, split_cjk, max_seq_length,
 def sentencepiece_tokenizer_json(path, max_seq_length, join_ellipsis=False):
     """The model's tokenizer.json with <s> and </s> put around (ours frames the pieces
     itself) and truncation at max_seq_length; its segmentation is unchanged."""
-    tokenizers = sentencepiece_tokenization._import_tokenizers()
-    from tokenizers import normalizers, processors
     tokenizer = sentencepiece_tokenization._read_tokenizer_json(path)
+    from tokenizers import normalizers, processors
     bos = tokenizer.token_to_id(sentencepiece_tokenization.BOS)
     eos = tokenizer.token_to_id(sentencepiece_tokenization.EOS)
     if join_ellipsis:
@@ -195,7 +193,6 @@ def sentencepiece_tokenizer_json(path, max_seq_length, join_ellipsis=False):
         special_tokens=[('<s>', bos), ('</s>', eos)])
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_seq_length)
-    del tokenizers
     return tokenizer.to_str(pretty=True)
 
 
@@ -425,17 +422,14 @@ def write_classifier(folder, source, tokens, max_seq_length):
     _write_json(folder, 'special_tokens_map.json', tokens.special)
 
 
-def _score_line(model_path):
-    """'epoch N: precision@1 ..., MAP@R ...' (or accuracy/UAR) of the log beside a model,
-    its last epoch; None without a log."""
+def last_epoch(model_path):
+    """(the last record of the log.jsonl beside a model, its path), (None, path) for an
+    empty log, (None, None) without one."""
     log = os.path.join(os.path.dirname(os.path.abspath(model_path)), training.LOG_NAME)
     if not os.path.isfile(log):
         return None, None
     records = training.read_log(log)
-    if not records:
-        return None, log
-    last = records[-1]
-    return last, log
+    return (records[-1] if records else None), log
 
 
 def model_card(args, source, steps, tokens, prefix, dim):
@@ -469,7 +463,7 @@ def model_card(args, source, steps, tokens, prefix, dim):
         recipe = {k: v for k, v in sorted(meta.items()) if k != 'centre'}
         lines += ['', '## Recipe', '', '```json', json.dumps(recipe, indent=2, sort_keys=True,
                                                              ensure_ascii=False), '```']
-        last, log = _score_line(args.model)
+        last, log = last_epoch(args.model)
         if last is not None:
             names = ('precision@1', 'MAP@R') if source.kind == 'dml' else ('accuracy', 'UAR')
             lines += ['', '## Last evaluation (%s, epoch %d)' % (os.path.basename(log),
