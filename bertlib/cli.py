@@ -317,7 +317,8 @@ def resolve_bert_dir(args):
     """Sets args.vocab_file, args.bert_config_file and args.init_checkpoint to the files
     of --bert_dir. --bert_dir with any of the three, or neither it nor all three, is a
     UsageError: one way to name the model per command. Whether the files exist is
-    `load_bert`'s check, the same for both ways."""
+    `load_bert`'s check, the same for both ways. A second call (a script that needs the
+    files before `check_bert_arguments`) finds them resolved and leaves them."""
     given = ['--' + name for name in BERT_FILE_FLAGS if getattr(args, name) is not None]
     if args.bert_dir is None:
         missing = ['--' + name for name in BERT_FILE_FLAGS if getattr(args, name) is None]
@@ -326,6 +327,9 @@ def resolve_bert_dir(args):
                              'writes) or all of --vocab_file, --bert_config_file and '
                              '--init_checkpoint; missing: %s' % ', '.join(missing))
         return
+    files = bert_dir_files(args.bert_dir)
+    if given and [getattr(args, name) for name in BERT_FILE_FLAGS] == list(files):
+        return  # resolved already
     if given:
         raise UsageError('--bert_dir stands for --vocab_file, --bert_config_file and '
                          '--init_checkpoint: give it or them, not both (%s given too)'
@@ -334,11 +338,16 @@ def resolve_bert_dir(args):
         raise UsageError('%s: --bert_dir %s' % (args.bert_dir, 'is not a folder'
                                                  if os.path.exists(args.bert_dir)
                                                  else 'not found'))
-    tokenizer_json = os.path.join(args.bert_dir, BERT_DIR_TOKENIZER_JSON)
-    args.vocab_file = tokenizer_json if os.path.exists(tokenizer_json) else \
-        os.path.join(args.bert_dir, BERT_DIR_VOCAB)
-    args.bert_config_file = os.path.join(args.bert_dir, BERT_DIR_CONFIG)
-    args.init_checkpoint = os.path.join(args.bert_dir, BERT_DIR_CHECKPOINT)
+    args.vocab_file, args.bert_config_file, args.init_checkpoint = files
+
+
+def bert_dir_files(bert_dir):
+    """The (vocab_file, bert_config_file, init_checkpoint) that --bert_dir stands for."""
+    tokenizer_json = os.path.join(bert_dir, BERT_DIR_TOKENIZER_JSON)
+    vocab_file = tokenizer_json if os.path.exists(tokenizer_json) else \
+        os.path.join(bert_dir, BERT_DIR_VOCAB)
+    return (vocab_file, os.path.join(bert_dir, BERT_DIR_CONFIG),
+            os.path.join(bert_dir, BERT_DIR_CHECKPOINT))
 
 
 def settle_text_prefix(args, model_path):

