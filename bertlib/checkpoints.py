@@ -22,7 +22,7 @@ import zipfile
 import chainer
 import numpy as np
 
-from bertlib import optimization
+from bertlib import fileio, optimization
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
@@ -45,11 +45,7 @@ class _LabelUnpickler(pickle.Unpickler):
 
 def load_labels(path):
     """Reads labels.bin: {label (str): id (int)}, ids 0..K-1."""
-    try:
-        with open(path, 'rb') as stream:
-            data = stream.read()
-    except OSError as e:
-        raise UsageError('%s: cannot read labels: %s' % (path, e.strerror))
+    data = fileio.read_bounded(path, 'labels', 'labels file')
     try:
         labels = _LabelUnpickler(io.BytesIO(data)).load()
     except Exception as e:
@@ -91,6 +87,9 @@ def read_meta(path):
         text = str(archive.read(META_KEY, max_bytes=1 << 20))
     try:
         meta = json.loads(text)
+    except RecursionError:
+        raise UsageError('%s: %s nests its JSON too deeply to be this program\'s'
+                         % (path, META_KEY))
     except ValueError as e:
         raise UsageError('%s: %s is not valid JSON (%s)' % (path, META_KEY, e))
     if not isinstance(meta, dict):

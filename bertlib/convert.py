@@ -298,9 +298,9 @@ def _hf_weight_files(folder):
     if not os.path.isfile(index):
         raise UsageError('%s: no %s (Hugging Face weights) in this folder'
                          % (folder, HF_WEIGHTS_NAME))
+    index_data = fileio.read_json(index, 'config', 'safetensors index')
     try:
-        with open(index, encoding='utf-8') as f:
-            weight_map = json.load(f)['weight_map']
+        weight_map = index_data['weight_map']
         shards = sorted(set(weight_map.values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise UsageError('%s: not a readable safetensors index: %s' % (index, e))
@@ -517,8 +517,7 @@ def _read_config(source):
     except ConfigError as e:
         raise UsageError(str(e))
     if source.fmt == 'hf':
-        with open(source.config, encoding='utf-8') as f:
-            raw = json.load(f)
+        raw = fileio.read_json(source.config, 'config', 'BERT config')
         model_type = raw.get('model_type', 'bert')
         if model_type != 'bert':
             raise UsageError('%s: model_type is %r; only BERT ("bert") is converted'
@@ -616,11 +615,8 @@ def _read_tokenizer_files(source, config):
     files = []
     for path in source.tokenizer_files:
         name = os.path.basename(path)
-        try:
-            with open(path, 'rb') as f:
-                data = f.read()
-        except OSError as e:
-            raise UsageError('%s: cannot read the vocabulary: %s' % (path, e.strerror))
+        data = fileio.read_bounded(path, 'vocabulary' if name == VOCAB_NAME else 'tokenizer',
+                                   'vocabulary')
         if name == VOCAB_NAME:
             _read_vocab(path, data, config, source.config)
         else:

@@ -272,7 +272,11 @@ def recover(directory):
     journal = os.path.join(directory, Commit.JOURNAL)
     try:
         with open_plain(journal) as f:
-            pending = json.loads(f.read().decode('utf-8'))
+            data = f.read(LIMITS['journal'] + 1)
+        if len(data) > LIMITS['journal']:
+            raise UsageError('%s: larger than %d MB, so not a commit journal of this '
+                             'program; remove it' % (journal, LIMITS['journal'] // MB))
+        pending = parse_json(data, journal, 'commit journal')
     except FileNotFoundError:
         return []
     except NotPlainFile:
@@ -459,8 +463,10 @@ LIMITS = {
 def read_bounded(path, kind, what='file', follow_symlinks=True):
     """The bytes of `path`, a regular file of at most LIMITS[kind] bytes; anything else
     (a folder, a FIFO, a device such as /dev/zero, a larger file) is a UsageError naming
-    `path` and `what` it should be. Opening never blocks. With follow_symlinks=False a
-    symbolic link is refused too (a file the program names inside a folder)."""
+    `path` and `what` it should be. Opening never blocks. A pipe named by a descriptor
+    alias (/dev/fd/N, /dev/stdin: bash's <(...)) is read too, up to the same bound.
+    With follow_symlinks=False a symbolic link is refused too, and so is any pipe (a file
+    the program names inside a folder)."""
     limit = LIMITS[kind]
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
     if not follow_symlinks:
@@ -473,20 +479,28 @@ def read_bounded(path, kind, what='file', follow_symlinks=True):
             raise UsageError('%s: a symbolic link, not the %s of this program; remove it'
                              % (path, what))
         raise UsageError('%s: cannot read the %s: %s' % (path, what, e.strerror or e))
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+        os.close(fd)
+        raise UsageError('%s: a folder, not a %s' % (path, what))
     with os.fdopen(fd, 'rb') as stream:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise UsageError('%s: not a regular file (%s), so not a %s'
-                             % (path, 'a folder' if stat.S_ISDIR(mode) else
-                                'a pipe, socket or device', what))
-        if os.fstat(fd).st_size > limit:
+        alias = os.path.abspath(path).startswith(('/dev/', '/proc/'))
+        if stat.S_ISFIFO(mode) and alias and follow_symlinks:
+            os.set_blocking(fd, True)
+            data = stream.read(limit + 1)
+        elif not stat.S_ISREG(mode):
+            raise UsageError('%s: not a regular file (a pipe, socket or device), so not a %s'
+                             % (path, what))
+        elif os.fstat(fd).st_size > limit:
             raise UsageError('%s: larger than %d MB, the most a %s may hold'
                              % (path, limit // MB, what))
-        os.set_blocking(fd, True)
-        try:
-            data = stream.read(limit + 1)  # a file that grows is bounded too
-        except OSError as e:
-            raise UsageError('%s: cannot read the %s: %s' % (path, what, e.strerror or e))
+        else:
+            os.set_blocking(fd, True)
+            try:
+                data = stream.read(limit + 1)  # a file that grows is bounded too
+            except OSError as e:
+                raise UsageError('%s: cannot read the %s: %s'
+                                 % (path, what, e.strerror or e))
     if len(data) > limit:
         raise UsageError('%s: larger than %d MB, the most a %s may hold'
                          % (path, limit // MB, what))

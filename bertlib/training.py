@@ -96,24 +96,28 @@ class Task(object):
 def read_log(path):
     """The per-epoch records of a JSON-lines log, [] if there is none. A line that is not
     a record of this program is a UsageError naming it."""
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return []
-    records = []
+    # A folder received from someone else may hold a link, a FIFO or a huge file here.
+    data = fileio.read_bounded(path, 'log', 'training log', follow_symlinks=False)
     try:
-        with open(path, encoding='utf-8') as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as e:
-                    raise UsageError('%s:%d: not a JSON record (%s)' % (path, number, e))
-                if not isinstance(record, dict) or not isinstance(record.get('epoch'), int):
-                    raise UsageError('%s:%d: not an epoch record of this program'
-                                     % (path, number))
-                records.append(record)
-    except (OSError, UnicodeDecodeError) as e:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as e:
         raise UsageError('%s: cannot read the training log: %s' % (path, e))
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except RecursionError:
+            raise UsageError('%s:%d: not a JSON record (nested too deeply)' % (path, number))
+        except ValueError as e:
+            raise UsageError('%s:%d: not a JSON record (%s)' % (path, number, e))
+        if not isinstance(record, dict) or not isinstance(record.get('epoch'), int):
+            raise UsageError('%s:%d: not an epoch record of this program'
+                             % (path, number))
+        records.append(record)
     return records
 
 
