@@ -138,6 +138,10 @@ MAX_TRIPLETS = 10 ** 7
 MAX_MEMORY_SIZE = 10 ** 7
 
 
+# More epochs than anyone runs: a typo (--epoch 1000000000) would run until killed.
+MAX_EPOCHS = 100000
+
+
 def integer(flag, low, high=None, note=''):
     """An argparse type: an int from `low` to `high` (no upper bound when None), else a
     UsageError '<flag> must be ...'; `note` (e.g. ' (0: no limit)') follows the range."""
@@ -260,13 +264,17 @@ def add_training_arguments(parser, out):
     add_bert_arguments(parser, communicator=True)
     parser.set_defaults(text_prefix='')  # a model is trained with one, empty by default
     train = parser.add_argument_group('training')
-    train.add_argument('--epoch', '-e', type=integer('--epoch', 1), default=100,
-                       help='number of epochs (default: 100)')
-    train.add_argument('--learnrate', '-l', type=real('--learnrate', 0, above=True),
+    train.add_argument('--epoch', '-e', type=integer('--epoch', 1, MAX_EPOCHS), default=100,
+                       help='number of epochs, 1 to %d (default: 100)' % MAX_EPOCHS)
+    # Adam moves each weight by about the learning rate a step: above 1 a BERT's weights
+    # leave float32's range within steps (1e30 divided by zero in LayerNorm).
+    train.add_argument('--learnrate', '-l', type=real('--learnrate', 0, 1, above=True),
                        default=5e-5,
-                       help='peak learning rate, decayed linearly to 0 (default: 5e-5)')
-    train.add_argument('--weightdecay', type=real('--weightdecay', 0), default=0.01,
-                       help='decoupled weight decay of weight matrices (default: 0.01)')
+                       help='peak learning rate, decayed linearly to 0: above 0 and at most '
+                            '1 (default: 5e-5)')
+    train.add_argument('--weightdecay', type=real('--weightdecay', 0, 1), default=0.01,
+                       help='decoupled weight decay of weight matrices, 0 to at most 1 '
+                            '(default: 0.01)')
     train.add_argument('--warmup', default=0.0,
                        type=real('--warmup', 0, 1, below=True,
                                  note=' (the fraction of the steps spent warming up)'),

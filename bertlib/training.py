@@ -159,20 +159,30 @@ def train(task, optimizer, out, epochs, learnrate, seed, warmup=0.0, start_epoch
         with chainer.using_config('train', True):
             for iteration, batch in enumerate(task.batches(rng)):
                 optimizer.eta = optimization.schedule(step, total_steps, warmup_steps)
-                loss, count = task.loss(batch)
-                # The loss stays on the device: reading it here would make the host wait
-                # for the GPU at every step. Losses are read where a figure is logged.
-                losses.append(loss.array)
-                if xp is np:  # free on the CPU: stop at once
-                    check_losses(losses[-1:], epoch, out, first=iteration)
-                task.model.cleargrads()
-                loss.backward()
-                optimizer.update()
+                try:
+                    loss, count = task.loss(batch)
+                    # The loss stays on the device: reading it here would make the host
+                    # wait for the GPU at every step. Losses are read where a figure is
+                    # logged.
+                    losses.append(loss.array)
+                    if xp is np:  # free on the CPU: stop at once
+                        check_losses(losses[-1:], epoch, out, first=iteration,
+                                     first_step=step + 1)
+                    task.model.cleargrads()
+                    loss.backward()
+                    optimizer.update()
+                except ArithmeticError as e:  # weights out of range: a division by zero
+                    check_parameters(task.model, epoch, step, out)  # names the weight
+                    raise TrainingError(
+                        '%s at epoch %d, iteration %d (step %d): %s; stopped before saving, '
+                        'the last good model is %s' % (type(e).__name__, epoch, iteration + 1,
+                                                      step + 1, e, _last_good(out)))
                 sentences += count
                 step += 1
                 if progress is not None:
                     progress(1)
-        losses = check_losses(losses, epoch, out)
+        losses = check_losses(losses, epoch, out, first_step=step - len(losses) + 1)
+        check_parameters(task.model, epoch, step, out)
         if progress is not None:
             progress.close()
         train_seconds = time.time() - epoch_start
@@ -230,19 +240,39 @@ def score_epoch(task, epoch, losses, sentences, train_seconds):
     return record
 
 
-def check_losses(losses, epoch, out, first=0):
-    """Losses of iterations first, first + 1, ... of an epoch (device scalars) as a list
-    of floats; a TrainingError names the first one that is not finite. One copy from
-    the GPU for them all."""
+def check_losses(losses, epoch, out, first=0, first_step=None):
+    """Losses of iterations first, first + 1, ... of an epoch (device scalars), the
+    first of them at step `first_step` of the run, as a list of floats; a TrainingError
+    names the first one that is not finite. One copy from the GPU for them all."""
     values = chainer.backend.CpuDevice().send(
         chainer.backend.get_array_module(losses[-1]).stack(losses)) if losses else []
     for iteration, value in enumerate(values):
         if not math.isfinite(value):
+            where = '' if first_step is None else ' (step %d)' % (first_step + iteration)
             raise TrainingError(
-                'the loss became %s at epoch %d, iteration %d; stopped before saving, the '
+                'the loss became %s at epoch %d, iteration %d%s; stopped before saving, the '
                 'last good model is %s'
-                % (value, epoch, first + iteration + 1, os.path.join(out, 'final.model')))
+                % (value, epoch, first + iteration + 1, where, _last_good(out)))
     return [float(value) for value in values]
+
+
+def check_parameters(model, epoch, step, out):
+    """A TrainingError naming the first parameter of `model` that holds a value that is
+    not finite (a loss can stay finite while a weight overflows): such a model is never
+    saved. One reduction per parameter, once an epoch."""
+    for name, param in sorted(model.namedparams()):
+        if param.array is None:
+            continue
+        xp = chainer.backend.get_array_module(param.array)
+        if not bool(xp.isfinite(param.array).all()):
+            raise TrainingError(
+                'the parameter %s is not finite at epoch %d, after step %d; stopped '
+                'before saving, the last good model is %s'
+                % (name, epoch, step, _last_good(out)))
+
+
+def _last_good(out):
+    return os.path.join(out, 'final.model')
 
 
 def format_record(r):
