@@ -173,6 +173,17 @@ def real(flag, low, high=None, above=False, below=False, note=''):
     return parse
 
 
+def utf8_text(text):
+    """The argparse type of --text_prefix: the text as given, refused when the command
+    line held bytes that are not UTF-8 (Python keeps them as lone surrogates, '\\udcff',
+    which would be saved with a model and tokenised as no text file could spell them)."""
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        raise UsageError('--text_prefix %r is not UTF-8 text: give it in UTF-8' % text)
+    return text
+
+
 def add_seed_argument(parser, description):
     """--seed, described by `description`, range-checked as NumPy and scikit-learn need
     it."""
@@ -224,7 +235,7 @@ def add_bert_arguments(parser, batchsize=64, communicator=False):
                             'sentences are truncated and counted in the log (default: 128; '
                             'the original BERT-DML cut at the model\'s 512 positions: '
                             '--max_seq_length 512)')
-    group.add_argument('--text_prefix', default=None, metavar='STR',
+    group.add_argument('--text_prefix', default=None, metavar='STR', type=utf8_text,
                        help="put STR before every text before tokenising, e.g. 'query: ' "
                             "for multilingual-e5. Saved with a trained model: --resume must "
                             "give the same, and the extractors of a trained model use its "

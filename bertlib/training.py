@@ -139,7 +139,15 @@ def train(task, optimizer, out, epochs, learnrate, seed, warmup=0.0, start_epoch
     steps_per_epoch = sum(1 for _ in task.batches(np.random.RandomState(0)))
     total_steps = steps_per_epoch * epochs
     warmup_steps = int(round(warmup * total_steps))
-    records = [r for r in read_log(log_path) if r['epoch'] < start_epoch]
+    records = read_log(log_path)
+    dropped = [r['epoch'] for r in records if r['epoch'] >= start_epoch]
+    if dropped and root:
+        # Epochs this run computes again (or a tampered record): said, not silently lost.
+        logger.warning('%s: dropping the records of epochs %s, from epoch %d on, which '
+                       'this run trains (again)', log_path,
+                       ', '.join(str(e) for e in dropped[:5]) +
+                       (', ...' if len(dropped) > 5 else ''), start_epoch)
+    records = [r for r in records if r['epoch'] < start_epoch]
     best = best_so_far(records, task.early_stopping)
     # The step count of a resumed run comes from the checkpoint: P x K epochs need not all
     # have the same number of batches.

@@ -562,3 +562,50 @@ def test_savez_writes_what_numpy_writes(tmp_path):
     with np.load(tmp_path / 'ours.npz') as archive:
         assert sorted(archive.files) == ['a', 'b/c']
         assert np.array_equal(archive['a'], arrays['a']) and str(archive['b/c']) == '{"x": 1}'
+
+
+# --- 11. judged: bounded lines, UTF-8 prefixes, dropped log records, --epoch -------------
+
+def test_a_line_longer_than_the_bound_is_refused_by_number(tmp_path):
+    from bertlib import data
+    path = tmp_path / 'in.txt'
+    path.write_bytes(b'pos\tgood\n' + b'neg\t' + b'x' * (data.MAX_LINE_BYTES + 10) + b'\n')
+    with pytest.raises(UsageError, match=r'in.txt:2: a line longer than 1 MB'):
+        data.check_input(str(path))
+    with pytest.raises(UsageError, match=r'in.txt:2: a line longer'):
+        list(data.read_lines(str(path)))
+    path.write_bytes(b'x' * (3 * data.BLOCK_BYTES))  # no newline at all
+    with pytest.raises(UsageError, match=r'in.txt:1: a line longer'):
+        list(data.read_lines(str(path)))
+
+
+def test_a_line_at_the_bound_is_read(tmp_path):
+    from bertlib import data
+    path = tmp_path / 'in.txt'
+    line = b'x' * data.MAX_LINE_BYTES
+    path.write_bytes(b'a\n' + line + b'\nb')
+    assert list(data.read_lines(str(path))) == [b'a', line, b'b']
+
+
+def test_a_text_prefix_that_is_not_utf8_is_refused(tmp_path, small):
+    with pytest.raises(UsageError, match='--text_prefix .* not UTF-8'):
+        train_dml.main(train_args(tmp_path, small, tmp_path / 'out', '--epoch', '1',
+                                  '--text_prefix', '\udcff'))
+
+
+def test_epoch_has_an_upper_bound(tmp_path, small):
+    with pytest.raises(UsageError, match='--epoch must be between 1 and 100000'):
+        train_dml.main(train_args(tmp_path, small, tmp_path / 'out', '--epoch', '10' * 15))
+
+
+def test_a_dropped_log_record_is_said_on_stderr(tmp_path, small, caplog):
+    out = tmp_path / 'out'
+    train_dml.main(train_args(tmp_path, small, out, '--epoch', '1'))
+    log = out / 'log.jsonl'
+    record = json.loads(log.read_text().splitlines()[0])
+    record['epoch'] = 10 ** 9
+    log.write_text(log.read_text() + json.dumps(record) + '\n')
+    train_dml.main(train_args(tmp_path, small, out, '--epoch', '2', '--resume', str(out)))
+    assert 'dropping the records of epochs 1000000000' in caplog.text
+    epochs = [json.loads(line)['epoch'] for line in log.read_text().splitlines()]
+    assert epochs == [1, 2]
