@@ -81,7 +81,25 @@ class SentencePieceTokenizer(object):
                 raise UsageError('%s: the tokenizer has no %s piece' % (self.vocab_file, token))
         self.bos_id, self.eos_id = ids[BOS], ids[EOS]
         self.pad_id, self.unk_id = ids[PAD], ids[UNK]
-        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        # One more than the highest id: an added token may be given any id, and it must
+        # have an embedding row like the pieces (`check_vocab_size`).
+        vocab = self.tokenizer.get_vocab(with_added_tokens=True)
+        self.vocab_size = max(max(vocab.values()) + 1,
+                              self.tokenizer.get_vocab_size(with_added_tokens=True))
+        self._check_keeps_text()
+
+    def _check_keeps_text(self):
+        """A normaliser or pre-tokenizer may drop every character (a `Replace` of any
+        character by nothing): every text would then encode as `<s></s>`, the same
+        features for all. The pieces' own spelling, as text, must give pieces."""
+        pieces = [piece for piece, _ in sorted(self.tokenizer.get_vocab().items(),
+                                               key=lambda item: item[1])
+                  if piece not in (BOS, EOS, PAD, UNK)][:200]
+        text = ' '.join(piece.replace(METASPACE, ' ').strip() for piece in pieces)
+        if text.strip() and not self._encode(text).ids:
+            raise UsageError('%s: the tokenizer turns text into no pieces at all (its '
+                             'normalizer or pre_tokenizer drops every character): every '
+                             'text would encode as the same ids' % self.vocab_file)
 
     def tokenize(self, text):
         """The pieces of `text` (no <s>, </s>; no prefix, no ellipsis joining)."""
@@ -151,6 +169,14 @@ def _read_tokenizer_json(path):
     except _panic_exception() as e:  # a Rust panic: not an Exception subclass
         raise UsageError('%s: tokenizers cannot read it (%s)' % (path, _first_line(e)))
     tokenizer.post_processor = None
+    # tokenizers gives an added token whose id is taken or past the pieces the next free
+    # id instead, silently: the file's ids must be the ones used.
+    for token in config.get('added_tokens') or []:
+        content = token.get('content') if isinstance(token, dict) else None
+        if tokenizer.token_to_id(content) != token.get('id'):
+            raise UsageError('%s: the added token %r says id %r, but tokenizers gives it id '
+                             '%r' % (path, content, token.get('id'),
+                                     tokenizer.token_to_id(content)))
     return tokenizer
 
 

@@ -609,3 +609,53 @@ def test_a_dropped_log_record_is_said_on_stderr(tmp_path, small, caplog):
     assert 'dropping the records of epochs 1000000000' in caplog.text
     epochs = [json.loads(line)['epoch'] for line in log.read_text().splitlines()]
     assert epochs == [1, 2]
+
+
+# --- probed after the issue: other parts of a tokenizer.json that mislead ----------------
+
+def drop_everything(config):
+    config['normalizer']['normalizers'].append(
+        {'type': 'Replace', 'pattern': {'Regex': '[\\s\\S]'}, 'content': ''})
+
+
+def split_everything(config):
+    config['pre_tokenizer'] = {'type': 'Split', 'pattern': {'Regex': '[\\s\\S]'},
+                               'behavior': 'Removed', 'invert': False}
+
+
+@pytest.mark.parametrize('change', [drop_everything, split_everything])
+def test_a_tokenizer_that_drops_every_character_is_refused(spm, tmp_path, change):
+    _, config = spm
+    path = hostile_tokenizer(tmp_path, config, change)
+    with pytest.raises(UsageError, match='no pieces at all') as info:
+        sentencepiece_tokenization.SentencePieceTokenizer(str(path))
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize('token_id', [10 ** 9, 5])
+def test_an_added_token_whose_id_tokenizers_would_change_is_refused(spm, tmp_path, token_id):
+    """tokenizers gives an added token with a taken id, or one past the pieces, the next
+    free id instead: 'zzz' would be encoded with an id the file never said."""
+    _, config = spm
+
+    def add(config):
+        config['added_tokens'] = [{'id': token_id, 'content': 'zzz', 'single_word': False,
+                                   'lstrip': False, 'rstrip': False, 'normalized': False,
+                                   'special': True}]
+    path = hostile_tokenizer(tmp_path, config, add)
+    with pytest.raises(UsageError, match="added token 'zzz' says id %d" % token_id):
+        sentencepiece_tokenization.SentencePieceTokenizer(str(path))
+
+
+def test_an_added_token_with_its_own_id_is_kept(spm, tmp_path):
+    folder, config = spm
+    size = len(config['model']['vocab'])
+
+    def add(config):
+        config['added_tokens'] = [{'id': size, 'content': '<mask>', 'single_word': False,
+                                   'lstrip': True, 'rstrip': False, 'normalized': False,
+                                   'special': True}]
+    path = hostile_tokenizer(tmp_path, config, add)
+    tokenizer = sentencepiece_tokenization.SentencePieceTokenizer(str(path))
+    assert tokenizer.vocab_size == size + 1
+    assert size in tokenizer.encode('good <mask>', 16)[0]
