@@ -453,11 +453,11 @@ def check_not_input(output, inputs, flag='--output', follow_symlinks=True):
 # (multilingual-e5-small's tokenizer.json, 250,002 pieces, is 9 MB; XLM-R-large's 17 MB).
 MB = 1 << 20
 LIMITS = {
-    'tokenizer': 64 * MB,     # tokenizer.json, sentencepiece.bpe.model
-    'vocabulary': 64 * MB,    # vocab.txt
+    'tokenizer': 32 * MB,     # tokenizer.json, sentencepiece.bpe.model
+    'vocabulary': 16 * MB,    # vocab.txt
     'config': 1 * MB,         # bert_config.json, config.json, a safetensors index
     'journal': 1 * MB,        # .commit.json
-    'labels': 64 * MB,        # labels.bin
+    'labels': 16 * MB,        # labels.bin
     'log': 64 * MB,           # log.jsonl
 }
 def read_bounded(path, kind, what='file', follow_symlinks=True):

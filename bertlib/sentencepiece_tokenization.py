@@ -37,6 +37,11 @@ from bertlib.errors import UsageError
 BOS, EOS, PAD, UNK = '<s>', '</s>', '<pad>', '<unk>'
 METASPACE = '\u2581'
 
+# More pieces than any multilingual vocabulary (XLM-R 250,002; the largest common ones
+# are 256k): tokenizers' own structures for a file at this bound peak near 600 MB, what
+# multilingual-e5-small's 250,002 pieces take; 1.5 million pieces took 1.5 GB.
+MAX_PIECES = 1 << 19
+
 # A score no segmentation of real text reaches: it keeps <unk> out of the Viterbi paths
 # (tokenizers has no flag for that) while <unk> keeps its id.
 _NEVER_SCORE = -1e9
@@ -201,6 +206,9 @@ def check_unique_pieces(path, vocab):
     id of a repeated piece, so every id would silently mean another row."""
     if not isinstance(vocab, list):
         raise UsageError('%s: the model\'s "vocab" is not a list of [piece, score]' % path)
+    if len(vocab) > MAX_PIECES:
+        raise UsageError('%s: %d pieces, more than the %d any SentencePiece BERT has '
+                         '(XLM-R: 250,002)' % (path, len(vocab), MAX_PIECES))
     seen = {}
     for i, entry in enumerate(vocab):
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):

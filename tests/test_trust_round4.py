@@ -659,3 +659,13 @@ def test_an_added_token_with_its_own_id_is_kept(spm, tmp_path):
     tokenizer = sentencepiece_tokenization.SentencePieceTokenizer(str(path))
     assert tokenizer.vocab_size == size + 1
     assert size in tokenizer.encode('good <mask>', 16)[0]
+
+
+def test_a_tokenizer_json_with_more_pieces_than_any_vocabulary_is_refused(spm, tmp_path):
+    """1.5 million pieces fit in 28 MB and took tokenizers 1.5 GB to load."""
+    _, config = spm
+    count = sentencepiece_tokenization.MAX_PIECES + 1
+    path = hostile_tokenizer(tmp_path, config, lambda c: c['model']['vocab'].extend(
+        [['p%x' % i, -10.0] for i in range(count - len(c['model']['vocab']))]))
+    with pytest.raises(UsageError, match='%d pieces, more than' % count):
+        sentencepiece_tokenization.SentencePieceTokenizer(str(path))
