@@ -35,7 +35,7 @@ import struct
 
 import numpy as np
 
-from bertlib import modeling
+from bertlib import modeling, sentencepiece_tokenization
 from bertlib.errors import UsageError
 
 MAGIC = b'E5S1'
@@ -233,6 +233,10 @@ class _Layout(object):
                 self._fail('piece %d is not UTF-8', i)
         seen = {}
         for i, piece in enumerate(pieces):
+            if len(piece) > sentencepiece_tokenization.MAX_PIECE_CHARS:
+                # As in a tokenizer.json: a long piece makes segmentation quadratic.
+                self._fail('piece %d is %d characters long, more than the %d read', i,
+                           len(piece), sentencepiece_tokenization.MAX_PIECE_CHARS)
             if piece in seen:
                 # As vocab.txt and tokenizer.json: the tokenizer would keep one id of the two.
                 self._fail('the piece %r is given twice (ids %d and %d)', piece, seen[piece], i)

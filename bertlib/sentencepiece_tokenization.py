@@ -41,6 +41,11 @@ METASPACE = '\u2581'
 # are 256k): tokenizers' own structures for a file at this bound peak near 600 MB, what
 # multilingual-e5-small's 250,002 pieces take; 1.5 million pieces took 1.5 GB.
 MAX_PIECES = 1 << 19
+# The longest piece, in characters (XLM-R's longest is 16, SentencePiece's training default
+# caps them at 16): the segmentation tries, at each character of a text, every piece that
+# starts there, so a piece of 20,000 'a' made a 40,000-character text take 18 s, and a
+# 1 MB line hours.
+MAX_PIECE_CHARS = 256
 
 # A score no segmentation of real text reaches: it keeps <unk> out of the Viterbi paths
 # (tokenizers has no flag for that) while <unk> keeps its id.
@@ -213,6 +218,9 @@ def check_unique_pieces(path, vocab):
     for i, entry in enumerate(vocab):
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
             raise UsageError('%s: vocab entry %d is not [piece, score]' % (path, i))
+        if len(entry[0]) > MAX_PIECE_CHARS:
+            raise UsageError('%s: piece %d is %d characters long, more than the %d read'
+                             % (path, i, len(entry[0]), MAX_PIECE_CHARS))
         if entry[0] in seen:
             raise UsageError('%s: the piece %r is given twice (ids %d and %d): the ids would '
                              'not be the model\'s' % (path, entry[0], seen[entry[0]], i))

