@@ -17,8 +17,6 @@ on the same files, to compare before and after.
 
 import argparse
 import base64
-import copy
-import hashlib
 import json
 import os
 import pathlib

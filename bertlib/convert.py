@@ -32,7 +32,6 @@ config's vocab_size is refused.
 
 import argparse
 import glob
-import json
 import logging
 import os
 import sys

