@@ -333,23 +333,30 @@ def check_charmap(path, blob):
     seen = np.zeros(size, dtype=bool)
     frontier = bases(np.array([0]))  # the root's base; the root's own leaf is never read
     labels = np.arange(1, 256)
-    while len(frontier):
+    # A byte may start a replacement unless it continues a UTF-8 character; the end
+    # (an empty replacement) may too.
+    starts = np.append((np.frombuffer(normalized, dtype=np.uint8) & 0xC0) != 0x80, True)
+    pending = [frontier]
+    while pending:
+        # At most 4,096 nodes at a time: 8 MB of candidate slots, whatever the trie.
+        frontier, rest = pending[-1][:4096], pending[-1][4096:]
+        pending[-1:] = [rest] if len(rest) else []
         slots = (frontier[:, None] ^ labels[None, :]).ravel()
         wanted = np.tile(labels, len(frontier))
         children = np.unique(slots[(units[slots] & ((1 << 31) | 0xFF)) == wanted])
         children = children[~seen[children]]
-        seen[children] = True
         if not len(children):
-            break
+            continue
+        seen[children] = True
         child_bases = bases(children)
         leaves = child_bases[(units[children] >> 8) & 1 == 1]
         values = units[leaves] & ((1 << 31) - 1)
-        for value in np.unique(values).tolist():
-            if value > len(normalized) or (value < len(normalized)
-                                           and 0x80 <= normalized[value] < 0xC0):
-                refuse('has a replacement offset %d that is not the start of a character '
-                       'of its %d bytes of replacements' % (value, len(normalized)))
-        frontier = child_bases
+        bad = values[(values > len(normalized))
+                     | ~starts[np.minimum(values, len(normalized))]]
+        if len(bad):
+            refuse('has a replacement offset %d that is not the start of a character of '
+                   'its %d bytes of replacements' % (bad[0], len(normalized)))
+        pending.append(child_bases)
     return True
 
 
