@@ -22,7 +22,7 @@ import zipfile
 import chainer
 import numpy as np
 
-from bertlib import optimization
+from bertlib import fileio, optimization
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
@@ -45,11 +45,7 @@ class _LabelUnpickler(pickle.Unpickler):
 
 def load_labels(path):
     """Reads labels.bin: {label (str): id (int)}, ids 0..K-1."""
-    try:
-        with open(path, 'rb') as stream:
-            data = stream.read()
-    except OSError as e:
-        raise UsageError('%s: cannot read labels: %s' % (path, e.strerror))
+    data = fileio.read_bounded(path, 'labels', 'labels file')
     try:
         labels = _LabelUnpickler(io.BytesIO(data)).load()
     except Exception as e:
@@ -77,7 +73,25 @@ def write_model(stream, model, meta=None, prefix=''):
         arrays[prefix + name.lstrip('/')] = chainer.backend.CpuDevice().send(param.array)
     if meta is not None:
         arrays[META_KEY] = np.array(json.dumps(meta, sort_keys=True))
-    np.savez(stream, **arrays)
+    savez(stream, arrays)
+
+
+def savez(stream, arrays, compress=False):
+    """np.savez(stream, **arrays) (np.savez_compressed with `compress`), except when a
+    write fails (a full disk): np.savez leaves its ZipFile open, and its __del__, run
+    later, writes to the closed file ("Exception ignored ... seek of closed file"). Here
+    the unfinished archive is abandoned at once; the caller removes the file."""
+    archive = zipfile.ZipFile(stream, mode='w', allowZip64=True,
+                              compression=zipfile.ZIP_DEFLATED if compress
+                              else zipfile.ZIP_STORED)
+    try:
+        for name, array in arrays.items():
+            with archive.open(name + '.npy', 'w', force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+    except BaseException:
+        archive.fp = None  # closing would write the directory: nothing more is written
+        raise
+    archive.close()
 
 
 def read_meta(path):
@@ -91,6 +105,9 @@ def read_meta(path):
         text = str(archive.read(META_KEY, max_bytes=1 << 20))
     try:
         meta = json.loads(text)
+    except RecursionError:
+        raise UsageError('%s: %s nests its JSON too deeply to be this program\'s'
+                         % (path, META_KEY))
     except ValueError as e:
         raise UsageError('%s: %s is not valid JSON (%s)' % (path, META_KEY, e))
     if not isinstance(meta, dict):
@@ -194,8 +211,11 @@ def load_model_labels(model_path, labels_path, kind):
 
 
 def write_state(stream, optimizer):
-    """The optimizer state as npz into an open binary stream (for a `fileio.Commit`)."""
-    chainer.serializers.save_npz(stream, optimizer)
+    """The optimizer state as npz into an open binary stream (for a `fileio.Commit`), as
+    chainer.serializers.save_npz writes it (compressed), through `savez`."""
+    serializer = chainer.serializers.DictionarySerializer()
+    serializer.save(optimizer)
+    savez(stream, serializer.target, compress=True)
 
 
 # The arrays Adam keeps per parameter besides its step count 't'.

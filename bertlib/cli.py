@@ -138,6 +138,10 @@ MAX_TRIPLETS = 10 ** 7
 MAX_MEMORY_SIZE = 10 ** 7
 
 
+# More epochs than anyone runs: a typo (--epoch 1000000000) would run until killed.
+MAX_EPOCHS = 100000
+
+
 def integer(flag, low, high=None, note=''):
     """An argparse type: an int from `low` to `high` (no upper bound when None), else a
     UsageError '<flag> must be ...'; `note` (e.g. ' (0: no limit)') follows the range."""
@@ -167,6 +171,17 @@ def real(flag, low, high=None, above=False, below=False, note=''):
         return value
     parse.__name__ = 'float'
     return parse
+
+
+def utf8_text(text):
+    """The argparse type of --text_prefix: the text as given, refused when the command
+    line held bytes that are not UTF-8 (Python keeps them as lone surrogates, '\\udcff',
+    which would be saved with a model and tokenised as no text file could spell them)."""
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        raise UsageError('--text_prefix %r is not UTF-8 text: give it in UTF-8' % text)
+    return text
 
 
 def add_seed_argument(parser, description):
@@ -238,7 +253,7 @@ def add_bert_arguments(parser, batchsize=64, communicator=False):
                             'sentences are truncated and counted in the log (default: 128; '
                             'the original BERT-DML cut at the model\'s 512 positions: '
                             '--max_seq_length 512)')
-    group.add_argument('--text_prefix', default=None, metavar='STR',
+    group.add_argument('--text_prefix', default=None, metavar='STR', type=utf8_text,
                        help="put STR before every text before tokenising, e.g. 'query: ' "
                             "for multilingual-e5. Saved with a trained model: --resume must "
                             "give the same, and the extractors of a trained model use its "
@@ -278,13 +293,17 @@ def add_training_arguments(parser, out):
     add_bert_arguments(parser, communicator=True)
     parser.set_defaults(text_prefix='')  # a model is trained with one, empty by default
     train = parser.add_argument_group('training')
-    train.add_argument('--epoch', '-e', type=integer('--epoch', 1), default=100,
-                       help='number of epochs (default: 100)')
-    train.add_argument('--learnrate', '-l', type=real('--learnrate', 0, above=True),
+    train.add_argument('--epoch', '-e', type=integer('--epoch', 1, MAX_EPOCHS), default=100,
+                       help='number of epochs, 1 to %d (default: 100)' % MAX_EPOCHS)
+    # Adam moves each weight by about the learning rate a step: above 1 a BERT's weights
+    # leave float32's range within steps (1e30 divided by zero in LayerNorm).
+    train.add_argument('--learnrate', '-l', type=real('--learnrate', 0, 1, above=True),
                        default=5e-5,
-                       help='peak learning rate, decayed linearly to 0 (default: 5e-5)')
-    train.add_argument('--weightdecay', type=real('--weightdecay', 0), default=0.01,
-                       help='decoupled weight decay of weight matrices (default: 0.01)')
+                       help='peak learning rate, decayed linearly to 0: above 0 and at most '
+                            '1 (default: 5e-5)')
+    train.add_argument('--weightdecay', type=real('--weightdecay', 0, 1), default=0.01,
+                       help='decoupled weight decay of weight matrices, 0 to at most 1 '
+                            '(default: 0.01)')
     train.add_argument('--warmup', default=0.0,
                        type=real('--warmup', 0, 1, below=True,
                                  note=' (the fraction of the steps spent warming up)'),

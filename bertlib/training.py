@@ -96,24 +96,28 @@ class Task(object):
 def read_log(path):
     """The per-epoch records of a JSON-lines log, [] if there is none. A line that is not
     a record of this program is a UsageError naming it."""
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return []
-    records = []
+    # A folder received from someone else may hold a link, a FIFO or a huge file here.
+    data = fileio.read_bounded(path, 'log', 'training log', follow_symlinks=False)
     try:
-        with open(path, encoding='utf-8') as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as e:
-                    raise UsageError('%s:%d: not a JSON record (%s)' % (path, number, e))
-                if not isinstance(record, dict) or not isinstance(record.get('epoch'), int):
-                    raise UsageError('%s:%d: not an epoch record of this program'
-                                     % (path, number))
-                records.append(record)
-    except (OSError, UnicodeDecodeError) as e:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as e:
         raise UsageError('%s: cannot read the training log: %s' % (path, e))
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except RecursionError:
+            raise UsageError('%s:%d: not a JSON record (nested too deeply)' % (path, number))
+        except ValueError as e:
+            raise UsageError('%s:%d: not a JSON record (%s)' % (path, number, e))
+        if not isinstance(record, dict) or not isinstance(record.get('epoch'), int):
+            raise UsageError('%s:%d: not an epoch record of this program'
+                             % (path, number))
+        records.append(record)
     return records
 
 
@@ -135,7 +139,15 @@ def train(task, optimizer, out, epochs, learnrate, seed, warmup=0.0, start_epoch
     steps_per_epoch = sum(1 for _ in task.batches(np.random.RandomState(0)))
     total_steps = steps_per_epoch * epochs
     warmup_steps = int(round(warmup * total_steps))
-    records = [r for r in read_log(log_path) if r['epoch'] < start_epoch]
+    records = read_log(log_path)
+    dropped = [r['epoch'] for r in records if r['epoch'] >= start_epoch]
+    if dropped and root:
+        # Epochs this run computes again (or a tampered record): said, not silently lost.
+        logger.warning('%s: dropping the records of epochs %s, from epoch %d on, which '
+                       'this run trains (again)', log_path,
+                       ', '.join(str(e) for e in dropped[:5]) +
+                       (', ...' if len(dropped) > 5 else ''), start_epoch)
+    records = [r for r in records if r['epoch'] < start_epoch]
     best = best_so_far(records, task.early_stopping)
     # The step count of a resumed run comes from the checkpoint: P x K epochs need not all
     # have the same number of batches.
@@ -155,20 +167,30 @@ def train(task, optimizer, out, epochs, learnrate, seed, warmup=0.0, start_epoch
         with chainer.using_config('train', True):
             for iteration, batch in enumerate(task.batches(rng)):
                 optimizer.eta = optimization.schedule(step, total_steps, warmup_steps)
-                loss, count = task.loss(batch)
-                # The loss stays on the device: reading it here would make the host wait
-                # for the GPU at every step. Losses are read where a figure is logged.
-                losses.append(loss.array)
-                if xp is np:  # free on the CPU: stop at once
-                    check_losses(losses[-1:], epoch, out, first=iteration)
-                task.model.cleargrads()
-                loss.backward()
-                optimizer.update()
+                try:
+                    loss, count = task.loss(batch)
+                    # The loss stays on the device: reading it here would make the host
+                    # wait for the GPU at every step. Losses are read where a figure is
+                    # logged.
+                    losses.append(loss.array)
+                    if xp is np:  # free on the CPU: stop at once
+                        check_losses(losses[-1:], epoch, out, first=iteration,
+                                     first_step=step + 1)
+                    task.model.cleargrads()
+                    loss.backward()
+                    optimizer.update()
+                except ArithmeticError as e:  # weights out of range: a division by zero
+                    check_parameters(task.model, epoch, step, out)  # names the weight
+                    raise TrainingError(
+                        '%s at epoch %d, iteration %d (step %d): %s; stopped before saving, '
+                        'the last good model is %s' % (type(e).__name__, epoch, iteration + 1,
+                                                      step + 1, e, _last_good(out)))
                 sentences += count
                 step += 1
                 if progress is not None:
                     progress(1)
-        losses = check_losses(losses, epoch, out)
+        losses = check_losses(losses, epoch, out, first_step=step - len(losses) + 1)
+        check_parameters(task.model, epoch, step, out)
         if progress is not None:
             progress.close()
         train_seconds = time.time() - epoch_start
@@ -226,19 +248,39 @@ def score_epoch(task, epoch, losses, sentences, train_seconds):
     return record
 
 
-def check_losses(losses, epoch, out, first=0):
-    """Losses of iterations first, first + 1, ... of an epoch (device scalars) as a list
-    of floats; a TrainingError names the first one that is not finite. One copy from
-    the GPU for them all."""
+def check_losses(losses, epoch, out, first=0, first_step=None):
+    """Losses of iterations first, first + 1, ... of an epoch (device scalars), the
+    first of them at step `first_step` of the run, as a list of floats; a TrainingError
+    names the first one that is not finite. One copy from the GPU for them all."""
     values = chainer.backend.CpuDevice().send(
         chainer.backend.get_array_module(losses[-1]).stack(losses)) if losses else []
     for iteration, value in enumerate(values):
         if not math.isfinite(value):
+            where = '' if first_step is None else ' (step %d)' % (first_step + iteration)
             raise TrainingError(
-                'the loss became %s at epoch %d, iteration %d; stopped before saving, the '
+                'the loss became %s at epoch %d, iteration %d%s; stopped before saving, the '
                 'last good model is %s'
-                % (value, epoch, first + iteration + 1, os.path.join(out, 'final.model')))
+                % (value, epoch, first + iteration + 1, where, _last_good(out)))
     return [float(value) for value in values]
+
+
+def check_parameters(model, epoch, step, out):
+    """A TrainingError naming the first parameter of `model` that holds a value that is
+    not finite (a loss can stay finite while a weight overflows): such a model is never
+    saved. One reduction per parameter, once an epoch."""
+    for name, param in sorted(model.namedparams()):
+        if param.array is None:
+            continue
+        xp = chainer.backend.get_array_module(param.array)
+        if not bool(xp.isfinite(param.array).all()):
+            raise TrainingError(
+                'the parameter %s is not finite at epoch %d, after step %d; stopped '
+                'before saving, the last good model is %s'
+                % (name, epoch, step, _last_good(out)))
+
+
+def _last_good(out):
+    return os.path.join(out, 'final.model')
 
 
 def format_record(r):

