@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 def main(argv=None):
     args = parse_args(argv)
     comm, total, device = extraction.start(args)
-    config, tokenizer, bert = cli.load_bert(args)
+    config, tokenizer, bert = cli.load_bert(args, read_only=True)
     bert.to_device(device)
 
     def encode(input_ids, input_mask):
