@@ -19,6 +19,7 @@ BERT-DML's users already hold load as they are:
 Dense kernels are stored as Chainer's (out, in).
 """
 
+import contextlib
 import copy
 import json
 import math
@@ -219,6 +220,30 @@ def embedding(rows, width, initializer):
     return L.EmbedID(rows, width, initialW=initializer)
 
 
+_BLAS = []  # threadpoolctl's controller of the loaded BLAS, made on first use
+
+
+def one_blas_thread():
+    """A context in which NumPy's BLAS runs on one thread (a no-op without threadpoolctl,
+    which scikit-learn brings).
+
+    For the attention's products: B x heads small matrices, one BLAS call each. With two
+    threads, every one of those hundreds of calls hands work to the second thread and
+    waits for it; when the machine is busy that thread is often not running, and a
+    product of 0.1 s took 0.5 to 2 s (up to 10 s) on the shared 2-core machine, more than
+    all the layer's dense products together. One thread does it in a steady 0.1 s. The
+    dense products, one large call each, keep every thread."""
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS.append(ThreadpoolController())
+        except ImportError:
+            _BLAS.append(None)
+    if _BLAS[0] is None:
+        return contextlib.nullcontext()
+    return _BLAS[0].limit(limits=1, user_api='blas')
+
+
 class SelfAttention(chainer.Chain):
     """Multi-head scaled dot-product self-attention; the `attention/` subtree."""
 
@@ -242,10 +267,12 @@ class SelfAttention(chainer.Chain):
         qkv = F.reshape(qkv, (batch, length, 3, self.num_heads, self.head_size))
         qkv = F.transpose(qkv, (2, 0, 3, 1, 4))                # (3, B, heads, T, d)
         q, k, v = F.separate(qkv, axis=0)
-        scores = F.matmul(q, k, transb=True) * (1.0 / math.sqrt(self.head_size))
+        with one_blas_thread():
+            scores = F.matmul(q, k, transb=True) * (1.0 / math.sqrt(self.head_size))
         scores = scores + F.broadcast_to(attention_bias, scores.shape)
         probs = dropout.dropout(F.softmax(scores, axis=3), dropout_prob)
-        context = F.matmul(probs, v)                             # (B, heads, T, d)
+        with one_blas_thread():
+            context = F.matmul(probs, v)                         # (B, heads, T, d)
         context = F.transpose(context, (0, 2, 1, 3))
         return F.reshape(context, (batch * length, self.num_heads * self.head_size))
 
