@@ -171,7 +171,46 @@ def measure_row(args, name, work):
         result[side + '_mib'] = statistics.median(m for _, m in runs[side])
         result[side + '_runs'] = runs[side]
     result['max_difference'] = max_difference(ours_out, theirs_out)
+    _, result['tokens'], result['flops'] = forward_flops(folder, row['vocab'], path,
+                                                         row['prefix'])
     return result
+
+
+def forward_flops(folder, vocab, path, prefix):
+    """(sentences, tokens, multiply-add FLOPs of the encoder over the real tokens): per
+    layer and sentence of n tokens 2n(4H^2 + 2HI) for the dense products and 4n^2 H for
+    the attention's two; padding, embeddings, norms and activations not counted."""
+    from bertlib import cli, data
+    flags = argparse.Namespace(vocab_file=str(folder / vocab), do_lower_case='auto',
+                               text_prefix=prefix,
+                               bert_config_file=str(folder / 'bert_config.json'),
+                               init_checkpoint=str(folder / 'arrays_bert_model.ckpt.npz'))
+    config = cli.read_bert_config(flags.bert_config_file)
+    tokenizer = cli.load_tokenizer(flags, config)
+    h, inner = config.hidden_size, config.intermediate_size
+    sentences = tokens = flops = 0
+    for example in data.iter_examples(str(path)):
+        n = len(tokenizer.encode(example.text, 128)[0])
+        sentences += 1
+        tokens += n
+        flops += config.num_hidden_layers * (2 * n * (4 * h * h + 2 * h * inner)
+                                             + 4 * n * n * h)
+    return sentences, tokens, flops
+
+
+def matmul_rate(repeat=7):
+    """The best float32 matrix-product rate of NumPy's BLAS here, FLOP/s: (4096, 384) x
+    (384, 1536), a feed-forward product of a batch of 64 sentences of 64 tokens."""
+    import time
+    import numpy as np
+    a = np.random.default_rng(0).standard_normal((4096, 384)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((384, 1536)).astype(np.float32)
+    best = float('inf')
+    for _ in range(repeat):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * 4096 * 384 * 1536 / best
 
 
 def max_difference(a, b):
@@ -199,6 +238,17 @@ def table(results, args):
     for r in results:
         lines.append('%s: largest feature difference between the two sides %.2g'
                      % (r['row'], r['max_difference']))
+    rate = matmul_rate()
+    lines.append('')
+    lines.append('ceiling: NumPy float32 matrix products here at best %.1f GFLOP/s '
+                 '(measured now, (4096, 384) x (384, 1536))' % (rate / 1e9))
+    for r in results:
+        for side in ('ours', 'theirs'):
+            achieved = r['flops'] / r[side + '_s']
+            lines.append('%s %s: %d tokens, %.1f MFLOP a sentence, %.1f GFLOP/s over the '
+                         'whole process = %.0f%% of that rate'
+                         % (r['row'], side, r['tokens'], r['flops'] / r['lines'] / 1e6,
+                            achieved / 1e9, 100 * achieved / rate))
     return '\n'.join(lines)
 
 
