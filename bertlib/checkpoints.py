@@ -164,13 +164,14 @@ def load_model(path, model, prefix='', ignore_prefixes=(), read_only=False):
     from the headers before any data is read. So is an array holding NaN or infinity once
     converted to the parameter's dtype (1e300 in a float64 file is infinite in float32).
 
-    Each parameter's array is replaced by the one read, not copied into: the model's
-    placeholder zeros (`BertModel(random_init=False)`) are then never written, and take
-    no memory. read_only=True (extraction, which never updates a weight): an array that
-    the file stores uncompressed, aligned and in the parameter's dtype is memory-mapped
-    read-only instead of read (`NpzReader.map`), so the 250,000-row word table of a
-    multilingual model is held once, by the page cache, and only its rows in use are
-    resident.
+    read_only=True (extraction, which never updates a weight): each parameter's array is
+    replaced by the one read, not copied into, so the model's placeholder zeros
+    (`BertModel(random_init=False)`) are never written and take no memory; and an array
+    that the file stores uncompressed, aligned and in the parameter's dtype is
+    memory-mapped read-only instead of read (`NpzReader.map`), so the 250,000-row word
+    table of a multilingual model is held once, by the page cache, and only its rows in
+    use are resident. Otherwise the values are copied into the parameters' own arrays,
+    which an optimizer may already hold.
     """
     with NpzReader(path) as archive:
         _check_fits(archive, path, {name: param.shape for name, param in model.namedparams()},
@@ -183,7 +184,10 @@ def load_model(path, model, prefix='', ignore_prefixes=(), read_only=False):
                 array = archive.map(name, param.dtype)
             if array is None:
                 array = archive.read(name, numeric=True, dtype=param.dtype)
-            param.array = param.xp.asarray(array)
+            if read_only:
+                param.array = param.xp.asarray(array)
+            else:
+                param.array[...] = param.xp.asarray(array)
 
 
 def load_model_labels(model_path, labels_path, kind):
