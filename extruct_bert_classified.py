@@ -29,7 +29,7 @@ def main(argv=None):
     cli.settle_text_prefix(args, args.model)
     config, tokenizer, bert = cli.load_bert(args, load_weights=False)
     model = classifier.ClassifierModel(bert, len(labels))
-    checkpoints.load_model(args.model, model)
+    checkpoints.load_model(args.model, model, read_only=True)
     model.to_device(device)
     features.run(args, tokenizer, model.features, device.xp, total, comm)
 

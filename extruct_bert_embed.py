@@ -28,7 +28,7 @@ def main(argv=None):
     args = parse_args(argv)
     recorded = settle_pipeline(args)
     comm, total, device = extraction.start(args)
-    config, tokenizer, bert = cli.load_bert(args)
+    config, tokenizer, bert = cli.load_bert(args, read_only=True)
     bert.to_device(device)
 
     if recorded is not None:

@@ -44,7 +44,7 @@ def main(argv=None):
     pooling = args.pooling or meta['pooling']
     dim = shape[0] if head == 'linear' else config.hidden_size
     model = dml.DMLModel(bert, dim=dim, pooling=pooling, head=head)
-    checkpoints.load_model(args.model, model, ignore_prefixes=('loss/',))
+    checkpoints.load_model(args.model, model, ignore_prefixes=('loss/',), read_only=True)
     if not args.no_centre:
         model.centre = dml.read_centre(meta, dim, args.model)
     model.to_device(device)

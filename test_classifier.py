@@ -44,7 +44,7 @@ def main(argv=None):
     names = [label for label, _ in sorted(label_to_id.items(), key=lambda item: item[1])]
     config, tokenizer, bert = cli.load_bert(args, load_weights=False)
     model = classifier.ClassifierModel(bert, len(names))
-    checkpoints.load_model(args.model, model)
+    checkpoints.load_model(args.model, model, read_only=True)
     model.to_device(device)
 
     def probabilities(input_ids, input_mask):

@@ -15,8 +15,10 @@ code.
 import io
 import json
 import math
+import mmap
 import os
 import pickle
+import struct
 import zipfile
 
 import chainer
@@ -169,8 +171,8 @@ def _check_fits(archive, path, shapes, prefix, ignore_prefixes, what):
                          % (path, empty[0], expected[empty[0]]))
 
 
-def load_model(path, model, prefix='', ignore_prefixes=()):
-    """Copies the arrays of an npz file into `model`, strictly.
+def load_model(path, model, prefix='', ignore_prefixes=(), read_only=False):
+    """Puts the arrays of an npz file into `model`, strictly.
 
     Only arrays whose names start with `prefix` are considered (the prefix is dropped to
     match `model`'s parameter names); of those, ones under `ignore_prefixes` (e.g. a loss
@@ -178,6 +180,15 @@ def load_model(path, model, prefix='', ignore_prefixes=()):
     unexpected, mis-shaped or empty array is a UsageError that names it; shapes are checked
     from the headers before any data is read. So is an array holding NaN or infinity once
     converted to the parameter's dtype (1e300 in a float64 file is infinite in float32).
+
+    read_only=True (extraction, which never updates a weight): each parameter's array is
+    replaced by the one read, not copied into, so the model's placeholder zeros
+    (`BertModel(random_init=False)`) are never written and take no memory; and an array
+    that the file stores uncompressed, aligned and in the parameter's dtype is
+    memory-mapped read-only instead of read (`NpzReader.map`), so the 250,000-row word
+    table of a multilingual model is held once, by the page cache, and only its rows in
+    use are resident. Otherwise the values are copied into the parameters' own arrays,
+    which an optimizer may already hold.
     """
     with NpzReader(path) as archive:
         _check_fits(archive, path, {name: param.shape for name, param in model.namedparams()},
@@ -185,8 +196,15 @@ def load_model(path, model, prefix='', ignore_prefixes=()):
         params = {prefix + name.lstrip('/'): param for name, param in model.namedparams()}
         for name in sorted(params):
             param = params[name]
-            array = archive.read(name, numeric=True, dtype=param.dtype)
-            param.array[...] = param.xp.asarray(array)
+            array = None
+            if read_only and param.xp is np:
+                array = archive.map(name, param.dtype)
+            if array is None:
+                array = archive.read(name, numeric=True, dtype=param.dtype)
+            if read_only:
+                param.array = param.xp.asarray(array)
+            else:
+                param.array[...] = param.xp.asarray(array)
 
 
 def load_model_labels(model_path, labels_path, kind):
@@ -303,6 +321,8 @@ class NpzReader(object):
     def __init__(self, path):
         self.path = path
         self.headers = {}  # name -> (shape, dtype)
+        self.offsets = {}  # name -> where its data starts in the file, if stored uncompressed
+        self.file_map = None  # the whole file, memory-mapped read-only by `map`
         if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
             # A zip is read from its end, and a model several times: a pipe cannot be.
             raise UsageError('%s: not a regular file (a pipe?): an npz archive is read from '
@@ -329,7 +349,7 @@ class NpzReader(object):
                     raise UsageError('%s: array %r is encrypted: numpy never writes an '
                                      'encrypted npz' % (path, name))
                 with self.zip.open(info) as stream:
-                    shape, dtype = _read_header(stream)
+                    shape, dtype, fortran = _read_header(stream)
                     header = stream.tell()
                 if dtype.hasobject:
                     raise UsageError('%s: array %r holds Python objects (dtype %s): refused, '
@@ -344,6 +364,8 @@ class NpzReader(object):
                                      % (path, name, shape, dtype, declared,
                                         info.file_size - header))
                 self.headers[name] = (shape, dtype)
+                if info.compress_type == zipfile.ZIP_STORED and not fortran:
+                    self.offsets[name] = _data_offset(self.zip.fp, info) + header
         except UsageError:
             self.zip.close()
             raise
@@ -393,7 +415,41 @@ class NpzReader(object):
             array = converted
         return array
 
+    def map(self, name, dtype):
+        """The array `name`, read-only and memory-mapped from the file, or None where it
+        cannot be: stored compressed or in Fortran order, of another dtype than `dtype`,
+        or not aligned for it (NumPy's BLAS calls need aligned data). Its values are
+        checked finite as `read`'s are, streamed through a small buffer so that the check
+        leaves none of the file resident in this process."""
+        shape, stored = self.headers[name]
+        offset = self.offsets.get(name)
+        if (offset is None or stored != np.dtype(dtype) or stored.kind != 'f'
+                or offset % stored.alignment or 0 in shape):
+            return None
+        count = math.prod(shape)
+        fd = self.zip.fp.fileno()
+        if offset + count * stored.itemsize > os.fstat(fd).st_size:
+            raise UsageError('%s: damaged array %r: the file ends inside its data'
+                             % (self.path, name))
+        chunk = np.empty(1 << 20, dtype=stored)  # 4 MiB of float32
+        done = 0
+        while done < count:
+            part = chunk[:min(chunk.size, count - done)]
+            got = os.preadv(fd, [memoryview(part).cast('B')], offset + done * stored.itemsize)
+            if got != part.nbytes:
+                raise UsageError('%s: damaged array %r: the file ends inside its data'
+                                 % (self.path, name))
+            if not np.isfinite(part).all():
+                raise UsageError('%s: array %r holds NaN or infinite values'
+                                 % (self.path, name))
+            done += part.size
+        if self.file_map is None:
+            self.file_map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        return np.frombuffer(self.file_map, dtype=stored, count=count,
+                             offset=offset).reshape(shape)
+
     def close(self):
+        # The arrays `map` gave keep the mapping open after the file is closed.
         self.zip.close()
 
     def __enter__(self):
@@ -404,15 +460,27 @@ class NpzReader(object):
 
 
 def _read_header(stream):
-    """(shape, dtype) from an npy header, without reading the data."""
+    """(shape, dtype, fortran_order) from an npy header, without reading the data."""
     version = np.lib.format.read_magic(stream)
     if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
     elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
     else:  # 3.0 (utf-8 field names) has no public reader
-        shape, _, dtype = np.lib.format._read_array_header(stream, version)
-    return tuple(shape), dtype
+        shape, fortran, dtype = np.lib.format._read_array_header(stream, version)
+    return tuple(shape), dtype, fortran
+
+
+def _data_offset(fp, info):
+    """Where the bytes of zip member `info` start in the file `fp`: after its local
+    header, whose name and extra field may differ in length from the central
+    directory's."""
+    fp.seek(info.header_offset)
+    local = fp.read(30)  # the fixed part; the two lengths are its last four bytes
+    if len(local) != 30 or local[:4] != b'PK\x03\x04':
+        raise zipfile.BadZipFile('bad local header of %r' % info.filename)
+    name_length, extra_length = struct.unpack('<HH', local[26:30])
+    return info.header_offset + 30 + name_length + extra_length
 
 
 def _few(items, limit=4):

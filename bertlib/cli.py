@@ -570,12 +570,13 @@ def load_tokenizer(args, config):
     return tokenizer
 
 
-def load_bert(args, load_weights=True):
+def load_bert(args, load_weights=True, read_only=False):
     """Config, tokenizer and pre-trained `BertModel` from the common flags, checked
     against each other before anything runs. Returns (config, tokenizer, bert).
 
     load_weights=False leaves the weights at zero, for a fine-tuned model file that
-    holds all of them anyway."""
+    holds all of them anyway. read_only=True memory-maps the weights where it can, for
+    a model that is never trained (`checkpoints.load_model`)."""
     from bertlib import modeling
     check_file(args.bert_config_file, 'BERT config')
     check_file(args.vocab_file, 'vocabulary')
@@ -591,5 +592,5 @@ def load_bert(args, load_weights=True):
     tokenizer = load_tokenizer(args, config)
     bert = modeling.BertModel(config, random_init=False)
     if load_weights:
-        modeling.load_pretrained(bert, args.init_checkpoint)
+        modeling.load_pretrained(bert, args.init_checkpoint, read_only=read_only)
     return config, tokenizer, bert

@@ -19,6 +19,7 @@ BERT-DML's users already hold load as they are:
 Dense kernels are stored as Chainer's (out, in).
 """
 
+import contextlib
 import copy
 import json
 import math
@@ -182,12 +183,67 @@ class BertConfig(object):
 def create_initializer(initializer_range=0.02):
     """Weights start as N(0, initializer_range^2), as in Google's BERT.
 
-    A range of None gives zeros: for a model whose weights a checkpoint will overwrite,
-    drawing ~20M normal numbers first would cost half a second for nothing.
+    A range of None gives None: the weights are placeholders that a checkpoint will
+    replace (`dense` and `embedding` below).
     """
     if initializer_range is None:
-        return chainer.initializers.Zero()
+        return None
     return chainer.initializers.Normal(scale=initializer_range)
+
+
+def _placeholder_weight(link, shape):
+    """Gives `link` a float32 weight `W` of `shape` that takes no memory until written.
+
+    For a model whose weights a checkpoint replaces (`checkpoints.load_model` swaps in
+    the arrays it reads): Chainer's own parameters are written when made, and each gets
+    a gradient array filled with NaN, which for multilingual-e5-small's 250,002-row word
+    table alone is 0.77 GB written for nothing, and kept by the allocator
+    (`cli.keep_freed_memory`). np.zeros' pages stay the system's zero page until
+    touched, and a Parameter made from an array has no gradient until a backward pass
+    makes one."""
+    with link.init_scope():
+        link.W = chainer.Parameter(np.zeros(shape, dtype=np.float32))
+    return link
+
+
+def dense(in_size, out_size, initializer):
+    """L.Linear(in_size, out_size); an initializer of None leaves its weight a
+    placeholder (`_placeholder_weight`) and its bias zeros."""
+    if initializer is None:
+        return _placeholder_weight(L.Linear(None, out_size), (out_size, in_size))
+    return L.Linear(in_size, out_size, initialW=initializer)
+
+
+def embedding(rows, width, initializer):
+    """L.EmbedID(rows, width); an initializer of None leaves its table a placeholder."""
+    if initializer is None:
+        link = L.EmbedID(0, width, initialW=chainer.initializers.Zero())
+        return _placeholder_weight(link, (rows, width))
+    return L.EmbedID(rows, width, initialW=initializer)
+
+
+_BLAS = []  # threadpoolctl's controller of the loaded BLAS, made on first use
+
+
+def one_blas_thread():
+    """A context in which NumPy's BLAS runs on one thread (a no-op without threadpoolctl,
+    which scikit-learn brings).
+
+    For the attention's products: B x heads small matrices, one BLAS call each. With two
+    threads, every one of those hundreds of calls hands work to the second thread and
+    waits for it; when the machine is busy that thread is often not running, and a
+    product of 0.1 s took 0.5 to 2 s (up to 10 s) on the shared 2-core machine, more than
+    all the layer's dense products together. One thread does it in a steady 0.1 s. The
+    dense products, one large call each, keep every thread."""
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS.append(ThreadpoolController())
+        except ImportError:
+            _BLAS.append(None)
+    if _BLAS[0] is None:
+        return contextlib.nullcontext()
+    return _BLAS[0].limit(limits=1, user_api='blas')
 
 
 class SelfAttention(chainer.Chain):
@@ -199,9 +255,9 @@ class SelfAttention(chainer.Chain):
         self.head_size = hidden_size // num_heads
         init = create_initializer(initializer_range)
         with self.init_scope():
-            self.query = L.Linear(hidden_size, hidden_size, initialW=init)
-            self.key = L.Linear(hidden_size, hidden_size, initialW=init)
-            self.value = L.Linear(hidden_size, hidden_size, initialW=init)
+            self.query = dense(hidden_size, hidden_size, init)
+            self.key = dense(hidden_size, hidden_size, init)
+            self.value = dense(hidden_size, hidden_size, init)
 
     def __call__(self, hidden, attention_bias, batch, length, dropout_prob):
         """hidden: (B*T, H); attention_bias: (B, 1, 1, T), 0 for tokens and a large
@@ -213,10 +269,12 @@ class SelfAttention(chainer.Chain):
         qkv = F.reshape(qkv, (batch, length, 3, self.num_heads, self.head_size))
         qkv = F.transpose(qkv, (2, 0, 3, 1, 4))                # (3, B, heads, T, d)
         q, k, v = F.separate(qkv, axis=0)
-        scores = F.matmul(q, k, transb=True) * (1.0 / math.sqrt(self.head_size))
+        with one_blas_thread():
+            scores = F.matmul(q, k, transb=True) * (1.0 / math.sqrt(self.head_size))
         scores = scores + F.broadcast_to(attention_bias, scores.shape)
         probs = dropout.dropout(F.softmax(scores, axis=3), dropout_prob)
-        context = F.matmul(probs, v)                             # (B, heads, T, d)
+        with one_blas_thread():
+            context = F.matmul(probs, v)                         # (B, heads, T, d)
         context = F.transpose(context, (0, 2, 1, 3))
         return F.reshape(context, (batch * length, self.num_heads * self.head_size))
 
@@ -235,10 +293,10 @@ class TransformerLayer(chainer.Chain):
         with self.init_scope():
             self.attention = SelfAttention(hidden, config.num_attention_heads,
                                            config.initializer_range)
-            self.attention_output_dense = L.Linear(hidden, hidden, initialW=init)
+            self.attention_output_dense = dense(hidden, hidden, init)
             self.attention_output_ln = LayerNormalization(hidden, eps=eps)
-            self.intermediate_dense1 = L.Linear(hidden, inner, initialW=init)
-            self.intermediate_dense2 = L.Linear(inner, hidden, initialW=init)
+            self.intermediate_dense1 = dense(hidden, inner, init)
+            self.intermediate_dense2 = dense(inner, hidden, init)
             self.intermediate_ln = LayerNormalization(hidden, eps=eps)
 
     def __call__(self, hidden, attention_bias, batch, length):
@@ -279,7 +337,8 @@ class BertModel(chainer.Chain):
     MASK_BIAS = -10000.0
 
     def __init__(self, config, random_init=True):
-        """random_init=False leaves weights at zero, to be loaded with `load_pretrained`."""
+        """random_init=False leaves weights at zero, placeholders that take no memory,
+        to be replaced by `load_pretrained` (or `checkpoints.load_model`)."""
         super(BertModel, self).__init__()
         self.config = copy.deepcopy(config)
         if not random_init:
@@ -287,16 +346,15 @@ class BertModel(chainer.Chain):
             config.initializer_range = None
         init = create_initializer(config.initializer_range)
         with self.init_scope():
-            self.word_embeddings = L.EmbedID(config.vocab_size, config.hidden_size,
-                                             initialW=init)
-            self.position_embeddings = L.EmbedID(config.max_position_embeddings,
-                                                 config.hidden_size, initialW=init)
-            self.token_type_embeddings = L.EmbedID(config.type_vocab_size,
-                                                   config.hidden_size, initialW=init)
+            self.word_embeddings = embedding(config.vocab_size, config.hidden_size, init)
+            self.position_embeddings = embedding(config.max_position_embeddings,
+                                                 config.hidden_size, init)
+            self.token_type_embeddings = embedding(config.type_vocab_size,
+                                                   config.hidden_size, init)
             self.post_embedding_ln = LayerNormalization(config.hidden_size,
                                                         eps=config.layer_norm_eps)
             self.encoder = Transformer(config)
-            self.pooler = L.Linear(config.hidden_size, config.hidden_size, initialW=init)
+            self.pooler = dense(config.hidden_size, config.hidden_size, init)
         self.word_embeddings_frozen = False
 
     def freeze_word_embeddings(self):
@@ -412,11 +470,12 @@ def save_pretrained(bert, npz_path):
     checkpoints.save_model(npz_path, bert, prefix='bert/')
 
 
-def load_pretrained(bert, npz_path):
-    """Copies the `bert/...` arrays of a pre-trained npz checkpoint into `bert`, strictly.
+def load_pretrained(bert, npz_path, read_only=False):
+    """Puts the `bert/...` arrays of a pre-trained npz checkpoint into `bert`, strictly.
 
     Arrays outside `bert/` (the pre-training heads `cls/...` that Google's checkpoints
     carry) are ignored. A missing, unexpected or mis-shaped array is a `UsageError` that
-    names it (from `checkpoints`).
+    names it (from `checkpoints`). read_only=True memory-maps what it can, for a model
+    that is never trained (`checkpoints.load_model`).
     """
-    checkpoints.load_model(npz_path, bert, prefix='bert/')
+    checkpoints.load_model(npz_path, bert, prefix='bert/', read_only=read_only)

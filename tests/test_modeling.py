@@ -157,6 +157,58 @@ def test_load_pretrained_round_trip(tmp_path):
         assert np.array_equal(param.array, arrays['bert/' + name.lstrip('/')]), name
 
 
+def test_placeholder_model_has_zero_weights_and_no_gradient_arrays():
+    model = modeling.BertModel(modeling.BertConfig(**TINY), random_init=False)
+    shapes = modeling.parameter_shapes(model.config)
+    for name, param in model.namedparams():
+        assert param.shape == shapes[name.lstrip('/')], name
+        if name.endswith('/W'):
+            assert not param.array.any(), name
+    # Chainer fills a constructed parameter's gradient with NaN: the weights of a model
+    # a checkpoint fills have none (that was as much memory again as the weights).
+    assert model.word_embeddings.W.grad is None
+    assert model.encoder.layer_1.intermediate_dense1.W.grad is None
+
+
+def test_read_only_load_maps_the_aligned_arrays_and_matches_a_read(tmp_path):
+    source = tiny_model(seed=2)
+    arrays = npz_of(source, tmp_path / 'm.npz')
+    ids = np.array([[1, 5, 7, 2, 0]], np.int32)
+    mask = np.array([[1, 1, 1, 1, 0]], np.int32)
+    copied = modeling.BertModel(source.config, random_init=False)
+    modeling.load_pretrained(copied, str(tmp_path / 'm.npz'))
+    mapped = modeling.BertModel(source.config, random_init=False)
+    modeling.load_pretrained(mapped, str(tmp_path / 'm.npz'), read_only=True)
+    kinds = set()
+    for name, param in mapped.namedparams():
+        assert np.array_equal(param.array, arrays['bert/' + name.lstrip('/')]), name
+        kinds.add(param.array.flags.writeable)
+        assert param.array.flags.aligned, name
+    assert kinds == {True, False}  # some members are aligned for float32 in the file
+    with chainer.using_config('train', False), chainer.no_backprop_mode():
+        np.testing.assert_array_equal(mapped.encode(ids, mask, pooling='mean').array,
+                                      copied.encode(ids, mask, pooling='mean').array)
+
+
+def test_read_only_load_still_refuses_non_finite_values(tmp_path):
+    arrays = npz_of(tiny_model(), tmp_path / 'm.npz')
+    for name in arrays:  # a NaN in every array, mapped or read
+        arrays[name] = arrays[name].copy()
+        arrays[name].flat[-1] = np.nan
+    np.savez(tmp_path / 'nan.npz', **arrays)
+    target = modeling.BertModel(modeling.BertConfig(**TINY), random_init=False)
+    with pytest.raises(UsageError, match='nan.npz: array .* holds NaN or infinite values'):
+        modeling.load_pretrained(target, str(tmp_path / 'nan.npz'), read_only=True)
+    from bertlib import checkpoints
+    with checkpoints.NpzReader(str(tmp_path / 'nan.npz')) as archive:
+        mappable = [n for n in archive.files if n in archive.offsets
+                    and archive.offsets[n] % 4 == 0]
+        assert mappable
+        for name in mappable:
+            with pytest.raises(UsageError, match='holds NaN'):
+                archive.map(name, np.float32)
+
+
 def test_load_pretrained_names_missing_unexpected_and_misshaped(tmp_path):
     arrays = npz_of(tiny_model(), tmp_path / 'm.npz')
     del arrays['bert/pooler/b']
