@@ -128,7 +128,9 @@ def script_commands(text):
             line = re.sub(r'\$(\w+)', lambda m: variables.get(m.group(1), m.group(0)), line)
             words = shlex.split(line)
             for i, word in enumerate(words):
-                if re.fullmatch(r'\w+\.py', word) and (ROOT / word).is_file():
+                module = (words[i - 1] == '-m' and re.fullmatch(r'bertlib\.\w+', word)
+                          and (ROOT / (word.replace('.', '/') + '.py')).is_file())
+                if module or re.fullmatch(r'\w+\.py', word) and (ROOT / word).is_file():
                     argv = []
                     for arg in words[i + 1:]:
                         if arg in ('|', '>', '2>&1'):
@@ -136,6 +138,13 @@ def script_commands(text):
                         argv.append(arg)
                     yield word, argv
                     break
+
+
+def argument_parser(name):
+    """The parse_args of a script (train_dml.py) or a module run with -m (bertlib.export)."""
+    if name.startswith('bertlib.'):
+        return importlib.import_module(name).build_parser().parse_args
+    return load_script(name).parse_args
 
 
 def load_script(name):
@@ -154,11 +163,11 @@ def test_commands_parse():
     assert {'train_dml.py', 'extruct_bert_metrics.py', 'train_classifier.py',
             'extruct_bert_classified.py', 'extruct_bert_embed.py', 'plot_features.py',
             'cluster_features.py', 'evaluate_features.py', 'explore_features.py',
-            'test_classifier.py'} <= names
-    modules = {name: load_script(name) for name in names}
+            'test_classifier.py', 'bertlib.convert', 'bertlib.export'} <= names
+    parsers = {name: argument_parser(name) for name in names}
     for where, name, argv in commands:
         try:
-            modules[name].parse_args(argv)
+            parsers[name](argv)
         except SystemExit:
             pytest.fail('%s: %s %s does not parse' % (where, name, ' '.join(argv)))
 
