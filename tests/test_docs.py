@@ -197,7 +197,8 @@ def test_walk_through_runs(demo_model, tmp_path):
     """The walk through, as printed (one epoch instead of three), on a small labelled
     file, writes every file it promises and compares the three feature sets."""
     script = walk_through().replace('--epoch 3', '--epoch 1')
-    assert script.count('.venv/bin/python ') == 9
+    assert script.count('.venv/bin/python ') == 10
+    script = script.replace('.venv/bin/python -m ', '"$PY" -m ')
     script = script.replace('.venv/bin/python ', '"$PY" "$ROOT"/')
     (tmp_path / 'my').mkdir()
     sample = (ROOT / 'samples' / 'sentences.txt').read_bytes()
@@ -213,7 +214,8 @@ def test_walk_through_runs(demo_model, tmp_path):
                  'features/my-dml-test.txt', 'features/my-clsed-test.txt',
                  'features/my-embed-test.txt', 'results/plot_my-dml-test.png',
                  'results/clustering_my-dml-test.png', 'results/clustering_my-dml-test.tsv',
-                 'results/explore_my-dml-test.html', 'results/comparison_my-test.png']:
+                 'results/explore_my-dml-test.html', 'results/comparison_my-test.png',
+                 'exported/my/modules.json', 'exported/my/model.safetensors']:
         assert (tmp_path / path).stat().st_size > 0, path
     rows = [line.split(' | ')[0] for line in done.stdout.splitlines() if line.startswith('| ')]
     assert rows[-3:] == ['| DML', '| Classified', '| Pre-trained']
