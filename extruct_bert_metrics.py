@@ -72,9 +72,9 @@ def parse_args(argv=None):
                        type=cli.real('--interpolate', 0, 1),
                        help="BERT's weights become ALPHA x the fine-tuned ones + (1 - "
                             'ALPHA) x the pre-trained ones of --init_checkpoint (WiSE-FT); '
-                            'the head and the centre stay as trained. Lower values keep '
-                            'more of the pre-trained neighbourhoods (classes unseen in '
-                            'training), at a cost on the trained classes; 0 to 1 '
+                            'the head and the centre stay as trained. Lower values give '
+                            'features closer to the pre-trained model\'s (for classes '
+                            'unseen in training: docs/unseen-classes.md); 0 to 1 '
                             '(default: 1, the fine-tuned weights)')
     return parser.parse_args(argv)
 
