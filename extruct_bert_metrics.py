@@ -9,8 +9,9 @@ unit-length features with the centre subtracted, unless --no_centre. Input lines
 are `label<TAB>text` or bare `text`; output lines `label<TAB>f1<TAB>f2...` (six decimals)
 in input order, bare-text lines with an empty label. Input labels outside labels.bin are
 written as they are (classes the model never saw are what metric learning is evaluated
-on). A model written by the original BERT-DML's train_dml.py (no metadata) is read as
-what it trained: pooled output to the stored dimension.
+on; --interpolate blends the fine-tuned BERT with the pre-trained one for them). A model
+written by the original BERT-DML's train_dml.py (no metadata) is read as what it
+trained: pooled output to the stored dimension.
 
 Example:
     python extruct_bert_metrics.py --input datasets/rt-polarity/04-test.txt \\
@@ -40,11 +41,17 @@ def main(argv=None):
     if shape is None and head == 'linear':
         raise UsageError('%s has no embedding layer (output/W): not a train_dml.py model'
                          % args.model)
-    config, tokenizer, bert = cli.load_bert(args, load_weights=False)
+    # --interpolate blends with the pre-trained weights: those of --init_checkpoint.
+    config, tokenizer, bert = cli.load_bert(args, load_weights=args.interpolate < 1)
+    pretrained = bert.copy(mode='copy') if args.interpolate < 1 else None
     pooling = args.pooling or meta['pooling']
     dim = shape[0] if head == 'linear' else config.hidden_size
     model = dml.DMLModel(bert, dim=dim, pooling=pooling, head=head)
-    checkpoints.load_model(args.model, model, ignore_prefixes=('loss/',), read_only=True)
+    # Memory-mapped, read-only weights, unless --interpolate writes into them.
+    checkpoints.load_model(args.model, model, ignore_prefixes=('loss/',),
+                           read_only=pretrained is None)
+    if pretrained is not None:
+        dml.interpolate(model.bert, pretrained, args.interpolate)
     if not args.no_centre:
         model.centre = dml.read_centre(meta, dim, args.model)
     model.to_device(device)
@@ -63,6 +70,14 @@ def parse_args(argv=None):
     group.add_argument('--no_centre', action='store_true',
                        help='write the raw embeddings, without subtracting the centre the '
                             'model stores (models without one always give raw ones)')
+    group.add_argument('--interpolate', default=1.0, metavar='ALPHA',
+                       type=cli.real('--interpolate', 0, 1),
+                       help="BERT's weights become ALPHA x the fine-tuned ones + (1 - "
+                            'ALPHA) x the pre-trained ones of --init_checkpoint (WiSE-FT); '
+                            'the head and the centre stay as trained. Lower values give '
+                            'features closer to the pre-trained model\'s (for classes '
+                            'unseen in training: docs/unseen-classes.md); 0 to 1 '
+                            '(default: 1, the fine-tuned weights)')
     return parser.parse_args(argv)
 
 

@@ -35,7 +35,7 @@ def main(argv=None):
     start = time.time()
     args = parse_args(argv)
     # With --head none the dimension is BERT's hidden size, whatever --dim says.
-    same = ('pooling', 'loss', 'head', 'ema', 'memory_size') + (
+    same = ('pooling', 'loss', 'head', 'ema', 'memory_size') + KEEP_FLAGS + (
         ('dim',) if args.head == 'linear' else ())
     setup = launch.prepare(args, 'dml', same=same, check_flags=check_args,
                            check_train=lambda split, label_to_id, path: check_classes(
@@ -49,6 +49,17 @@ def main(argv=None):
     model = dml.DMLModel(setup.bert, dim=dim, pooling=args.pooling, loss_link=loss.link,
                          head=args.head)
     optimizer = optimization.make_optimizer(model, args.learnrate, args.weightdecay)
+    if args.layer_decay < 1:
+        optimization.apply_layer_decay(optimizer, model, args.layer_decay,
+                                       setup.config.num_hidden_layers)
+    # Both of these read the pre-trained weights: before --resume loads final.model.
+    l2sp = optimization.add_l2sp(optimizer, model, args.l2sp) if args.l2sp else None
+    distill = None
+    if args.distill:
+        model.to_device(setup.device)
+        distill = (args.distill, args.distill_temperature, dml.teacher_vectors(
+            setup.bert, setup.train, args.pooling, args.batchsize * 2, setup.device.xp,
+            setup.comm))
     memory = None
     if args.memory_size:
         memory = losses.CrossBatchMemory(args.memory_size, dim, args.memory_warmup)
@@ -57,12 +68,21 @@ def main(argv=None):
         # Before loading final.state, which holds the training weights it keeps.
         optimization.add_weight_average(optimizer, model, args.ema)
     optimizer = launch.place(setup, model, optimizer)
+    if l2sp is not None:
+        l2sp.to_device(setup.device)
 
     task = dml.DMLTask(model, loss, setup.train, setup.evaluation, args.batchsize,
                        setup.device.xp, seed=args.seed, comm=setup.comm, memory=memory,
-                       settings={'ema': args.ema, 'memory_size': args.memory_size})
+                       settings=dict({'ema': args.ema, 'memory_size': args.memory_size},
+                                     **{flag: getattr(args, flag) for flag in KEEP_FLAGS}),
+                       distill=distill)
     launch.run(setup, task, optimizer)
     logger.info('time spent: %f sec', time.time() - start)
+
+
+# The flags that keep the fine-tuned model near the pre-trained one (for classes unseen
+# in training): saved in the models' metadata, and --resume must be given the same.
+KEEP_FLAGS = ('distill', 'distill_temperature', 'l2sp', 'layer_decay')
 
 
 def check_args(args):
@@ -111,6 +131,8 @@ def parse_args(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_training_arguments(parser, out='results_dml')
     add_model_arguments(parser.add_argument_group('model and loss'))
+    add_keep_arguments(parser.add_argument_group(
+        'keeping the pre-trained geometry (for classes unseen in training)'))
     args = parser.parse_args(argv)
     for flag in losses.FLAGS:
         if getattr(args, flag) is None:
@@ -180,6 +202,31 @@ def add_model_arguments(model):
                             'decay (e.g. 0.999); the averaged weights are scored and saved '
                             'in the models, the training weights in final.state (default: '
                             'off)')
+
+
+def add_keep_arguments(group):
+    """The flags of KEEP_FLAGS, into the argparse group `group`."""
+    group.add_argument('--distill', type=cli.real('--distill', 0), default=0.0,
+                       metavar='WEIGHT',
+                       help='add WEIGHT x the KL divergence between the pre-trained '
+                            "BERT's and the model's in-batch cosine-similarity "
+                            'distributions (softmax over the other sentences at '
+                            '--distill_temperature) to the loss: keeps the pre-trained '
+                            'neighbourhoods, for classes unseen in training; at least 0 '
+                            '(default: 0, off)')
+    group.add_argument('--distill_temperature', default=0.05,
+                       type=cli.real('--distill_temperature', 0, above=True),
+                       help='temperature of --distill\'s softmax, above 0 (default: 0.05)')
+    group.add_argument('--l2sp', type=cli.real('--l2sp', 0), default=0.0, metavar='WEIGHT',
+                       help='L2-SP: add WEIGHT x (w - w_pretrained) to the gradient of '
+                            "every BERT weight (after clipping), a pull toward the "
+                            'pre-trained weights; at least 0 (default: 0, off)')
+    group.add_argument('--layer_decay', default=1.0, metavar='FACTOR',
+                       type=cli.real('--layer_decay', 0, 1, above=True),
+                       help='layer-wise learning-rate decay: encoder layer i of L learns '
+                            'at --learnrate x FACTOR^(L - i), the embeddings at FACTOR^(L '
+                            '+ 1), the pooler and head at --learnrate; above 0, at most 1 '
+                            '(default: 1, off)')
 
 
 if __name__ == '__main__':

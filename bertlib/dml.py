@@ -10,6 +10,13 @@ After every epoch the mean of the fixed training sample's unit-length embeddings
 *centre*, is saved in the model's metadata; `centred` subtracts it and re-normalises, which
 is what extraction and the logged T/ and D/ scores use (unit-length embeddings of a
 fine-tuned model share a large common component that cosine retrieval does not need).
+
+With `--distill WEIGHT` the task adds WEIGHT x `losses.similarity_distillation` of each
+batch's embeddings toward the pre-trained BERT's sentence vectors of the same sentences
+(`teacher_vectors`, computed once before training, in test mode): the model learns its
+classes while keeping the pre-trained neighbourhoods, which is what classes unseen in
+training are retrieved by. `interpolate` blends a fine-tuned BERT with the pre-trained
+one in weight space at extraction (WiSE-FT, Wortsman et al. 2022).
 """
 
 import logging
@@ -19,7 +26,7 @@ import chainer.functions as F
 import chainer.links as L
 import numpy as np
 
-from bertlib import checkpoints, distributed, dropout, metrics, modeling, training
+from bertlib import checkpoints, distributed, dropout, losses, metrics, modeling, training
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -142,6 +149,27 @@ def read_centre(meta, dim, path):
     return centre
 
 
+def teacher_vectors(bert, split, pooling, batchsize, xp, comm=None):
+    """(N, hidden) float32 sentence vectors of `split` by `bert` (the pre-trained one,
+    before any step) with `pooling`, in test mode and without gradients: the targets of
+    --distill, one row per training sentence."""
+    def encode(input_ids, input_mask):
+        return bert.encode(input_ids, input_mask, pooling=pooling)
+    with chainer.using_config('train', False), chainer.no_backprop_mode():
+        return distributed.encode_sorted(comm, split.ids, encode, batchsize, xp)
+
+
+def interpolate(bert, pretrained, alpha):
+    """Sets every parameter of `bert` to alpha * its value + (1 - alpha) * the same
+    parameter of `pretrained` (a BertModel of the same config), in place. alpha 1 keeps
+    the fine-tuned weights, 0 gives the pre-trained BERT."""
+    if not 0 <= alpha <= 1:
+        raise ValueError('alpha must be between 0 and 1, got %r' % alpha)
+    others = dict(pretrained.namedparams())
+    for name, param in bert.namedparams():
+        param.array[...] = alpha * param.array + (1 - alpha) * others[name].array
+
+
 class DMLTask(training.Task):
     """Batches, loss and scores of metric learning, for `training.train`."""
 
@@ -152,13 +180,16 @@ class DMLTask(training.Task):
         return 'metric learning, %s loss' % self.metric_loss.name
 
     def __init__(self, model, loss, train, evaluation, batchsize, xp, seed=0, comm=None,
-                 memory=None, settings=None):
+                 memory=None, settings=None, distill=None):
         """loss: a `losses.Loss` (its link, if any, is `model.loss`). batchsize: of the
         evaluation passes. comm: a ChainerMN communicator to share every batch with (the
         loss is still that of the whole batch: see bertlib/distributed.py), or None.
         memory: a `losses.CrossBatchMemory` read and filled by the training steps, or
-        None. settings: further facts for the models' metadata (e.g. {'ema': 0.999})."""
+        None. settings: further facts for the models' metadata (e.g. {'ema': 0.999}).
+        distill: None or (weight, temperature, (N, hidden) teacher vectors of the training
+        sentences, `teacher_vectors`) for the distillation term of every training step."""
         self.settings = dict(settings or {})
+        self.distill = distill
         self.model = model
         self.metric_loss = loss
         self.memory = memory
@@ -203,7 +234,12 @@ class DMLTask(training.Task):
 
     def loss(self, batch):
         embeddings = self._embed(batch)
-        return self._loss_of(embeddings, batch, self.train_split.labels), len(batch)
+        loss = self._loss_of(embeddings, batch, self.train_split.labels)
+        if self.distill is not None:
+            weight, temperature, teacher = self.distill
+            loss = loss + weight * losses.similarity_distillation(
+                embeddings, self.xp.asarray(teacher[batch]), temperature)
+        return loss, len(batch)
 
     # --- scores ----------------------------------------------------------------------
     def embed_split(self, split):

@@ -369,6 +369,50 @@ class SupConCE(chainer.Chain):
         return self.weight * contrastive + (1.0 - self.weight) * cross_entropy
 
 
+def similarity_distillation(x, teacher, temperature=0.05):
+    """Distillation of a teacher's in-batch similarity structure: (B, D) student
+    embeddings (Variable) and (B, D') teacher vectors (a constant array) -> scalar.
+
+    For each sentence i, p_i and q_i are softmax distributions over the other sentences
+    a != i of the batch, of the teacher's and the student's cosine similarities / tau:
+        l = 1/B sum_i KL(p_i || q_i) = 1/B sum_i sum_{a != i} p_ia (log p_ia - log q_ia)
+    The student keeps which sentences the pre-trained model holds nearest to each other,
+    whatever the metric loss does to the classes it trains on; that order is what
+    retrieval of classes unseen in training reads. 0 for a batch of one.
+    """
+    x = chainer.as_variable(x)
+    xp = chainer.backend.get_array_module(x)
+    b = x.shape[0]
+    if x.ndim != 2 or teacher.ndim != 2 or teacher.shape[0] != b:
+        raise ValueError('expected x (B, D) and teacher (B, D\'), got %s and %s'
+                         % (x.shape, teacher.shape))
+    if b < 2:
+        return _zero_loss(x)
+    others = ~xp.eye(b, dtype=bool)
+    z_teacher = xp.asarray(teacher, dtype=x.dtype)
+    z_teacher = z_teacher / xp.maximum(
+        xp.linalg.norm(z_teacher, axis=1, keepdims=True), _NORM_EPS)
+    log_p = _masked_log_softmax_array(z_teacher @ z_teacher.T / temperature, others, xp)
+    p = xp.exp(log_p) * others
+    logits = _cosine_similarity(x) / temperature
+    row_max = xp.where(others, logits.array, -xp.inf).max(axis=1, keepdims=True)
+    # As in supcon_loss: the diagonal is zeroed before exp and left out of the sum.
+    shifted = F.where(others, logits - row_max.astype(x.dtype, copy=False),
+                      xp.zeros_like(logits.array))
+    log_q = shifted - F.log(F.sum(F.exp(shifted) * others.astype(x.dtype), axis=1,
+                                  keepdims=True))
+    kl = xp.sum(p * xp.where(others, log_p, 0)) - F.sum(log_q * p.astype(x.dtype))
+    return kl / b
+
+
+def _masked_log_softmax_array(logits, mask, xp):
+    """Row-wise log-softmax over the entries where `mask` is True (array, no graph);
+    elsewhere -inf."""
+    masked = xp.where(mask, logits, -xp.inf)
+    shifted = masked - masked.max(axis=1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+
+
 class CrossBatchMemory(object):
     """The unit-length embeddings and labels of the last `size` training sentences
     (Wang, Zhang, Huang and Scott 2020, "Cross-Batch Memory for Embedding Learning"), a

@@ -9,6 +9,10 @@ A frozen parameter (`modeling.BertModel.freeze_word_embeddings`) has its update 
 disabled: it gets no gradient (none is allocated), no Adam moments, no clipping and no
 weight average, and final.state holds its step count only.
 
+Two ways to keep a fine-tuned BERT near its pre-trained weights (what classes unseen in
+training need, see docs/unseen-classes.md): `add_l2sp`, a penalty toward the starting
+weights, and `apply_layer_decay`, smaller learning rates for the lower layers.
+
 Training state kept beside the optimizer's (the raw weights of `WeightAverage`, the
 queue of a cross-batch memory) is registered with `keep_state` and saved in and restored
 from `final.state` with Adam's moments, so a resumed run stays bit-exact.
@@ -222,3 +226,72 @@ def adam_step_factor(step, beta1=0.9, beta2=0.999):
     if step < 1:
         return 0.0
     return math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+
+
+class L2SP(object):
+    """The L2-SP penalty (Li, Grandvalet and Davoine 2018) as a gradient hook: adds
+    weight * (w - w0) to the gradient of every trained BERT parameter, the gradient of
+    weight / 2 * ||w - w0||^2, where w0 are the weights when the hook was made (the
+    pre-trained ones: `add_l2sp` is called before --resume loads a checkpoint).
+
+    It runs after the clipping hook, so the pull toward w0 is not scaled down with the
+    metric loss's gradient; Adam then normalises the sum. The head and the loss's own
+    parameters have no pre-trained value and are not pulled.
+    """
+
+    name = 'l2sp'
+    timing = 'pre'
+
+    def __init__(self, model, weight, prefix='/bert/'):
+        if not weight > 0:
+            raise ValueError('weight must be positive, got %r' % weight)
+        self.weight = weight
+        self.params = sorted((name, param) for name, param in model.namedparams()
+                             if name.startswith(prefix) and not is_frozen(param))
+        self.start = {name: param.array.copy() for name, param in self.params}
+
+    def to_device(self, device):
+        """Moves the starting weights where the model is (after `model.to_device`)."""
+        self.start = {name: device.send(w) for name, w in self.start.items()}
+
+    def __call__(self, optimizer):
+        for name, param in self.params:
+            if param.grad is not None:
+                param.grad += self.weight * (param.array - self.start[name])
+
+
+def add_l2sp(optimizer, model, weight):
+    """Adds `L2SP(model, weight)` to `optimizer` (after its clipping hook); returns it."""
+    hook = L2SP(model, weight)
+    optimizer.add_hook(hook, name='l2sp', timing='pre')
+    return hook
+
+
+def layer_depth(name, n_layers):
+    """Depth of a DML model's parameter for layer-wise learning-rate decay: 0 for
+    BERT's embeddings, i + 1 for encoder layer_i, n_layers + 1 for the rest (pooler,
+    head, loss)."""
+    if name.startswith('/bert/encoder/layer_'):
+        return int(name[len('/bert/encoder/layer_'):].split('/', 1)[0]) + 1
+    if name.startswith('/bert/') and 'embedding' in name:
+        return 0
+    return n_layers + 1
+
+
+def apply_layer_decay(optimizer, model, decay, n_layers):
+    """Layer-wise learning-rate decay (Howard and Ruder 2018; Clark et al. 2020): the
+    Adam step of a parameter at depth d (`layer_depth`) is scaled by
+    decay ** (n_layers + 1 - d), so the top (pooler, head) learns at the full rate and
+    each layer below at `decay` times the one above. The schedule's `eta` still drives
+    every parameter; the decoupled weight decay is not scaled. Call after
+    `make_optimizer`. Returns {name: scale}."""
+    if not 0 < decay <= 1:
+        raise ValueError('decay must be in (0, 1], got %r' % decay)
+    scales = {}
+    for name, param in model.namedparams():
+        if param.update_rule is None:
+            continue
+        scale = decay ** (n_layers + 1 - layer_depth(name, n_layers))
+        param.update_rule.hyperparam.alpha = optimizer.alpha * scale
+        scales[name] = scale
+    return scales

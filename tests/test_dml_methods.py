@@ -269,7 +269,9 @@ def test_the_stored_centre_is_the_training_sample_mean(tmp_path, tiny):
 @pytest.mark.parametrize('flags', [('--ema', '0.5'), ('--memory_size', '24',
                                                       '--memory_warmup', '2'),
                                    ('--sampling', 'random'),
-                                   ('--loss', 'supcon_ce', '--supcon_weight', '0.5')])
+                                   ('--loss', 'supcon_ce', '--supcon_weight', '0.5'),
+                                   ('--distill', '0.5'), ('--l2sp', '0.1'),
+                                   ('--layer_decay', '0.8')])
 def test_each_option_changes_the_trained_model(tmp_path, tiny, flags):
     plain = final_arrays(run(tmp_path, tiny, 'plain', '--epoch', '2'))
     changed = final_arrays(run(tmp_path, tiny, 'changed', '--epoch', '2', *flags))
@@ -283,7 +285,11 @@ def test_each_option_changes_the_trained_model(tmp_path, tiny, flags):
                                    ('--memory_size', '20', '--memory_warmup', '3'),
                                    ('--loss', 'supcon_ce', '--memory_size', '30',
                                     '--memory_warmup', '1', '--ema',
-                                    '0.9')])
+                                    '0.9'),
+                                   # The teacher and the L2-SP anchor are the pre-trained
+                                   # weights again, not the resumed ones.
+                                   ('--distill', '0.5', '--distill_temperature', '0.2',
+                                    '--l2sp', '0.1', '--layer_decay', '0.8')])
 def test_resume_is_bit_exact_with_the_average_and_the_memory(tmp_path, tiny, monkeypatch,
                                                              flags):
     from bertlib import training
