@@ -431,8 +431,12 @@ def test_tf_misshaped_config(tmp_path, google_folder):
 @pytest.mark.skipif(not os.path.exists(MINILM_NPZ), reason='run `make model` first')
 def test_minilm_npz():
     with np.load(MINILM_NPZ, allow_pickle=False) as archive:
-        assert len(archive.files) == 5 + 16 * 6 + 2
-        assert set(archive.files) == expected_keys(layers=6)
+        # The wheel's model is a sentence-transformers folder: its pipeline (mean pooling,
+        # unit rows, 256 tokens) is recorded beside the 5 + 16 * 6 + 2 arrays of BERT.
+        assert set(archive.files) == expected_keys(layers=6) | {'meta/json'}
+        pipeline = json.loads(str(archive['meta/json']))['sentence_pipeline']
+        assert pipeline['steps'] == [['pooling', 'mean'], ['normalize', None]]
+        assert pipeline['max_seq_length'] == 256
         assert archive['bert/word_embeddings/W'].shape == (30522, 384)
         assert archive['bert/encoder/layer_5/intermediate_dense1/W'].shape == (1536, 384)
         assert archive['bert/encoder/layer_5/intermediate_dense2/W'].shape == (384, 1536)
