@@ -25,7 +25,7 @@ On N processes (each encodes its share, rank 0 reads --input and writes, in inpu
     mpiexec -n N python extruct_bert_metrics.py --communicator naive ...
 """
 
-from bertlib import checkpoints, cli, dml, extraction, features, modeling
+from bertlib import bert_loading, checkpoints, dml, extraction, features, flags, modeling, process
 from bertlib.errors import UsageError
 
 
@@ -33,14 +33,14 @@ def main(argv=None):
     args = parse_args(argv)
     comm, total, device = extraction.start(args)
     checkpoints.load_model_labels(args.model, args.label, 'dml')
-    cli.settle_text_prefix(args, args.model)
+    flags.settle_text_prefix(args, args.model)
     meta = dml.read_meta(args.model)
     head = meta['head']
     shape = checkpoints.array_shape(args.model, 'output/W')
     if shape is None and head == 'linear':
         raise UsageError('%s has no embedding layer (output/W): not a train_dml.py model'
                          % args.model)
-    config, tokenizer, bert = cli.load_bert(args, load_weights=False)
+    config, tokenizer, bert = bert_loading.load_bert(args, load_weights=False)
     pooling = args.pooling or meta['pooling']
     dim = shape[0] if head == 'linear' else config.hidden_size
     model = dml.DMLModel(bert, dim=dim, pooling=pooling, head=head)
@@ -67,4 +67,4 @@ def parse_args(argv=None):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)

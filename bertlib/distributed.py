@@ -122,7 +122,7 @@ def is_root(comm):
 
 
 def fail(error, status=2):
-    """Ends the job for a UsageError raised on this rank (cli.run calls it)."""
+    """Ends the job for a UsageError raised on this rank (process.run calls it)."""
     if _world is None or _world.size == 1:
         print('error: %s' % error, file=sys.stderr)
         sys.exit(status)
@@ -225,7 +225,7 @@ def encode_by_length(comm, encode, id_lists, xp, pieces=None):
     slice of every piece, padded to the piece's length, with the piece's dropout masks
     (`dropout.rows`).
     """
-    from bertlib import encoding  # here, not above: Chainer stays out of start-up (cli)
+    from bertlib import encoding  # here, not above: Chainer stays out of start-up (flags)
     pieces = pieces or encoding.length_pieces(xp)
     if comm is None or comm.size == 1:
         return encoding.encode_by_length(encode, id_lists, xp, pieces)
@@ -270,7 +270,7 @@ def encode_sorted(comm, id_lists, encode, batchsize, xp=np, progress=None, to_al
     Every rank passes the same `id_lists`; the result, (N, D) float32 in their order, is
     on every rank (`to_all`) or on rank 0 only (None elsewhere). The batches are those
     of one process, so are the vectors."""
-    from bertlib import encoding  # here, not above: Chainer stays out of start-up (cli)
+    from bertlib import encoding  # here, not above: Chainer stays out of start-up (flags)
     if comm is None:
         return encoding.encode_sorted(id_lists, encode, batchsize, xp, progress)
     batches = encoding.length_batches(id_lists, batchsize)

@@ -1,13 +1,13 @@
 """The command line the three `extruct_bert_*.py` scripts share: their flags and their
 first steps before a model is loaded.
 
-Above both `bertlib.cli` (BERT flags, devices) and `bertlib.features` (the pipeline),
+Above `bertlib.flags` (BERT flags), `bertlib.devices` and `bertlib.features` (the pipeline),
 which stay independent of each other.
 """
 
 import argparse
 
-from bertlib import cli, distributed, features
+from bertlib import devices, distributed, features, flags
 
 
 def argument_parser(description):
@@ -16,7 +16,7 @@ def argument_parser(description):
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     features.add_io_arguments(parser)
-    cli.add_bert_arguments(parser, communicator=True)
+    flags.add_bert_arguments(parser, communicator=True)
     return parser
 
 
@@ -27,7 +27,7 @@ def start(args):
     Returns (comm or None, the number of input lines or None when unknown, device).
     """
     comm = distributed.setup(args)
-    cli.check_bert_arguments(args)
-    total = features.check_io(args, cli.input_files(args), comm)
-    device = cli.select_device(args.gpu, comm)
+    flags.check_bert_arguments(args)
+    total = features.check_io(args, flags.input_files(args), comm)
+    device = devices.select_device(args.gpu, comm)
     return comm, total, device

@@ -199,7 +199,7 @@ def check_io(args, inputs, comm=None):
     """Checks --input (readable, UTF-8) and --output before any work; returns the number
     of non-empty input lines (None for standard input or a pipe, which are read once, as
     they stream). --output may be none of `inputs` ([(flag, path)]: every file the
-    command reads, `cli.input_files`). With a communicator only rank 0 reads and writes,
+    command reads, `flags.input_files`). With a communicator only rank 0 reads and writes,
     so only it checks, and tells the others the count."""
     if comm is not None:
         return comm.mpi_comm.bcast(check_io(args, inputs) if comm.rank == 0 else None)

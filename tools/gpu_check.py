@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from bertlib import cli, encoding, modeling  # (bertlib first: compat)
+from bertlib import bert_loading, devices, encoding, modeling, process  # (bertlib first: compat)
 
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        'samples', 'sentences.txt')
@@ -26,7 +26,7 @@ SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def make_model(args):
     """Random weights in the demo model's shape: its npz (91 MB) is too big to carry."""
     os.makedirs(args.out, exist_ok=True)
-    config = cli.read_bert_config(args.config)
+    config = bert_loading.read_bert_config(args.config)
     np.random.seed(args.seed)
     bert = modeling.BertModel(config)
     modeling.save_pretrained(bert, os.path.join(args.out, 'arrays_bert_model.ckpt.npz'))
@@ -91,7 +91,7 @@ def _load(args):
         bert_config_file=os.path.join(args.model, 'bert_config.json'),
         init_checkpoint=os.path.join(args.model, 'arrays_bert_model.ckpt.npz'),
         do_lower_case='auto', max_seq_length=128)
-    return cli.load_bert(flags)
+    return bert_loading.load_bert(flags)
 
 
 def _torch_bert(config, device):
@@ -138,7 +138,7 @@ def speed_extract(args):
                   % (mode, count / (time.time() - start), count, args.batchsize))
         return 0
     import chainer
-    device = cli.select_device(args.gpu)
+    device = devices.select_device(args.gpu)
     bert.to_device(device)
 
     def run():
@@ -185,7 +185,7 @@ def speed_train(args):
         import chainer
         import chainer.functions as F
         from bertlib import optimization
-        device = cli.select_device(args.gpu)
+        device = devices.select_device(args.gpu)
         bert.to_device(device)
         optimizer = optimization.make_optimizer(bert, 1e-5, 0.01)
         optimizer.eta = 1.0
@@ -241,4 +241,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)
