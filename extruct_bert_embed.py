@@ -19,7 +19,7 @@ On N processes (each encodes its share, rank 0 reads --input and writes, in inpu
 import logging
 import os
 
-from bertlib import bert_loading, extraction, features, flags, modeling, process, sentence_pipeline
+from bertlib import bert_loading, features, flags, modeling, process, sentence_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 def main(argv=None):
     args = parse_args(argv)
     recorded = settle_pipeline(args)
-    comm, total, device = extraction.start(args)
+    comm, total, device = features.start(args)
     config, tokenizer, bert = bert_loading.load_bert(args, read_only=True)
     bert.to_device(device)
 
@@ -71,7 +71,7 @@ def settle_pipeline(args):
 
 
 def parse_args(argv=None):
-    parser = extraction.argument_parser(__doc__)
+    parser = features.argument_parser(__doc__)
     parser.add_argument('--pooling', choices=modeling.POOLINGS, default=None,
                         help="sentence vector: 'pooled' is tanh(W h_[CLS]), the original "
                              "BERT-DML's feature; 'cls' the raw [CLS] state; 'mean' the "

@@ -25,13 +25,13 @@ On N processes (each encodes its share, rank 0 reads --input and writes, in inpu
     mpiexec -n N python extruct_bert_metrics.py --communicator naive ...
 """
 
-from bertlib import bert_loading, checkpoints, dml, extraction, features, flags, modeling, process
+from bertlib import bert_loading, checkpoints, dml, features, flags, modeling, process
 from bertlib.errors import UsageError
 
 
 def main(argv=None):
     args = parse_args(argv)
-    comm, total, device = extraction.start(args)
+    comm, total, device = features.start(args)
     checkpoints.load_model_labels(args.model, args.label, 'dml')
     flags.settle_text_prefix(args, args.model)
     meta = dml.read_meta(args.model)
@@ -52,7 +52,7 @@ def main(argv=None):
 
 
 def parse_args(argv=None):
-    parser = extraction.argument_parser(__doc__)
+    parser = features.argument_parser(__doc__)
     group = parser.add_argument_group('fine-tuned model')
     group.add_argument('--model', required=True,
                        help='final.model or early_stopped-*.model from train_dml.py')
