@@ -27,8 +27,8 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
-from bertlib import (bert_loading, checkpoints, classifier, devices, encoding, features, flags,
-                     process)
+from bertlib import (bert_loading, checkpoints, classifier, devices, features, flags,
+                     length_batching, process)
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def main(argv=None):
     if not examples:  # standard input, which check_io cannot count beforehand
         raise_no_sentences(args)
     ids = [tokenizer.encode(e.text, args.max_seq_length)[0] for e in examples]
-    probs = encoding.encode_sorted(ids, probabilities, args.batchsize, device.xp)
+    probs = length_batching.encode_sorted(ids, probabilities, args.batchsize, device.xp)
     predicted = probs.argmax(axis=1)
     if args.predict:
         write_predictions(args.output, examples, predicted, probs, names)

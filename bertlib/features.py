@@ -1,7 +1,7 @@
 """Sentence features: tokenise, batch by length, encode, restore input order, write TSV.
 
 The extraction pipeline and its command line (flags, first steps, reading, writing,
-progress); the batching and encoding engine under it is `bertlib.encoding`.
+progress); the batching and encoding engine under it is `bertlib.length_batching`.
 
 Shared by the three `extruct_bert_*.py` scripts, which differ only in the `encode`
 function they pass. Input is read in chunks of `chunk_batches * batchsize` lines; inside a
@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from bertlib import data, devices, distributed, flags
-from bertlib.encoding import encode_sorted
+from bertlib.length_batching import encode_sorted
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write, check_output
 from bertlib.progress import Progress

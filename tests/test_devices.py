@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import train_dml
-from bertlib import devices, distributed, encoding, features, training
+from bertlib import devices, distributed, features, length_batching, training
 from bertlib.errors import UsageError
 from conftest import write_random_bert, model_flags
 
@@ -153,8 +153,8 @@ def test_losses_are_checked_in_one_copy():
 
 
 def test_gpu_batches_are_not_cut_by_length():
-    assert encoding.length_pieces(np) == 4
-    assert encoding.length_pieces(types.SimpleNamespace()) == 1
+    assert length_batching.length_pieces(np) == 4
+    assert length_batching.length_pieces(types.SimpleNamespace()) == 1
 
 
 class CountingTokenizer(object):

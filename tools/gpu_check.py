@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from bertlib import bert_loading, devices, encoding, modeling, process  # (bertlib first: compat)
+# (bertlib first: compat)
+from bertlib import bert_loading, devices, length_batching, modeling, process
 
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        'samples', 'sentences.txt')
@@ -81,8 +82,8 @@ def _token_batches(tokenizer, batchsize, count, max_len=128):
     rows = [line.rstrip('\n').split('\t')[1] for line in open(SAMPLES, encoding='utf-8')
             if line.strip()]
     ids = [tokenizer.encode(rows[i % len(rows)], max_len)[0] for i in range(count)]
-    order = encoding.length_batches(ids, batchsize)
-    return [encoding.pad_batch([ids[i] for i in batch]) for batch in order]
+    order = length_batching.length_batches(ids, batchsize)
+    return [length_batching.pad_batch([ids[i] for i in batch]) for batch in order]
 
 
 def _load(args):
