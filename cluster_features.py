@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 
-from bertlib import cli, clustering, figures, labelnames, projection
+from bertlib import bert_loading, clustering, figures, flags, labelnames, process, projection
 from bertlib.errors import UsageError
 from bertlib.featurefile import read_features
 from bertlib.fileio import atomic_write
@@ -229,10 +229,10 @@ def shown_outcome(outcome, shown):
 def check_args(args):
     """Every flag and path is checked here, before the slow work. Returns the algorithm
     names to run and the --label_names mapping ({} without one)."""
-    cli.check_file(args.input, 'features file')
+    bert_loading.check_file(args.input, 'features file')
     figures.figure_format(args.output)
-    cli.check_output(args, args.output)
-    cli.check_output(args, scores_path(args.output), 'the scores table of --output')
+    flags.check_output(args, args.output)
+    flags.check_output(args, scores_path(args.output), 'the scores table of --output')
     return parse_algorithms(args.algorithms), labelnames.read(args.label_names)
 
 
@@ -261,23 +261,23 @@ def parse_args(argv=None):
                              'same name with .tsv')
     parser.add_argument('--dim2', action='store_true',
                         help='cluster the 2-D t-SNE coordinates instead of the features')
-    parser.add_argument('--samples', type=cli.integer('--samples', 0, note=' (0: all points)'),
+    parser.add_argument('--samples', type=flags.integer('--samples', 0, note=' (0: all points)'),
                         default=None,
                         help='cluster at most N points: a stratified sample, each label '
                              'keeping its share, when the data hold more, else all of '
                              'them; 0: all points (default: all up to %d points, else a '
                              'sample of %d)' % (DEFAULT_SAMPLES, DEFAULT_SAMPLES))
-    parser.add_argument('--plots', type=cli.integer('--plots', 0, note=' (0: no picture)'),
+    parser.add_argument('--plots', type=flags.integer('--plots', 0, note=' (0: no picture)'),
                         default=None,
                         help='points drawn in each panel of the picture: a stratified '
                              'sample of the clustered points when they are more; 0: no '
                              'picture, only the scores table (and no t-SNE unless --dim2) '
                              '(default: all clustered points)')
-    parser.add_argument('--columns', type=cli.integer('--columns', 1), default=4,
+    parser.add_argument('--columns', type=flags.integer('--columns', 1), default=4,
                         help='panels a row of the picture, at most the number of panels '
                              '(default: 4)')
-    cli.add_seed_argument(parser, 'seed of the sample, t-SNE and the algorithms (default: 0)')
-    parser.add_argument('--timeout', type=cli.real('--timeout', 0, MAX_TIMEOUT,
+    flags.add_seed_argument(parser, 'seed of the sample, t-SNE and the algorithms (default: 0)')
+    parser.add_argument('--timeout', type=flags.real('--timeout', 0, MAX_TIMEOUT,
                                                  note=' (0: no limit)'),
                         default=120.0,
                         help='seconds each algorithm may run before it is stopped and '
@@ -285,7 +285,7 @@ def parse_args(argv=None):
     parser.add_argument('--algorithms', default=','.join(clustering.ALGORITHMS),
                         help='comma-separated subset of: %s (default: all)'
                              % ', '.join(clustering.ALGORITHMS))
-    parser.add_argument('--clusters', type=cli.integer('--clusters', 2), default=None,
+    parser.add_argument('--clusters', type=flags.integer('--clusters', 2), default=None,
                         help='clusters to ask for, where the algorithm takes a number '
                              '(default: the number of labels)')
     labelnames.add_argument(parser)
@@ -293,4 +293,4 @@ def parse_args(argv=None):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)

@@ -23,7 +23,8 @@ import os
 
 import numpy as np
 
-from bertlib import cli, evaluation, featurefile, figures, labelnames, projection
+from bertlib import (bert_loading, evaluation, featurefile, figures, flags, labelnames, process,
+                     projection)
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
@@ -106,7 +107,7 @@ def check_args(args):
     """Checks every file and flag before the slow work; returns the row names and the
     --label_names mapping ({} without one)."""
     for path in args.features + (args.train_features or []):
-        cli.check_file(path, 'features file')
+        bert_loading.check_file(path, 'features file')
     names = args.names or [os.path.splitext(os.path.basename(p))[0] for p in args.features]
     if len(names) != len(args.features):
         raise UsageError('%d --names for %d feature files' % (len(names), len(args.features)))
@@ -115,7 +116,7 @@ def check_args(args):
                          'file per feature file, in the same order'
                          % (len(args.train_features), len(args.features)))
     for path, what in ((args.output, '--output'), (args.grid, '--grid')):
-        cli.check_output(args, path, what)
+        flags.check_output(args, path, what)
     if args.grid:
         figures.figure_format(args.grid)
     return names, labelnames.read(args.label_names)
@@ -134,17 +135,17 @@ def parse_args(argv=None):
                         help="Markdown table; '-' (default) is standard output")
     parser.add_argument('--grid', help='also draw the t-SNE panels into this picture '
                                        '(.png, .pdf or .svg)')
-    parser.add_argument('--grid_samples', type=cli.integer('--grid_samples', 0, note=' (0: all)'),
-                        default=3000,
+    parser.add_argument('--grid_samples', default=3000,
+                        type=flags.integer('--grid_samples', 0, note=' (0: all)'),
                         help='points per t-SNE panel, a stratified sample (default: 3000; '
                              '0: all)')
-    parser.add_argument('--silhouette_samples', type=cli.integer('--silhouette_samples', 3),
+    parser.add_argument('--silhouette_samples', type=flags.integer('--silhouette_samples', 3),
                         default=10000,
                         help='points the silhouette is computed on (default: 10000)')
-    cli.add_seed_argument(parser, 'seed of k-means, samples and t-SNE (default: 0)')
+    flags.add_seed_argument(parser, 'seed of k-means, samples and t-SNE (default: 0)')
     labelnames.add_argument(parser)
     return parser.parse_args(argv)
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)

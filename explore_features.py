@@ -34,7 +34,8 @@ import logging
 import os
 import time
 
-from bertlib import cli, explorer, labelnames, metrics, progress, projection
+from bertlib import (bert_loading, explorer, flags, labelnames, metrics, process, progress,
+                     projection)
 from bertlib.errors import UsageError
 from bertlib.featurefile import read_features
 
@@ -115,8 +116,8 @@ def check_args(args):
     """Every flag and path is checked here, before the slow work. Returns the
     --label_names mapping ({} without one)."""
     for path in args.input:
-        cli.check_file(path, 'features file')
-    cli.check_file(args.text, 'text file')
+        bert_loading.check_file(path, 'features file')
+    bert_loading.check_file(args.text, 'text file')
     if len(args.input) > MAX_SETS:
         raise UsageError('--input: at most %d feature sets in one page, got %d'
                          % (MAX_SETS, len(args.input)))
@@ -133,12 +134,12 @@ def check_args(args):
     if args.output:
         if os.path.splitext(args.output)[1].lower() not in ('.html', '.htm'):
             raise UsageError('--output %s: the page must be an .html file' % args.output)
-        cli.check_output(args, args.output)
+        flags.check_output(args, args.output)
     if args.projector:
         explorer.check_projector_dir(args.projector)
         if os.path.isdir(args.projector):
             for name in explorer.PROJECTOR_FILES:
-                cli.check_output(args, os.path.join(args.projector, name), '--projector',
+                flags.check_output(args, os.path.join(args.projector, name), '--projector',
                                  follow_symlinks=False)
     if args.title is None:
         args.title = ' / '.join(names)
@@ -161,16 +162,16 @@ def parse_args(argv=None):
     parser.add_argument('--projector', default=None, metavar='DIR',
                         help='also write a TensorBoard Projector folder (vectors, label and '
                              'sentence metadata, config) for `tensorboard --logdir DIR`')
-    parser.add_argument('--neighbours', '-k', type=cli.integer('--neighbours', 1), default=10,
+    parser.add_argument('--neighbours', '-k', type=flags.integer('--neighbours', 1), default=10,
                         help='nearest neighbours listed for a clicked point (default: 10)')
     parser.add_argument('--method', choices=projection.METHODS, default='tsne',
                         help='map: t-SNE (scikit-learn, on the first 50 principal '
                              'components) or PCA, as plot_features.py (default: tsne)')
-    parser.add_argument('--perplexity', type=cli.real('--perplexity', 0, above=True),
+    parser.add_argument('--perplexity', type=flags.real('--perplexity', 0, above=True),
                         default=30.0,
                         help='t-SNE perplexity; clipped to (N - 1) / 3 for small inputs '
                              '(default: 30)')
-    cli.add_seed_argument(parser, 'seed of t-SNE (default: 0)')
+    flags.add_seed_argument(parser, 'seed of t-SNE (default: 0)')
     parser.add_argument('--title', default=None,
                         help='page title and projector tensor name (default: the input '
                              'file names without extension)')
@@ -179,4 +180,4 @@ def parse_args(argv=None):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)

@@ -19,15 +19,15 @@ On N processes (each encodes its share, rank 0 reads --input and writes, in inpu
     mpiexec -n N python extruct_bert_classified.py --communicator naive ...
 """
 
-from bertlib import checkpoints, classifier, cli, extraction, features
+from bertlib import bert_loading, checkpoints, classifier, features, flags, process
 
 
 def main(argv=None):
     args = parse_args(argv)
-    comm, total, device = extraction.start(args)
+    comm, total, device = features.start(args)
     labels = checkpoints.load_model_labels(args.model, args.label, 'classifier')
-    cli.settle_text_prefix(args, args.model)
-    config, tokenizer, bert = cli.load_bert(args, load_weights=False)
+    flags.settle_text_prefix(args, args.model)
+    config, tokenizer, bert = bert_loading.load_bert(args, load_weights=False)
     model = classifier.ClassifierModel(bert, len(labels))
     checkpoints.load_model(args.model, model, read_only=True)
     model.to_device(device)
@@ -35,7 +35,7 @@ def main(argv=None):
 
 
 def parse_args(argv=None):
-    parser = extraction.argument_parser(__doc__)
+    parser = features.argument_parser(__doc__)
     group = parser.add_argument_group('fine-tuned model')
     group.add_argument('--model', required=True,
                        help='final.model or early_stopped-*.model from train_classifier.py')
@@ -44,4 +44,4 @@ def parse_args(argv=None):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)

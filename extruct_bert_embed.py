@@ -19,7 +19,7 @@ On N processes (each encodes its share, rank 0 reads --input and writes, in inpu
 import logging
 import os
 
-from bertlib import cli, extraction, features, modeling, sentence_pipeline
+from bertlib import bert_loading, features, flags, modeling, process, sentence_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 def main(argv=None):
     args = parse_args(argv)
     recorded = settle_pipeline(args)
-    comm, total, device = extraction.start(args)
-    config, tokenizer, bert = cli.load_bert(args, read_only=True)
+    comm, total, device = features.start(args)
+    config, tokenizer, bert = bert_loading.load_bert(args, read_only=True)
     bert.to_device(device)
 
     if recorded is not None:
@@ -45,7 +45,7 @@ def settle_pipeline(args):
     (`sentence_pipeline.load`), which sets the defaults of --pooling (its own pooling,
     Dense and Normalize modules), --text_prefix (its default prompt) and
     --max_seq_length; None where there is none or --pooling was given."""
-    cli.resolve_bert_dir(args)  # the recorded pipeline lives in --bert_dir's checkpoint
+    flags.resolve_bert_dir(args)  # the recorded pipeline lives in --bert_dir's checkpoint
     recorded = None
     if os.path.isfile(args.init_checkpoint):
         recorded = sentence_pipeline.load(args.init_checkpoint)
@@ -71,7 +71,7 @@ def settle_pipeline(args):
 
 
 def parse_args(argv=None):
-    parser = extraction.argument_parser(__doc__)
+    parser = features.argument_parser(__doc__)
     parser.add_argument('--pooling', choices=modeling.POOLINGS, default=None,
                         help="sentence vector: 'pooled' is tanh(W h_[CLS]), the original "
                              "BERT-DML's feature; 'cls' the raw [CLS] state; 'mean' the "
@@ -85,4 +85,4 @@ def parse_args(argv=None):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)

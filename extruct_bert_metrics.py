@@ -26,15 +26,15 @@ On N processes (each encodes its share, rank 0 reads --input and writes, in inpu
     mpiexec -n N python extruct_bert_metrics.py --communicator naive ...
 """
 
-from bertlib import checkpoints, cli, dml, extraction, features, modeling
+from bertlib import bert_loading, checkpoints, dml, features, flags, modeling, process
 from bertlib.errors import UsageError
 
 
 def main(argv=None):
     args = parse_args(argv)
-    comm, total, device = extraction.start(args)
+    comm, total, device = features.start(args)
     checkpoints.load_model_labels(args.model, args.label, 'dml')
-    cli.settle_text_prefix(args, args.model)
+    flags.settle_text_prefix(args, args.model)
     meta = dml.read_meta(args.model)
     head = meta['head']
     shape = checkpoints.array_shape(args.model, 'output/W')
@@ -42,7 +42,7 @@ def main(argv=None):
         raise UsageError('%s has no embedding layer (output/W): not a train_dml.py model'
                          % args.model)
     # --interpolate blends with the pre-trained weights: those of --init_checkpoint.
-    config, tokenizer, bert = cli.load_bert(args, load_weights=args.interpolate < 1)
+    config, tokenizer, bert = bert_loading.load_bert(args, load_weights=args.interpolate < 1)
     pretrained = bert.copy(mode='copy') if args.interpolate < 1 else None
     pooling = args.pooling or meta['pooling']
     dim = shape[0] if head == 'linear' else config.hidden_size
@@ -59,7 +59,7 @@ def main(argv=None):
 
 
 def parse_args(argv=None):
-    parser = extraction.argument_parser(__doc__)
+    parser = features.argument_parser(__doc__)
     group = parser.add_argument_group('fine-tuned model')
     group.add_argument('--model', required=True,
                        help='final.model or early_stopped-*.model from train_dml.py')
@@ -71,7 +71,7 @@ def parse_args(argv=None):
                        help='write the raw embeddings, without subtracting the centre the '
                             'model stores (models without one always give raw ones)')
     group.add_argument('--interpolate', default=1.0, metavar='ALPHA',
-                       type=cli.real('--interpolate', 0, 1),
+                       type=flags.real('--interpolate', 0, 1),
                        help="BERT's weights become ALPHA x the fine-tuned ones + (1 - "
                             'ALPHA) x the pre-trained ones of --init_checkpoint (WiSE-FT); '
                             'the head and the centre stay as trained. Lower values give '
@@ -82,4 +82,4 @@ def parse_args(argv=None):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 
-from bertlib import cli, figures, labelnames, metrics, projection
+from bertlib import bert_loading, figures, flags, labelnames, metrics, process, projection
 from bertlib.featurefile import read_features
 
 logger = logging.getLogger(__name__)
@@ -99,9 +99,9 @@ def draw(xy, labels, title, args):
 def check_args(args):
     """Every flag and path is checked here, before the slow work. Returns the
     --label_names mapping ({} without one)."""
-    cli.check_file(args.input, 'features file')
+    bert_loading.check_file(args.input, 'features file')
     figures.figure_format(args.output)
-    cli.check_output(args, args.output)
+    flags.check_output(args, args.output)
     if args.title is None:
         args.title = os.path.basename(args.input)
     return labelnames.read(args.label_names)
@@ -117,14 +117,14 @@ def parse_args(argv=None):
     parser.add_argument('--method', choices=projection.METHODS, default='tsne',
                         help='projection: t-SNE (scikit-learn, on the first 50 principal '
                              'components) or PCA (default: tsne)')
-    parser.add_argument('--perplexity', type=cli.real('--perplexity', 0, above=True),
+    parser.add_argument('--perplexity', type=flags.real('--perplexity', 0, above=True),
                         default=30.0,
                         help='t-SNE perplexity; clipped to (N - 1) / 3 for small inputs '
                              '(default: 30)')
-    parser.add_argument('--samples', type=cli.integer('--samples', 2), default=None,
+    parser.add_argument('--samples', type=flags.integer('--samples', 2), default=None,
                         help='plot at most N points: a stratified sample, each label '
                              'keeping its share, when there are more (default: all points)')
-    cli.add_seed_argument(parser, 'seed of the sample and of t-SNE (default: 0)')
+    flags.add_seed_argument(parser, 'seed of the sample and of t-SNE (default: 0)')
     parser.add_argument('--title', default=None,
                         help='first line of the picture title; the second names the '
                              'projection, the points and their precision@1 and MAP@R '
@@ -134,4 +134,4 @@ def parse_args(argv=None):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)

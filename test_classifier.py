@@ -27,7 +27,8 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
-from bertlib import checkpoints, classifier, cli, encoding, features
+from bertlib import (bert_loading, checkpoints, classifier, devices, features, flags,
+                     length_batching, process)
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -35,14 +36,14 @@ logger = logging.getLogger(__name__)
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.check_bert_arguments(args)
-    if features.check_io(args, cli.input_files(args)) == 0:
+    flags.check_bert_arguments(args)
+    if features.check_io(args, flags.input_files(args)) == 0:
         raise_no_sentences(args)
-    device = cli.select_device(args.gpu)
+    device = devices.select_device(args.gpu)
     label_to_id = checkpoints.load_model_labels(args.model, args.label, 'classifier')
-    cli.settle_text_prefix(args, args.model)
+    flags.settle_text_prefix(args, args.model)
     names = [label for label, _ in sorted(label_to_id.items(), key=lambda item: item[1])]
-    config, tokenizer, bert = cli.load_bert(args, load_weights=False)
+    config, tokenizer, bert = bert_loading.load_bert(args, load_weights=False)
     model = classifier.ClassifierModel(bert, len(names))
     checkpoints.load_model(args.model, model, read_only=True)
     model.to_device(device)
@@ -54,7 +55,7 @@ def main(argv=None):
     if not examples:  # standard input, which check_io cannot count beforehand
         raise_no_sentences(args)
     ids = [tokenizer.encode(e.text, args.max_seq_length)[0] for e in examples]
-    probs = encoding.encode_sorted(ids, probabilities, args.batchsize, device.xp)
+    probs = length_batching.encode_sorted(ids, probabilities, args.batchsize, device.xp)
     predicted = probs.argmax(axis=1)
     if args.predict:
         write_predictions(args.output, examples, predicted, probs, names)
@@ -100,7 +101,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     features.add_io_arguments(parser)
-    cli.add_bert_arguments(parser)
+    flags.add_bert_arguments(parser)
     group = parser.add_argument_group('fine-tuned model')
     group.add_argument('--model', required=True,
                        help='final.model or early_stopped-*.model from train_classifier.py')
@@ -112,4 +113,4 @@ def parse_args(argv=None):
 
 if __name__ == '__main__':
     with chainer.using_config('train', False):
-        cli.run(main)
+        process.run(main)

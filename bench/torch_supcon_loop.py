@@ -83,8 +83,8 @@ def parse_args(argv=None):
 
 
 def load_tokenizer(args):
-    """The model folder's tokenizer as the scripts load it (`cli.load_tokenizer`)."""
-    from bertlib import cli
+    """The model folder's tokenizer as the scripts load it (`bert_loading.load_tokenizer`)."""
+    from bertlib import bert_loading
     folder = pathlib.Path(args.model_dir)
     vocab = folder / 'tokenizer.json'
     if not vocab.exists():
@@ -95,12 +95,12 @@ def load_tokenizer(args):
         init_checkpoint=str(folder / 'arrays_bert_model.ckpt.npz'))
     for path, what in ((flags.bert_config_file, 'BERT config'), (flags.vocab_file,
                        'vocabulary'), (flags.init_checkpoint, 'checkpoint')):
-        cli.check_file(path, what)
-    config = cli.read_bert_config(flags.bert_config_file)
+        bert_loading.check_file(path, what)
+    config = bert_loading.read_bert_config(flags.bert_config_file)
     if not 2 <= args.max_seq_length <= config.max_position_embeddings:
         raise UsageError('--max_seq_length must be between 2 and %d, got %d'
                          % (config.max_position_embeddings, args.max_seq_length))
-    return config, cli.load_tokenizer(flags, config)
+    return config, bert_loading.load_tokenizer(flags, config)
 
 
 def plan(labels, epochs, batchsize, seed, warmup, sampling='random', samples_per_class=8):
@@ -220,5 +220,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from bertlib import cli
-    cli.run(main)
+    from bertlib import process
+    process.run(main)

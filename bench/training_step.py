@@ -92,8 +92,8 @@ def main():
                              '$BERTLIB_TORCH_PYTHON)')
     args = parser.parse_args()
 
-    from bertlib import cli
-    cli.keep_freed_memory()  # as the scripts run (cli.run)
+    from bertlib import bert_loading, process
+    process.keep_freed_memory()  # as the scripts run (process.run)
     import chainer
     from chainer.functions.connection import embed_id
     from bertlib import data, dml, losses, optimization, training
@@ -106,7 +106,7 @@ def main():
         bert_config_file=os.path.join(args.model_dir, 'bert_config.json'),
         init_checkpoint=os.path.join(args.model_dir, 'arrays_bert_model.ckpt.npz'),
         max_seq_length=args.max_seq_length)
-    config, tokenizer, bert = cli.load_bert(flags)
+    config, tokenizer, bert = bert_loading.load_bert(flags)
     train, label_to_id = data.load_split(args.train, tokenizer, args.max_seq_length)
     lengths = np.array([len(ids) for ids in train.ids])
     print('# model %s: %d layers, hidden %d, %d word embedding rows; %s: %d lines, '

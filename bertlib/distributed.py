@@ -122,7 +122,7 @@ def is_root(comm):
 
 
 def fail(error, status=2):
-    """Ends the job for a UsageError raised on this rank (cli.run calls it)."""
+    """Ends the job for a UsageError raised on this rank (process.run calls it)."""
     if _world is None or _world.size == 1:
         print('error: %s' % error, file=sys.stderr)
         sys.exit(status)
@@ -217,23 +217,24 @@ def bcast_model(comm, model):
 
 
 def encode_by_length(comm, encode, id_lists, xp, pieces=None):
-    """`encoding.encode_by_length` of a training batch, with the work shared by the ranks.
+    """`length_batching.encode_by_length` of a training batch, with the work shared by
+    the ranks.
 
     Every rank passes the whole batch and gets the whole (B, D) Variable back, rows in
     the order of `id_lists`, differentiable. The batch is cut into the same length
-    pieces as in one process (`encoding.cut_by_length`); each rank encodes a contiguous
-    slice of every piece, padded to the piece's length, with the piece's dropout masks
+    pieces as in one process (`length_batching.cut_by_length`); each rank encodes a
+    contiguous slice of every piece, padded to the piece's length, with the piece's dropout masks
     (`dropout.rows`).
     """
-    from bertlib import encoding  # here, not above: Chainer stays out of start-up (cli)
-    pieces = pieces or encoding.length_pieces(xp)
+    from bertlib import length_batching  # here, not above: Chainer stays out of start-up (flags)
+    pieces = pieces or length_batching.length_pieces(xp)
     if comm is None or comm.size == 1:
-        return encoding.encode_by_length(encode, id_lists, xp, pieces)
+        return length_batching.encode_by_length(encode, id_lists, xp, pieces)
     import chainer.functions as F
     import chainermn.functions
     from bertlib import dropout
     parts, owners = [], [[] for _ in range(comm.size)]
-    for piece in encoding.cut_by_length(id_lists, pieces):
+    for piece in length_batching.cut_by_length(id_lists, pieces):
         length = max(len(id_lists[i]) for i in piece)
         for rank in range(comm.size):
             start, stop = share(len(piece), rank, comm.size)
@@ -244,7 +245,7 @@ def encode_by_length(comm, encode, id_lists, xp, pieces=None):
         # (zero) gradients like every other rank's for the all-reduce.
         rows = piece[start:stop] if stop > start else piece[:1]
         window = (start, stop) if stop > start else (0, 1)
-        input_ids, input_mask = encoding.pad_batch([id_lists[i] for i in rows], xp, length)
+        input_ids, input_mask = length_batching.pad_batch([id_lists[i] for i in rows], xp, length)
         with dropout.rows(window[0], window[1], len(piece)):
             encoded = encode(input_ids, input_mask)
         parts.append(encoded if stop > start else encoded[:0])
@@ -259,24 +260,24 @@ def encode_by_length(comm, encode, id_lists, xp, pieces=None):
         gathered = chainermn.functions.allgather(comm, F.copy(local, -1))
         everything = F.copy(F.concat(gathered, axis=0), gpu)
     rows = [i for owned in owners for i in owned]
-    return encoding.restore_order(rows, everything, xp)
+    return length_batching.restore_order(rows, everything, xp)
 
 
 # --- evaluation and extraction ----------------------------------------------------------
 
 def encode_sorted(comm, id_lists, encode, batchsize, xp=np, progress=None, to_all=True):
-    """`encoding.encode_sorted` with the batches dealt out to the ranks round-robin.
+    """`length_batching.encode_sorted` with the batches dealt out to the ranks round-robin.
 
     Every rank passes the same `id_lists`; the result, (N, D) float32 in their order, is
     on every rank (`to_all`) or on rank 0 only (None elsewhere). The batches are those
     of one process, so are the vectors."""
-    from bertlib import encoding  # here, not above: Chainer stays out of start-up (cli)
+    from bertlib import length_batching  # here, not above: Chainer stays out of start-up (flags)
     if comm is None:
-        return encoding.encode_sorted(id_lists, encode, batchsize, xp, progress)
-    batches = encoding.length_batches(id_lists, batchsize)
+        return length_batching.encode_sorted(id_lists, encode, batchsize, xp, progress)
+    batches = length_batching.length_batches(id_lists, batchsize)
     mine = batches[comm.rank::comm.size]
     rows = [i for batch in mine for i in batch]
-    vectors = encoding.encode_batches(id_lists, mine, encode, xp, progress)
+    vectors = length_batching.encode_batches(id_lists, mine, encode, xp, progress)
     mpi = comm.mpi_comm
     pieces = mpi.allgather((rows, vectors)) if to_all else mpi.gather((rows, vectors))
     if pieces is None:

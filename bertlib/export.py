@@ -44,7 +44,8 @@ import tempfile
 
 import numpy as np
 
-from bertlib import checkpoints, cli, convert, modeling, sentencepiece_tokenization
+from bertlib import (bert_loading, checkpoints, convert, flags, modeling, process,
+                     sentencepiece_tokenization)
 from bertlib import tokenization, training
 from bertlib.errors import UsageError
 
@@ -207,7 +208,7 @@ class TokenizerFiles(object):
 
 
 def tokenizer_files(tokenizer, max_seq_length, join_ellipsis):
-    """`TokenizerFiles` of a loaded `cli.load_tokenizer` tokenizer."""
+    """`TokenizerFiles` of a loaded `bert_loading.load_tokenizer` tokenizer."""
     if isinstance(tokenizer, sentencepiece_tokenization.SentencePieceTokenizer):
         text = sentencepiece_tokenizer_json(tokenizer.vocab_file, max_seq_length,
                                             join_ellipsis)
@@ -543,22 +544,22 @@ def export(args):
     check_output_folder(args)
     for path, what in ((args.bert_config_file, 'BERT config'), (args.vocab_file, 'vocabulary'),
                        (args.init_checkpoint, 'checkpoint')):
-        cli.check_file(path, what)
-    config = cli.read_bert_config(args.bert_config_file)
+        bert_loading.check_file(path, what)
+    config = bert_loading.read_bert_config(args.bert_config_file)
     modeling.check_pretrained(config, args.init_checkpoint, args.bert_config_file)
     if args.max_seq_length < 2 or args.max_seq_length > config.max_position_embeddings:
         raise UsageError('--max_seq_length %d: must be 2 to the model\'s '
                          'max_position_embeddings %d'
                          % (args.max_seq_length, config.max_position_embeddings))
     if args.model:
-        cli.settle_text_prefix(args, args.model)
+        flags.settle_text_prefix(args, args.model)
     elif args.text_prefix is None:
         args.text_prefix = ''
     prefix = args.text_prefix
     if args.join_ellipsis and '. . .' in prefix:
         raise UsageError('--text_prefix %r holds \'. . .\', which --join_ellipsis would turn '
                          'into \'\u2026\' in the exported tokenizer but not in ours' % prefix)
-    tokenizer = cli.load_tokenizer(args, config)
+    tokenizer = bert_loading.load_tokenizer(args, config)
     source = read_source(args, config)
     tokens = tokenizer_files(tokenizer, args.max_seq_length, args.join_ellipsis)
 
@@ -671,7 +672,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    cli.resolve_bert_dir(args)
+    flags.resolve_bert_dir(args)
     kind, output, dim = export(args)
     what = {'dml': 'sentence-transformers folder (DML model)',
             'pretrained': 'sentence-transformers folder (pre-trained BERT)',
@@ -682,4 +683,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)

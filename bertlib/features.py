@@ -1,7 +1,7 @@
 """Sentence features: tokenise, batch by length, encode, restore input order, write TSV.
 
-The extraction pipeline (flags, reading, writing, progress); the batching and encoding
-engine under it is `bertlib.encoding`.
+The extraction pipeline and its command line (flags, first steps, reading, writing,
+progress); the batching and encoding engine under it is `bertlib.length_batching`.
 
 Shared by the three `extruct_bert_*.py` scripts, which differ only in the `encode`
 function they pass. Input is read in chunks of `chunk_batches * batchsize` lines; inside a
@@ -14,6 +14,7 @@ batches (the same batches one process would make, so the numbers are the same), 
 rank 0 gathers the vectors and writes them in input order.
 """
 
+import argparse
 import itertools
 import logging
 import sys
@@ -22,8 +23,8 @@ import time
 
 import numpy as np
 
-from bertlib import data, distributed
-from bertlib.encoding import encode_sorted
+from bertlib import data, devices, distributed, flags
+from bertlib.length_batching import encode_sorted
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write, check_output
 from bertlib.progress import Progress
@@ -199,7 +200,7 @@ def check_io(args, inputs, comm=None):
     """Checks --input (readable, UTF-8) and --output before any work; returns the number
     of non-empty input lines (None for standard input or a pipe, which are read once, as
     they stream). --output may be none of `inputs` ([(flag, path)]: every file the
-    command reads, `cli.input_files`). With a communicator only rank 0 reads and writes,
+    command reads, `flags.input_files`). With a communicator only rank 0 reads and writes,
     so only it checks, and tells the others the count."""
     if comm is not None:
         return comm.mpi_comm.bcast(check_io(args, inputs) if comm.rank == 0 else None)
@@ -211,6 +212,29 @@ def check_io(args, inputs, comm=None):
     if total is not None and limit is not None:
         total = min(total, limit)
     return total
+
+
+def argument_parser(description):
+    """The parser of an extraction script: --input/--output, then the BERT flags (with
+    --communicator); the script adds its model's own."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_io_arguments(parser)
+    flags.add_bert_arguments(parser, communicator=True)
+    return parser
+
+
+def start(args):
+    """Joins the MPI group (--communicator), checks the BERT files, --input and --output,
+    and picks --gpu, in that order, before any slow work.
+
+    Returns (comm or None, the number of input lines or None when unknown, device).
+    """
+    comm = distributed.setup(args)
+    flags.check_bert_arguments(args)
+    total = check_io(args, flags.input_files(args), comm)
+    device = devices.select_device(args.gpu, comm)
+    return comm, total, device
 
 
 def run(args, tokenizer, encode, xp, total=None, comm=None):

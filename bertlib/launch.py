@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from bertlib import checkpoints, cli, data, distributed, fileio, training
+from bertlib import bert_loading, checkpoints, data, devices, distributed, fileio, flags, training
 from bertlib.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def prepare(args, kind, same=(), check_flags=None, check_train=None, closed=Fals
     and the unseen classes are logged). Raises UsageError.
     """
     comm = distributed.setup(args)
-    cli.check_bert_arguments(args)  # first: the printed flags name --bert_dir's files
+    flags.check_bert_arguments(args)  # first: the printed flags name --bert_dir's files
     print(json.dumps(vars(args), indent=2), flush=True)
     if check_flags is not None:
         check_flags(args)
@@ -62,8 +62,8 @@ def prepare(args, kind, same=(), check_flags=None, check_train=None, closed=Fals
     start_epoch, start_step = check_args(
         args, kind, same=same + ('text_prefix', 'freeze_word_embeddings'), comm=comm)
     distributed.check_same_files(comm, [('--train', args.train), ('--eval', args.eval)])
-    device = cli.select_device(args.gpu, comm)
-    config, tokenizer, bert = cli.load_bert(args)
+    device = devices.select_device(args.gpu, comm)
+    config, tokenizer, bert = bert_loading.load_bert(args)
     if args.freeze_word_embeddings:
         bert.freeze_word_embeddings()  # before the script's make_optimizer
 
@@ -75,7 +75,7 @@ def prepare(args, kind, same=(), check_flags=None, check_train=None, closed=Fals
     if args.batchsize > len(train):
         # A small file with the usual --batchsize 64 (the README's walk through has 36
         # sentences): each batch is then the whole set, which is what the user can mean.
-        # A batch past the flag's bound (cli.MAX_BATCHSIZE) was refused while parsing.
+        # A batch past the flag's bound (flags.MAX_BATCHSIZE) was refused while parsing.
         logger.warning('--batchsize %d is more than the %d sentences of %s: each batch is '
                        'the whole training set (--batchsize %d)', args.batchsize,
                        len(train), args.train, len(train))
@@ -161,7 +161,7 @@ def check_args(args, kind, same=(), comm=None):
     """
     distributed.check_training_communicator(args)
     for name in ('train', 'eval'):
-        cli.check_file(getattr(args, name), '--%s file' % name)
+        bert_loading.check_file(getattr(args, name), '--%s file' % name)
     if distributed.is_root(comm):
         check_outputs(args)
         claim_out(args.out)
@@ -187,7 +187,7 @@ def check_outputs(args):
     file identity): a model, labels.bin or the log in --out, or the pictures <out>.png and
     <out>-cm-*.png beside it. --resume's files are not inputs here: resuming into the
     folder itself (--resume DIR --out DIR) is how a training goes on."""
-    inputs = cli.input_files(args)
+    inputs = flags.input_files(args)
     out = os.path.normpath(args.out)
     if os.path.isdir(out):
         for name in sorted(os.listdir(out)):

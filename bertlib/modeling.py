@@ -36,7 +36,8 @@ from bertlib.normalization import LayerNormalization
 
 class ConfigError(ValueError):
     """A BERT config that cannot be read or used; the message names the file (and the
-    line). Command-line callers turn it into their one-line error (`cli.read_bert_config`)."""
+    line). Command-line callers turn it into their one-line error
+    (`bert_loading.read_bert_config`)."""
 
 
 # What a config may ask for: far above any published BERT (BERT-large has hidden 1024, 24
@@ -198,7 +199,7 @@ def _placeholder_weight(link, shape):
     the arrays it reads): Chainer's own parameters are written when made, and each gets
     a gradient array filled with NaN, which for multilingual-e5-small's 250,002-row word
     table alone is 0.77 GB written for nothing, and kept by the allocator
-    (`cli.keep_freed_memory`). np.zeros' pages stay the system's zero page until
+    (`process.keep_freed_memory`). np.zeros' pages stay the system's zero page until
     touched, and a Parameter made from an array has no gradient until a backward pass
     makes one."""
     with link.init_scope():

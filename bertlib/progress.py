@@ -1,7 +1,8 @@
 """A progress line on stderr for the long loops (extraction, training epochs).
 
 Its own module so that the feature pipeline and the training loop can report progress
-without importing the command-line layer (`bertlib.cli`) that sits above them.
+without importing the command-line layer (`bertlib.flags`, `bertlib.process`) that sits
+above them.
 """
 
 import contextlib

@@ -81,7 +81,7 @@ class SentencePieceTokenizer(object):
                              % self.vocab_file)
         self.tokenizer = _read_tokenizer_json(self.vocab_file)
         # A tokenizer.json may ask for padding or truncation of its own: `encode` cuts at
-        # --max_seq_length and the batches are padded and masked by bertlib.encoding.
+        # --max_seq_length and the batches are padded and masked by bertlib.length_batching.
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         ids = {}

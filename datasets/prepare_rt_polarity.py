@@ -21,7 +21,7 @@ import os
 import tarfile
 import urllib.request
 
-from bertlib import cli
+from bertlib import bert_loading, process
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
@@ -75,7 +75,7 @@ def main(argv=None):
     if not 0 <= args.fold < FOLDS:
         raise UsageError('--fold must be 0..%d, got %d' % (FOLDS - 1, args.fold))
     if args.tarball:
-        cli.check_file(args.tarball, 'tarball')
+        bert_loading.check_file(args.tarball, 'tarball')
         with open(args.tarball, 'rb') as f:
             data = f.read()
         source = args.tarball
@@ -113,4 +113,4 @@ def parse_args(argv=None):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)

@@ -61,16 +61,28 @@ def test_find_cycle_sees_a_cycle():
 
 def test_bertlib_has_no_import_cycle():
     graph = import_graph()
-    assert {'cli', 'distributed', 'features', 'encoding', 'progress'} <= set(graph)
+    assert {'process', 'flags', 'devices', 'bert_loading', 'distributed', 'features',
+            'length_batching', 'progress'} <= set(graph)
     assert find_cycle(graph) is None
 
 
 def test_the_engine_and_progress_sit_below_the_pipeline_and_the_command_line():
     graph = import_graph()
-    assert graph['encoding'] == set()
+    assert graph['length_batching'] == set()
     assert graph['progress'] == set()
-    assert 'cli' not in graph['features']
+    # The pipeline takes the BERT flags and --gpu; it never loads a model or exits.
+    assert not {'process', 'bert_loading'} & graph['features']
     assert 'features' not in graph['distributed']
+
+
+def test_the_command_line_layer_is_one_module_per_concern():
+    """process (exit codes, signals, streams), flags, devices and bert_loading: none of
+    them reaches into another, so a script takes only the concerns it needs."""
+    graph = import_graph()
+    layer = {'process', 'flags', 'devices', 'bert_loading'}
+    assert 'cli' not in graph
+    for module in layer:
+        assert not graph[module] & layer, module
 
 
 def test_computing_and_drawing_are_separate_modules():

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import extruct_bert_embed
-from bertlib import cli, convert
+from bertlib import convert, flags
 from bertlib.errors import UsageError
 from bertlib.testing import (ROOT, model_flags, sentencepiece_model_flags,
                              write_random_bert, write_random_sentencepiece_bert)
@@ -20,15 +20,15 @@ SCRIPTS = ['train_dml.py', 'train_classifier.py', 'test_classifier.py',
 
 
 def parse(argv):
-    parser = cli.add_bert_arguments(argparse.ArgumentParser())
+    parser = flags.add_bert_arguments(argparse.ArgumentParser())
     args = parser.parse_args(argv)
-    cli.check_bert_arguments(args)
+    flags.check_bert_arguments(args)
     return args
 
 
 def test_the_folder_names_are_those_the_converter_writes():
-    assert (cli.BERT_DIR_TOKENIZER_JSON, cli.BERT_DIR_VOCAB, cli.BERT_DIR_CONFIG,
-            cli.BERT_DIR_CHECKPOINT) == (convert.TOKENIZER_JSON_NAME, convert.VOCAB_NAME,
+    assert (flags.BERT_DIR_TOKENIZER_JSON, flags.BERT_DIR_VOCAB, flags.BERT_DIR_CONFIG,
+            flags.BERT_DIR_CHECKPOINT) == (convert.TOKENIZER_JSON_NAME, convert.VOCAB_NAME,
                                          convert.CONFIG_NAME, convert.NPZ_NAME)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import train_dml
-from bertlib import cli, distributed, encoding, features, training
+from bertlib import devices, distributed, features, length_batching, training
 from bertlib.errors import UsageError
 from conftest import write_random_bert, model_flags
 
@@ -82,7 +82,7 @@ def test_cpu_training_on_a_machine_with_cupy_but_no_gpu(tmp_path, monkeypatch, c
 def test_gpu_without_cupy_or_driver_says_how_to_fix_it(monkeypatch, cupy, message):
     monkeypatch.setitem(sys.modules, 'cupy', cupy)
     with pytest.raises(UsageError) as error:
-        cli.select_device(0)
+        devices.select_device(0)
     assert str(error.value).startswith(message)
 
 
@@ -91,7 +91,7 @@ def test_gpu_index_past_the_visible_ones(monkeypatch):
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '3')
     with pytest.raises(UsageError, match=r'--gpu 2: only 1 GPU\(s\) visible '
                                          r'\(CUDA_VISIBLE_DEVICES=3\)'):
-        cli.select_device(2)
+        devices.select_device(2)
 
 
 def test_cupy_that_chainer_cannot_use(monkeypatch):
@@ -102,7 +102,7 @@ def test_cupy_that_chainer_cannot_use(monkeypatch):
     monkeypatch.setattr(cuda, '_resolution_error', ImportError(
         'Failure finding "libcublasLt.so.13": No such file\nsecond line'), raising=False)
     with pytest.raises(UsageError) as error:
-        cli.select_device(0)
+        devices.select_device(0)
     assert str(error.value) == (
         '--gpu 0: Chainer cannot use CuPy (Failure finding "libcublasLt.so.13": No such '
         'file); reinstall CuPy for your CUDA with `make gpu` or `make gpu CUDA=13`')
@@ -114,21 +114,21 @@ def test_cupy_that_chainer_cannot_use(monkeypatch):
     (0, 1, 0, 1, 0),
 ])
 def test_gpu_for_rank(gpu, count, rank, size, expected):
-    assert cli.gpu_for_rank(gpu, count, rank, size) == expected
+    assert devices.gpu_for_rank(gpu, count, rank, size) == expected
 
 
 def test_too_many_processes_for_the_gpus():
     with pytest.raises(UsageError, match='process 3 of 3 on this node needs GPU 3 but only '
                                          '3 are visible: start at most 2 processes'):
-        cli.gpu_for_rank(1, 3, 2, 3)
+        devices.gpu_for_rank(1, 3, 2, 3)
 
 
 def test_two_processes_on_one_gpu_are_refused():
-    cli.check_distinct_gpus([('a', '0000:01:00.0'), ('a', '0000:02:00.0'),
+    devices.check_distinct_gpus([('a', '0000:01:00.0'), ('a', '0000:02:00.0'),
                              ('b', '0000:01:00.0')], 0)
     with pytest.raises(UsageError, match='processes 0 and 1 on a both use the GPU at '
                                          '0000:01:00.0'):
-        cli.check_distinct_gpus([('a', '0000:01:00.0'), ('a', '0000:01:00.0')], 0)
+        devices.check_distinct_gpus([('a', '0000:01:00.0'), ('a', '0000:01:00.0')], 0)
 
 
 @pytest.mark.parametrize('name, gpu, refused', [
@@ -153,8 +153,8 @@ def test_losses_are_checked_in_one_copy():
 
 
 def test_gpu_batches_are_not_cut_by_length():
-    assert encoding.length_pieces(np) == 4
-    assert encoding.length_pieces(types.SimpleNamespace()) == 1
+    assert length_batching.length_pieces(np) == 4
+    assert length_batching.length_pieces(types.SimpleNamespace()) == 1
 
 
 class CountingTokenizer(object):

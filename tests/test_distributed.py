@@ -14,7 +14,7 @@ import chainer
 import numpy as np
 import pytest
 
-from bertlib import distributed, dml, dropout, encoding, modeling, training
+from bertlib import distributed, dml, dropout, length_batching, modeling, training
 from conftest import (MPI_TIMEOUT as TIMEOUT, ROOT, WORDS, final_arrays, model_flags,
                       mpi_missing, mpirun, write_random_bert)
 
@@ -99,7 +99,7 @@ def test_dropout_rows_replay_the_whole_batch_masks(tmp_path):
     ids = [list(rng.randint(5, 20, size=rng.randint(2, 9))) for _ in range(13)]
     with chainer.using_config('train', True):
         dropout.seed(5)
-        whole = encoding.encode_by_length(model.embed, ids, np).array
+        whole = length_batching.encode_by_length(model.embed, ids, np).array
         order = np.argsort([len(x) for x in ids], kind='stable')
         size = -(-len(order) // 4)
         shared = np.full_like(whole, np.nan)
@@ -111,13 +111,13 @@ def test_dropout_rows_replay_the_whole_batch_masks(tmp_path):
                 rows = piece[start:stop] if stop > start else piece[:1]
                 window = (start, stop) if stop > start else (0, 1)
                 length = max(len(ids[i]) for i in piece)
-                input_ids, mask = encoding.pad_batch([ids[i] for i in rows], np, length)
+                input_ids, mask = length_batching.pad_batch([ids[i] for i in rows], np, length)
                 with dropout.rows(window[0], window[1], len(piece)):
                     out = model.embed(input_ids, mask).array
                 if stop > start:
                     shared[rows] = out
         dropout.seed(6)
-        other = encoding.encode_by_length(model.embed, ids, np).array
+        other = length_batching.encode_by_length(model.embed, ids, np).array
     np.testing.assert_allclose(shared, whole, atol=1e-6)
     assert np.abs(other - whole).max() > 1e-3  # dropout is really on
 

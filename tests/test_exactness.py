@@ -10,7 +10,7 @@ import pathlib
 import chainer
 import numpy as np
 
-from bertlib import cli, encoding
+from bertlib import bert_loading, length_batching
 
 REFERENCE = pathlib.Path(__file__).parent / 'data' / 'minilm_reference.json'
 
@@ -22,11 +22,11 @@ def test_mean_pooled_features_equal_sentence_transformers(demo_model):
         bert_config_file=str(demo_model / 'bert_config.json'),
         init_checkpoint=str(demo_model / 'arrays_bert_model.ckpt.npz'),
         do_lower_case='auto', max_seq_length=reference['max_seq_length'])
-    _, tokenizer, bert = cli.load_bert(args)
+    _, tokenizer, bert = bert_loading.load_bert(args)
     assert tokenizer.basic_tokenizer.do_lower_case  # 'auto' found the vocabulary uncased
 
     ids = [tokenizer.encode(s, reference['max_seq_length'])[0] for s in reference['sentences']]
-    input_ids, input_mask = encoding.pad_batch(ids)
+    input_ids, input_mask = length_batching.pad_batch(ids)
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         vectors = bert.encode(input_ids, input_mask, pooling='mean').array
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -271,8 +271,8 @@ def test_sentencepiece_model_exports_its_tokenizer_json(tmp_path):
 
 def refused(argv, capsys):
     with pytest.raises(SystemExit) as stop:
-        from bertlib import cli
-        cli.run(lambda: export.main(argv))
+        from bertlib import process
+        process.run(lambda: export.main(argv))
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith('error: ')

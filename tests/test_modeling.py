@@ -4,7 +4,7 @@ import chainer
 import numpy as np
 import pytest
 
-from bertlib import cli, modeling
+from bertlib import bert_loading, modeling
 from bertlib.errors import UsageError
 
 TINY = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
@@ -256,5 +256,5 @@ def test_config_errors_name_the_file(tmp_path, content, message):
         modeling.BertConfig.from_json_file(str(path))
     assert message in str(info.value) and 'bert_config.json' in str(info.value)
     with pytest.raises(UsageError) as info:  # what the scripts print as `error: ...`
-        cli.read_bert_config(str(path))
+        bert_loading.read_bert_config(str(path))
     assert message in str(info.value) and str(path) in str(info.value)

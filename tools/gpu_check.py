@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from bertlib import cli, encoding, modeling  # (bertlib first: compat)
+# (bertlib first: compat)
+from bertlib import bert_loading, devices, length_batching, modeling, process
 
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        'samples', 'sentences.txt')
@@ -26,7 +27,7 @@ SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def make_model(args):
     """Random weights in the demo model's shape: its npz (91 MB) is too big to carry."""
     os.makedirs(args.out, exist_ok=True)
-    config = cli.read_bert_config(args.config)
+    config = bert_loading.read_bert_config(args.config)
     np.random.seed(args.seed)
     bert = modeling.BertModel(config)
     modeling.save_pretrained(bert, os.path.join(args.out, 'arrays_bert_model.ckpt.npz'))
@@ -81,8 +82,8 @@ def _token_batches(tokenizer, batchsize, count, max_len=128):
     rows = [line.rstrip('\n').split('\t')[1] for line in open(SAMPLES, encoding='utf-8')
             if line.strip()]
     ids = [tokenizer.encode(rows[i % len(rows)], max_len)[0] for i in range(count)]
-    order = encoding.length_batches(ids, batchsize)
-    return [encoding.pad_batch([ids[i] for i in batch]) for batch in order]
+    order = length_batching.length_batches(ids, batchsize)
+    return [length_batching.pad_batch([ids[i] for i in batch]) for batch in order]
 
 
 def _load(args):
@@ -91,7 +92,7 @@ def _load(args):
         bert_config_file=os.path.join(args.model, 'bert_config.json'),
         init_checkpoint=os.path.join(args.model, 'arrays_bert_model.ckpt.npz'),
         do_lower_case='auto', max_seq_length=128)
-    return cli.load_bert(flags)
+    return bert_loading.load_bert(flags)
 
 
 def _torch_bert(config, device):
@@ -138,7 +139,7 @@ def speed_extract(args):
                   % (mode, count / (time.time() - start), count, args.batchsize))
         return 0
     import chainer
-    device = cli.select_device(args.gpu)
+    device = devices.select_device(args.gpu)
     bert.to_device(device)
 
     def run():
@@ -185,7 +186,7 @@ def speed_train(args):
         import chainer
         import chainer.functions as F
         from bertlib import optimization
-        device = cli.select_device(args.gpu)
+        device = devices.select_device(args.gpu)
         bert.to_device(device)
         optimizer = optimization.make_optimizer(bert, 1e-5, 0.01)
         optimizer.eta = 1.0
@@ -241,4 +242,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)

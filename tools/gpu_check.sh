@@ -190,8 +190,8 @@ import bertlib, chainer, numpy
 from chainer.backends import cuda
 print('check: compat patches', bertlib.compat.applied, 'numba compiled', bertlib.compat.numba.compiled)
 print('check: chainer cuda available', cuda.available, 'cudnn', cuda.cudnn_enabled)
-from bertlib import cli
-print('check: device', cli.select_device($gpu))"
+from bertlib import devices
+print('check: device', devices.select_device($gpu))"
     step "make a random model of the demo's shape" 60 "$py" tools/gpu_check.py make-model \
         --config "$ROOT/$PAYLOAD/model/bert_config.json" --vocab "$ROOT/$PAYLOAD/model/vocab.txt" \
         --out "$model"

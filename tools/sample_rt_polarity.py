@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from bertlib import cli, data
+from bertlib import data, process
 from bertlib.errors import UsageError
 from bertlib.fileio import atomic_write
 
@@ -73,4 +73,4 @@ def parse_args(argv=None):
 
 
 if __name__ == '__main__':
-    cli.run(main)
+    process.run(main)
