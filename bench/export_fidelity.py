@@ -165,16 +165,9 @@ def dml_round_trip(flags, model, labels, texts, work, torch_python):
     features = os.path.join(work, 'ours.txt')
     run_script([ROOT / 'extruct_bert_metrics.py'] + flags + [
         '--model', model, '--label', labels, '--input', ours_in, '--output', features])
-    theirs = torch_check(torch_python, folder, plain, work)
     prefix = checkpoints.read_meta(str(model)).get('text_prefix', '')
-    figures = compare(read_features(features), theirs['st'])
-    figures.update(lines=len(texts), export_seconds=seconds, export_peak_mb=peak,
-                   folder_mb=folder_size(folder) / 2 ** 20,
-                   id_mismatches=sum(a != b for a, b in zip(our_ids(flags, texts, prefix),
-                                                           theirs['id_lists'])))
-    with open(features, 'rb') as f:
-        figures['converted_identical'] = converted_features(folder, ours_in, work) == f.read()
-    return figures
+    return sentence_figures(flags, prefix, texts, folder, features, ours_in, plain,
+                            (seconds, peak), work, torch_python)
 
 
 def pretrained_round_trip(flags, pooling, prefix, texts, work, torch_python):
@@ -188,10 +181,18 @@ def pretrained_round_trip(flags, pooling, prefix, texts, work, torch_python):
     run_script([ROOT / 'extruct_bert_embed.py'] + flags + [
         '--pooling', pooling, '--text_prefix', prefix, '--input', ours_in,
         '--output', features])
+    return sentence_figures(flags, prefix, texts, folder, features, ours_in, plain,
+                            (seconds, peak), work, torch_python)
+
+
+def sentence_figures(flags, prefix, texts, folder, features, ours_in, plain, export_cost,
+                     work, torch_python):
+    """Our features (the file `features`) against sentence-transformers' encode of the
+    exported `folder`, the token ids, and the converted-back folder's features."""
     theirs = torch_check(torch_python, folder, plain, work)
     figures = compare(read_features(features), theirs['st'])
-    figures.update(lines=len(texts), export_seconds=seconds, export_peak_mb=peak,
-                   folder_mb=folder_size(folder) / 2 ** 20,
+    figures.update(lines=len(texts), export_seconds=export_cost[0],
+                   export_peak_mb=export_cost[1], folder_mb=folder_size(folder) / 2 ** 20,
                    id_mismatches=sum(a != b for a, b in zip(our_ids(flags, texts, prefix),
                                                            theirs['id_lists'])))
     with open(features, 'rb') as f:
